@@ -1,0 +1,5 @@
+import sys
+
+from wattserve.cli import main
+
+sys.exit(main())

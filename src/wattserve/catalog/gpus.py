@@ -1,0 +1,96 @@
+"""GPU specifications.
+
+Sources, unless a field says otherwise: ../shared/data/anchors/mlenergy/gpu_specs.csv, which gathers
+vendor datasheets and public `nvidia-smi -q` / `rocm-smi` dumps. Idle power for H100 and A100 is the
+Splitwise authors' constant power model (splitwise-sim configs/power_model/constant.yaml: H100 75 W,
+A100 63 W), which sits inside the ranges seen in the nvidia-smi dumps (71-101 W and 52-68 W).
+Interconnect figures: TP all-reduce latency and bus bandwidth are fitted to Vidur's NCCL profile
+(../shared/data/anchors/vidur/data/profiling/network/h100_dgx/all_reduce.csv: 64 MiB in 0.245 ms at
+TP2, 0.318 ms at TP4, 0.322 ms at TP8; 1 MiB in about 0.035 ms).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from wattserve.errors import unknown
+
+
+@dataclass(frozen=True)
+class GpuSpec:
+    name: str
+    bf16_tflops: float
+    hbm_gb: float
+    hbm_tb_s: float
+    tdp_w: float
+    cap_min_w: float
+    cap_max_w: float
+    clock_min_mhz: int
+    clock_max_mhz: int
+    clock_step_mhz: int
+    idle_w: float
+    link_gb_s: float
+    """Per-GPU, per-direction scale-up link bandwidth (NVLink / Infinity Fabric), for KV hand-off."""
+    allreduce_bus_gb_s: float
+    allreduce_latency_s: float
+    network_gb_s: float = 50.0
+    """Per-GPU scale-out NIC (400 Gb/s InfiniBand NDR = 50 GB/s) for KV hand-off across nodes."""
+    network_latency_s: float = 20e-6
+
+    @property
+    def clocks(self) -> list[int]:
+        """Supported SM clock steps, ascending."""
+        return list(range(self.clock_min_mhz, self.clock_max_mhz + 1, self.clock_step_mhz))
+
+    @property
+    def peak_flops(self) -> float:
+        return self.bf16_tflops * 1e12
+
+    @property
+    def hbm_bytes_s(self) -> float:
+        return self.hbm_tb_s * 1e12
+
+    @property
+    def hbm_bytes(self) -> float:
+        return self.hbm_gb * 1e9
+
+
+GPUS: dict[str, GpuSpec] = {
+    # H100 SXM5 80GB: 989.4 TFLOP/s dense BF16, 3.35 TB/s, 700 W; nvidia-smi power limit range
+    # 200-700 W, SM clocks 345-1980 MHz in 15 MHz steps (gpu_specs.csv). NVLink4 450 GB/s/direction.
+    "h100": GpuSpec(
+        name="H100-SXM", bf16_tflops=989.4, hbm_gb=80, hbm_tb_s=3.35, tdp_w=700, cap_min_w=200,
+        cap_max_w=700, clock_min_mhz=345, clock_max_mhz=1980, clock_step_mhz=15, idle_w=75,
+        link_gb_s=450, allreduce_bus_gb_s=360, allreduce_latency_s=30e-6,
+    ),
+    # H200 SXM 141GB: same compute as H100, 4.8 TB/s HBM3e, 700 W, 200-700 W limits, idle 73-76 W.
+    "h200": GpuSpec(
+        name="H200", bf16_tflops=989.4, hbm_gb=141, hbm_tb_s=4.8, tdp_w=700, cap_min_w=200,
+        cap_max_w=700, clock_min_mhz=345, clock_max_mhz=1980, clock_step_mhz=15, idle_w=75,
+        link_gb_s=450, allreduce_bus_gb_s=360, allreduce_latency_s=30e-6,
+    ),
+    # A100 SXM4 80GB: 312 TFLOP/s, 2.039 TB/s, 400 W, 100-400 W limits, 210-1410 MHz, idle 63 W
+    # (Splitwise). NVLink3 300 GB/s/direction; all-reduce from vidur network/a100_dgx scaled to NVLink3.
+    "a100": GpuSpec(
+        name="A100-SXM-80GB", bf16_tflops=312, hbm_gb=80, hbm_tb_s=2.039, tdp_w=400, cap_min_w=100,
+        cap_max_w=400, clock_min_mhz=210, clock_max_mhz=1410, clock_step_mhz=15, idle_w=63,
+        link_gb_s=300, allreduce_bus_gb_s=230, allreduce_latency_s=35e-6,
+    ),
+    # MI300X OAM 192GB: 1307.4 TFLOP/s, 5.3 TB/s, 750 W, sclk 500-2100 MHz, idle 130-137 W (rocm-smi).
+    # The minimum power cap is not in gpu_specs.csv ("unknown"): 300 W is assumed, below the lowest
+    # cap RAPID studies (450 W). Infinity Fabric: 7 links x 64 GB/s = 448 GB/s per direction.
+    "mi300x": GpuSpec(
+        name="MI300X", bf16_tflops=1307.4, hbm_gb=192, hbm_tb_s=5.3, tdp_w=750, cap_min_w=300,
+        cap_max_w=750, clock_min_mhz=500, clock_max_mhz=2100, clock_step_mhz=25, idle_w=132,
+        link_gb_s=448, allreduce_bus_gb_s=300, allreduce_latency_s=40e-6,
+    ),
+}
+
+_ALIASES = {"h100-sxm": "h100", "h200-sxm": "h200", "a100-sxm-80gb": "a100", "a100-80gb": "a100"}
+
+
+def get_gpu(name: str) -> GpuSpec:
+    key = _ALIASES.get(name.lower(), name.lower())
+    if key not in GPUS:
+        raise unknown("gpu", name, GPUS)
+    return GPUS[key]

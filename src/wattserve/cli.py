@@ -1,0 +1,239 @@
+"""The `wattserve` command line.
+
+Every user error is one line on stderr and exit status 2 (no traceback); results are written only
+when the run completes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from wattserve.errors import UsageError
+
+DEFAULT_DATA = Path("../shared/data")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _add_simulate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("simulate", help="simulate a cluster serving a workload (default: 8x H100, 4P/4D)",
+                       description="Simulate a GPU cluster serving an LLM. With no arguments, runs the embedded "
+                                   "default: 8x H100, Llama-3.1-8B, 4 prefill + 4 decode, an Azure-conversation-"
+                                   "shaped workload for 600 s, SLO TTFT 1 s / TPOT 50 ms.")
+    p.add_argument("--config", help="scenario YAML (flags override its fields)")
+    g = p.add_argument_group("cluster")
+    g.add_argument("--gpu", help="h100 | h200 | a100 | mi300x")
+    g.add_argument("--model", help="llama-3.1-8b | llama-3.1-70b | llama-2-70b | mixtral-8x7b | qwen3-30b-a3b")
+    g.add_argument("--tp", type=int, help="tensor-parallel GPUs per instance")
+    g.add_argument("--prefill", type=int, help="prefill instances")
+    g.add_argument("--decode", type=int, help="decode instances")
+    g.add_argument("--colocated", type=int, help="colocated (hybrid-batching) instances instead of P/D")
+    g.add_argument("--power-cap", type=float, help="per-GPU power cap, W")
+    g.add_argument("--prefill-cap", type=float, help="per-GPU cap on prefill instances, W")
+    g.add_argument("--decode-cap", type=float, help="per-GPU cap on decode instances, W")
+    g.add_argument("--clock", type=int, help="locked SM clock, MHz")
+    g.add_argument("--router", help="round_robin | least_loaded")
+    w = p.add_argument_group("workload")
+    w.add_argument("--trace", help="Azure CSV or Mooncake JSONL trace file")
+    w.add_argument("--trace-format", help="azure | mooncake (default: from the extension)")
+    w.add_argument("--rate", type=float, help="request rate, req/s (a trace is rescaled to it)")
+    w.add_argument("--duration", type=float, help="seconds of workload (a trace is cut to it)")
+    w.add_argument("--num-requests", type=int, help="number of requests")
+    w.add_argument("--repeat", type=int, help="play the workload N times end to end")
+    s = p.add_argument_group("SLO and output")
+    s.add_argument("--slo-ttft-ms", type=float, help="TTFT SLO, ms (default 1000)")
+    s.add_argument("--slo-tpot-ms", type=float, help="TPOT SLO, ms (default 50)")
+    s.add_argument("--seed", type=int, help="random seed (default 0)")
+    s.add_argument("--out", help="folder for config.yaml, summary.json, requests.csv, power.csv and plots")
+    s.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    s.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
+    p.set_defaults(func=cmd_simulate)
+
+
+_FLAG_FIELDS = {
+    "gpu": "cluster.gpu", "model": "cluster.model", "tp": "cluster.tp", "prefill": "cluster.prefill",
+    "decode": "cluster.decode", "colocated": "cluster.colocated", "power_cap": "cluster.power_cap_w",
+    "prefill_cap": "cluster.prefill_cap_w", "decode_cap": "cluster.decode_cap_w", "clock": "cluster.clock_mhz",
+    "router": "cluster.router", "trace": "workload.trace", "trace_format": "workload.trace_format",
+    "rate": "workload.rate", "duration": "workload.duration_s", "num_requests": "workload.num_requests",
+    "repeat": "workload.repeat", "slo_ttft_ms": "slo.ttft_ms", "slo_tpot_ms": "slo.tpot_ms", "seed": "seed",
+}
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    o = {field: getattr(args, flag) for flag, field in _FLAG_FIELDS.items() if getattr(args, flag) is not None}
+    if args.colocated:
+        o.setdefault("cluster.prefill", 0)
+        o.setdefault("cluster.decode", 0)
+    return o
+
+
+def cmd_simulate(args: argparse.Namespace, started: float) -> int:
+    from wattserve.config import build_workload, load_scenario, scenario_yaml
+    from wattserve.metrics.summary import summarize, terminal_table
+    from wattserve.progress import progress_bar
+    from wattserve.sim.cluster import Cluster
+
+    scenario = load_scenario(args.config, _overrides(args))
+    workload = build_workload(scenario.workload, scenario.seed)
+    cluster = Cluster(scenario.cluster.to_spec(), workload)
+    update, close = progress_bar(float(workload.arrival_s[-1]) if len(workload) else 0.0)
+    try:
+        res = cluster.run(progress=update)
+    finally:
+        close()
+    summary = summarize(res, scenario.slo.ttft_ms, scenario.slo.tpot_ms, time.perf_counter() - started)
+    summary["scenario"] = scenario.name
+    summary["workload"] = workload.name
+    summary["num_prompts"] = len(workload)
+    if args.out:
+        _write_outputs(Path(args.out), res, scenario, summary, scenario_yaml(scenario), not args.no_plots)
+        summary["wall_time_s"] = time.perf_counter() - started
+    if args.json:
+        print(json.dumps(summary, indent=2, default=float))
+    else:
+        print(terminal_table(summary, f"wattserve simulate: {scenario.name}"))
+        if args.out:
+            print(f"results in {args.out}/")
+    return 0
+
+
+def _write_outputs(out: Path, res: Any, scenario: Any, summary: dict[str, Any], cfg_yaml: str,
+                   plots: bool) -> None:
+    from wattserve.metrics import outputs
+    from wattserve.metrics.summary import slo_met
+
+    with outputs.staged_dir(out) as stage:
+        (stage / "config.yaml").write_text(cfg_yaml)
+        met = slo_met(res, scenario.slo.ttft_ms, scenario.slo.tpot_ms)
+        outputs.write_requests_csv(stage / "requests.csv", res, met)
+        outputs.write_power_csv(stage / "power.csv", res)
+        if plots:
+            from wattserve.metrics import plots as pl
+
+            pl.latency_cdfs(stage / "latency_cdf.png", res, scenario.slo.ttft_ms, scenario.slo.tpot_ms)
+            pl.cluster_power_plot(stage / "cluster_power.png", res)
+        outputs.write_json(stage / "summary.json", summary)
+
+
+def _add_estimate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("estimate", help="latency, power and clock of one engine iteration",
+                       description="Predict one iteration: B prompts of N tokens each (--prefill-tokens N "
+                                   "[--prefill-batch B]) or B decode sequences of C context tokens each "
+                                   "(--decode-batch B --context C).")
+    p.add_argument("--gpu", default="h100")
+    p.add_argument("--model", default="llama-3.1-8b")
+    p.add_argument("--tp", type=int, default=1)
+    p.add_argument("--prefill-tokens", type=int)
+    p.add_argument("--prefill-batch", type=int, default=1)
+    p.add_argument("--decode-batch", type=int)
+    p.add_argument("--context", type=int)
+    lim = p.add_mutually_exclusive_group()
+    lim.add_argument("--clock", type=int, help="locked SM clock, MHz")
+    lim.add_argument("--power-cap", type=float, help="power cap, W")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_estimate)
+
+
+def cmd_estimate(args: argparse.Namespace, started: float) -> int:
+    from wattserve.catalog import get_gpu, get_model
+    from wattserve.catalog.models import BatchShape
+    from wattserve.perf import RooflineLatencyModel, UtilizationPowerModel, operating_point
+    from wattserve.sim.gpu import check_cap, check_clock
+
+    gpu, model = get_gpu(args.gpu), get_model(args.model)
+    if args.tp not in (1, 2, 4, 8):
+        raise UsageError(f"tp: {args.tp} is not allowed; allowed: 1, 2, 4, 8")
+    if (args.prefill_tokens is None) == (args.decode_batch is None):
+        raise UsageError("estimate: give either --prefill-tokens N or --decode-batch B --context C")
+    if args.prefill_tokens is not None:
+        if args.prefill_tokens < 1 or args.prefill_batch < 1:
+            raise UsageError("prefill-tokens/prefill-batch: must be >= 1")
+        shape = BatchShape.prefill(args.prefill_tokens, args.prefill_batch)
+        tokens = args.prefill_tokens * args.prefill_batch
+    else:
+        if args.context is None or args.context < 1 or args.decode_batch < 1:
+            raise UsageError("decode-batch/context: --decode-batch B needs --context C, both >= 1")
+        shape = BatchShape.decode(args.decode_batch, args.context)
+        tokens = args.decode_batch
+    if args.power_cap is not None:
+        check_cap(gpu, args.power_cap)
+    if args.clock is not None:
+        check_clock(gpu, args.clock)
+    lat = RooflineLatencyModel(gpu, model, args.tp)
+    pwr = UtilizationPowerModel.for_gpu(gpu)
+    cap = args.power_cap if args.power_cap is not None else gpu.tdp_w
+    op = operating_point(gpu, lat, pwr, shape, cap, args.clock)
+    out = {
+        "gpu": gpu.name, "model": model.name, "tp": args.tp, "latency_ms": op.cost.time_s * 1e3,
+        "power_w": op.power_w, "clock_mhz": op.clock_mhz, "power_cap_w": cap,
+        "compute_util": op.cost.compute_util, "memory_util": op.cost.memory_util,
+        "tokens_per_s": tokens / op.cost.time_s, "energy_j_per_token": op.power_w * args.tp * op.cost.time_s / tokens,
+        "modelled": True,
+    }
+    if args.json:
+        print(json.dumps(out))
+    else:
+        for k, v in out.items():
+            print(f"{k:<20}{v:.4g}" if isinstance(v, float) else f"{k:<20}{v}")
+    return 0
+
+
+def _add_calibrate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("calibrate", help="model error against ML.ENERGY, Vidur and Splitwise data",
+                       description="Compare the latency and power models with measurements and print (or write) "
+                                   "the markdown table in docs/calibration.md.")
+    p.add_argument("--data", default=str(DEFAULT_DATA), help="the shared data folder (default ../shared/data)")
+    p.add_argument("--out", help="write the markdown here instead of printing it")
+    p.set_defaults(func=cmd_calibrate)
+
+
+def cmd_calibrate(args: argparse.Namespace, started: float) -> int:
+    from wattserve.perf.calibration import markdown_report
+
+    data = Path(args.data)
+    if not (data / "anchors/mlenergy/v3_leaderboard/v3_configs_flat.csv").is_file():
+        raise UsageError(f"data: {str(data)!r} has no anchors/mlenergy/v3_leaderboard/v3_configs_flat.csv; "
+                         "point --data at the shared data folder")
+    text = markdown_report(data)
+    if args.out:
+        Path(args.out).write_text(text)
+    else:
+        print(text, end="")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="wattserve", description="Serve LLMs under a power budget: simulate, estimate, calibrate.")
+    p.add_argument("--version", action="version", version="wattserve 0.1.0")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_simulate(sub)
+    _add_estimate(sub)
+    _add_calibrate(sub)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    started = time.perf_counter()
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args, started))
+    except UsageError as e:
+        print(f"wattserve {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"wattserve {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

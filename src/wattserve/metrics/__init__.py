@@ -1,0 +1,1 @@
+"""Per-request records, latency distributions, SLO attainment, energy and outputs."""

@@ -1,0 +1,65 @@
+"""PNG plots: latency CDFs, and cluster power over time against the power limit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from wattserve.metrics.power_series import binned_average, cluster_power
+from wattserve.metrics.records import COMPLETED
+from wattserve.sim.cluster import SimResult
+
+
+def _pyplot():  # noqa: ANN202
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def latency_cdfs(path: Path, res: SimResult, ttft_ms: float | None, tpot_ms: float | None) -> None:
+    plt = _pyplot()
+    r = res.records
+    done = r.status == COMPLETED
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    series = (("TTFT (ms)", r.ttft[done] * 1e3, ttft_ms), ("TPOT (ms)", r.tpot[done] * 1e3, tpot_ms),
+              ("End-to-end latency (s)", r.e2el[done], None))
+    for ax, (label, v, slo) in zip(axes, series):
+        v = np.sort(v[~np.isnan(v)])
+        if len(v):
+            ax.plot(v, np.arange(1, len(v) + 1) / len(v), lw=1.6)
+        if slo is not None:
+            ax.axvline(slo, color="tab:red", ls="--", lw=1, label=f"SLO {slo:g} ms")
+            ax.legend(loc="lower right", fontsize=8)
+        ax.set_xlabel(label)
+        ax.set_ylabel("fraction of requests")
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"Latency CDFs: {res.spec.num_gpus}x {res.spec.gpu.upper()}, {res.spec.model}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def cluster_power_plot(path: Path, res: SimResult, budget_w: float | None = None) -> None:
+    plt = _pyplot()
+    t, w = cluster_power(res.gpus)
+    centers, avg = binned_average(t, w, res.end_s, min(600, max(10, int(res.end_s))))
+    fig, ax = plt.subplots(figsize=(10, 3.6))
+    ax.step(t, w, where="post", lw=0.4, alpha=0.35, color="tab:blue", label="instantaneous")
+    ax.plot(centers, avg, lw=1.6, color="tab:blue", label="average per bin")
+    caps = sum(g.cap_w for g in res.gpus)
+    ax.axhline(budget_w if budget_w is not None else caps, color="tab:red", ls="--", lw=1.2,
+               label=f"power limit {budget_w if budget_w is not None else caps:,.0f} W (sum of caps)")
+    ax.axhline(sum(g.spec.idle_w for g in res.gpus), color="gray", ls=":", lw=1, label="all idle")
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("cluster GPU power (W)")
+    ax.set_ylim(0, max(caps, float(w.max())) * 1.1)
+    ax.legend(loc="upper right", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.suptitle("Cluster power over time (modelled)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

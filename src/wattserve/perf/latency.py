@@ -1,0 +1,121 @@
+"""Iteration latency: a roofline per operator class, calibrated.
+
+t = soft_max_p(linear FLOPs / (peak * eff_gemm * s), weight bytes / (HBM * eff_mem))
+  + max(attention FLOPs / (peak * eff_attn * s), KV bytes / (HBM * eff_mem))
+  + elementwise bytes / (HBM * eff_mem) + TP all-reduce + fixed per-iteration overhead,
+with s = clock / max clock and soft_max_p(a, b) = (a**p + b**p)**(1/p). The soft maximum models GEMMs near
+the ridge point, where neither compute nor weight streaming fully hides the other. Compute time scales
+with the SM clock; memory time does not (the HBM clock is independent of the SM clock on
+H100/A100/MI300X).
+
+Calibration (docs/calibration.md holds the error table; `wattserve calibrate` regenerates it):
+- EFF_GEMM 0.76: Vidur's H100 Llama-2-7B profile reaches 734-768 TFLOP/s (of 989) in the four
+  GEMMs of a layer at 1024-4096 tokens (anchors/vidur/.../compute/h100/meta-llama/Llama-2-7b-hf/mlp.csv).
+- EFF_MEM 0.79: the same profile streams a layer's 404 MB of weights in 0.152 ms at 1-8 tokens.
+- GEMM_P 1.5: the same profile's GEMM time at 128 and 512 tokens (0.180 and 0.329 ms per layer) lies
+  between the pure roofline and the sum of compute and memory time; p = 1.5 matches both within 3%.
+- EFF_ATTN 0.55: FlashAttention-3 (Shah et al., 2024) reports about 500-660 TFLOP/s for causal BF16
+  forward at head dim 128 on H100.
+- OVERHEAD_S: fitted with the power constants by scripts/fit_calibration.py to ML.ENERGY v3 median
+  inter-token latency on H100 (anchors/mlenergy/v3_leaderboard/v3_configs_flat.csv): the per-step
+  time vLLM spends outside GPU kernels that CUDA graphs do not hide.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from wattserve.catalog.gpus import GpuSpec
+from wattserve.catalog.models import BatchShape, ModelSpec
+
+EFF_GEMM = 0.76
+EFF_MEM = 0.79
+EFF_ATTN = 0.55
+GEMM_P = 1.5
+OVERHEAD_S = 0.392e-3
+
+
+@dataclass(slots=True)
+class IterCost:
+    """Time of one iteration and how much of it the SMs and HBM are busy."""
+
+    time_s: float
+    compute_s: float
+    memory_s: float
+
+    @property
+    def compute_util(self) -> float:
+        return min(1.0, self.compute_s / self.time_s) if self.time_s > 0 else 0.0
+
+    @property
+    def memory_util(self) -> float:
+        return min(1.0, self.memory_s / self.time_s) if self.time_s > 0 else 0.0
+
+
+class LatencyModel(Protocol):
+    """Time of one engine iteration. A profiled or fitted model can replace the roofline."""
+
+    def iteration(self, shape: BatchShape, clock_mhz: float) -> IterCost: ...
+
+    def decode_coeffs(self, seqs: int, clock_mhz: float) -> tuple[float, float]:
+        """(alpha, beta) such that a decode-only iteration of `seqs` sequences with total
+        context C takes alpha + beta * C seconds. The simulator jumps over runs of decode
+        iterations in closed form with these."""
+        ...
+
+
+@dataclass(frozen=True)
+class RooflineLatencyModel:
+    gpu: GpuSpec
+    model: ModelSpec
+    tp: int = 1
+    eff_gemm: float = EFF_GEMM
+    eff_mem: float = EFF_MEM
+    eff_attn: float = EFF_ATTN
+    overhead_s: float = OVERHEAD_S
+    gemm_p: float = GEMM_P
+    _k: tuple[float, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        """Fold the GPU and model into per-unit seconds once; iteration() runs per simulator step."""
+        c = self.model.work_coeffs(self.tp)
+        g = self.gpu
+        bw = g.hbm_bytes_s * self.eff_mem
+        gemm = g.peak_flops * self.eff_gemm
+        ar_wire = 0.0
+        if c.allreduce_calls:
+            ar_wire = 2.0 * (self.tp - 1) / self.tp * c.allreduce_bytes_per_token / (g.allreduce_bus_gb_s * 1e9)
+        k = (
+            c.flops_per_token / gemm,
+            c.flops_per_logit / gemm,
+            c.dense_weight_bytes / bw,
+            self.model.layers * c.expert_bytes_per_layer / bw,
+            c.attn_flops_per_pair / (g.peak_flops * self.eff_attn),
+            c.kv_bytes_per_token / bw,
+            c.elementwise_bytes_per_token / bw + c.allreduce_calls * ar_wire,
+            self.overhead_s + c.allreduce_calls * g.allreduce_latency_s,
+        )
+        object.__setattr__(self, "_k", k)
+
+    def iteration(self, shape: BatchShape, clock_mhz: float) -> IterCost:
+        tokens = shape.prefill_tokens + shape.decode_seqs
+        if tokens == 0:
+            return IterCost(0.0, 0.0, 0.0)
+        t_tok, t_logit, t_dense, t_expert, t_pair, t_kv, t_elem, t_fixed = self._k
+        inv_s = self.gpu.clock_max_mhz / clock_mhz
+        lin_c = (t_tok * tokens + t_logit * (shape.prefill_seqs + shape.decode_seqs)) * inv_s
+        lin_m = t_dense + (t_expert * self.model.experts_touched(tokens) if t_expert else 0.0)
+        attn_c = t_pair * (shape.prefill_attn_pairs + shape.decode_ctx) * inv_s
+        attn_m = t_kv * (shape.decode_ctx + shape.prefill_ctx + tokens)
+        p = self.gemm_p
+        lin = (lin_c**p + lin_m**p) ** (1.0 / p)
+        elem = t_elem * tokens
+        t = lin + (attn_c if attn_c > attn_m else attn_m) + elem + t_fixed
+        return IterCost(t, lin_c + attn_c, lin_m + attn_m + elem)
+
+    def decode_coeffs(self, seqs: int, clock_mhz: float) -> tuple[float, float]:
+        base = self.iteration(BatchShape(decode_seqs=seqs), clock_mhz).time_s
+        inv_s = self.gpu.clock_max_mhz / clock_mhz
+        t_pair, t_kv = self._k[4], self._k[5]
+        return base, max(t_pair * inv_s, t_kv)

@@ -1,0 +1,1 @@
+"""Discrete-event simulator of a GPU cluster serving LLMs under power caps."""

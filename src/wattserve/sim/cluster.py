@@ -1,0 +1,228 @@
+"""A cluster of instances behind a router, fed by a workload: the simulator's top level."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from wattserve.catalog.gpus import GpuSpec, get_gpu
+from wattserve.catalog.models import ModelSpec, get_model
+from wattserve.errors import UsageError
+from wattserve.metrics.histogram import LogHistogram
+from wattserve.metrics.records import RequestRecords
+from wattserve.perf.latency import RooflineLatencyModel
+from wattserve.perf.power import UtilizationPowerModel
+from wattserve.sim.events import EventLoop
+from wattserve.sim.gpu import SimGpu, check_cap, check_clock
+from wattserve.sim.instance import Instance
+from wattserve.sim.link import Link
+from wattserve.sim.request import SimRequest
+from wattserve.sim.router import make_router
+from wattserve.workload.workload import Workload
+
+CAP_SETTLE_S = 0.3
+"""Assumed: NVIDIA's power limiter enforces a new limit over a window of about 100 ms plus driver latency;
+RAPID (see issue 3) reports cap changes in the hundreds of milliseconds. To be measured through NVML."""
+CLOCK_DELAY_S = 0.02
+"""Assumed: a locked-clock change applies within tens of milliseconds."""
+
+
+@dataclass(frozen=True)
+class EngineParams:
+    """vLLM-like engine limits. Defaults: max_num_seqs 256 and block size 16 (vLLM); the colocated
+    token budget 2048 sits in Sarathi-Serve's 512-2048 range; prefill instances batch up to 8192
+    tokens (SplitwiseSim's prompt_max_pending_batch_tokens); gpu_memory_utilization 0.9 (vLLM)."""
+
+    max_seqs: int = 256
+    colocated_token_budget: int = 2048
+    prefill_token_budget: int = 8192
+    block_size: int = 16
+    mem_util: float = 0.9
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    gpu: str = "h100"
+    model: str = "llama-3.1-8b"
+    tp: int = 1
+    prefill: int = 4
+    decode: int = 4
+    colocated: int = 0
+    power_cap_w: float | None = None
+    prefill_cap_w: float | None = None
+    decode_cap_w: float | None = None
+    clock_mhz: int | None = None
+    router: str = "least_loaded"
+    gpus_per_node: int = 8
+    engine: EngineParams = field(default_factory=EngineParams)
+    max_run_iters: int | None = None
+    """Cap on decode iterations jumped at once; 1 steps every iteration (for verifying the jumps)."""
+
+    @property
+    def num_instances(self) -> int:
+        return self.prefill + self.decode + self.colocated
+
+    @property
+    def num_gpus(self) -> int:
+        return self.num_instances * self.tp
+
+
+@dataclass
+class SimResult:
+    spec: ClusterSpec
+    workload: Workload
+    records: RequestRecords
+    gpus: list[SimGpu]
+    instances: list[Instance]
+    links: list[Link]
+    itl_hist: LogHistogram
+    end_s: float
+    events: int
+
+
+class Cluster:
+    def __init__(self, spec: ClusterSpec, workload: Workload) -> None:
+        self.spec = spec
+        self.gpu_spec: GpuSpec = get_gpu(spec.gpu)
+        self.model: ModelSpec = get_model(spec.model)
+        _validate(spec, self.gpu_spec, self.model)
+        self.workload = workload
+        self.loop = EventLoop()
+        self.itl_hist = LogHistogram()
+        self.records = RequestRecords(workload.arrival_s, workload.prompt_tokens, workload.output_tokens)
+        self.router = make_router(spec.router)
+        latency = RooflineLatencyModel(self.gpu_spec, self.model, spec.tp)
+        power = UtilizationPowerModel.for_gpu(self.gpu_spec)
+        kv_tokens = self.model.kv_capacity_tokens(self.gpu_spec.hbm_bytes, spec.tp, spec.engine.mem_util)
+        self.gpus: list[SimGpu] = []
+        self.instances: list[Instance] = []
+        self.links: list[Link] = []
+        self._local_link: dict[int, Link] = {}
+        self._net_link: dict[int, Link] = {}
+        roles = ["prefill"] * spec.prefill + ["decode"] * spec.decode + ["colocated"] * spec.colocated
+        for iid, role in enumerate(roles):
+            cap = {"prefill": spec.prefill_cap_w, "decode": spec.decode_cap_w}.get(role) or spec.power_cap_w
+            gpus = []
+            for _ in range(spec.tp):
+                idx = len(self.gpus)
+                g = SimGpu(idx, self.gpu_spec, idx // spec.gpus_per_node, cap, spec.clock_mhz)
+                self.gpus.append(g)
+                gpus.append(g)
+            budget = (spec.engine.prefill_token_budget if role == "prefill"
+                      else spec.engine.colocated_token_budget)
+            inst = Instance(iid, role, gpus, self, self.model, latency, power, kv_tokens,
+                            spec.engine.block_size, spec.engine.max_seqs, budget)
+            inst.max_run = spec.max_run_iters
+            self.instances.append(inst)
+            if role == "prefill":
+                g0 = self.gpu_spec
+                local = Link(f"inst{iid}-nvlink", g0.link_gb_s * 1e9, 2e-6)
+                net = Link(f"inst{iid}-net", g0.network_gb_s * 1e9, g0.network_latency_s)
+                self._local_link[iid] = local
+                self._net_link[iid] = net
+                self.links += [local, net]
+        self._instance_of_gpu = {g.index: inst for inst in self.instances for g in inst.gpus}
+        self.prefillers = [i for i in self.instances if i.role in ("prefill", "colocated")]
+        self.decoders = [i for i in self.instances if i.role == "decode"]
+        self._arr = workload.arrival_s.tolist()
+        self._prompt = workload.prompt_tokens.tolist()
+        self._output = workload.output_tokens.tolist()
+        self.completed = 0
+        self.failed = 0
+
+    def node_of(self, inst: Instance) -> int:
+        return inst.gpus[0].node
+
+    def link_between(self, src: Instance, dst: Instance) -> Link:
+        if self.node_of(src) == self.node_of(dst):
+            return self._local_link[src.iid]
+        return self._net_link[src.iid]
+
+    def handoff(self, req: SimRequest, src: Instance) -> None:
+        self.router.pick_decode(self.decoders, req).accept_handoff(req, src)
+
+    def complete(self, req: SimRequest, t: float) -> None:
+        self.records.complete(req, t)
+        self.completed += 1
+
+    def fail(self, req: SimRequest, reason: str) -> None:
+        self.records.fail(req, reason)
+        self.failed += 1
+
+    def set_power_cap(self, gpu_index: int, watts: float, settle_s: float = CAP_SETTLE_S) -> float:
+        """Ask for a new cap; it is in force `settle_s` later (until then the old cap holds, so a GPU
+        may draw up to the old cap). Returns the time it settles. Out-of-range caps are refused."""
+        g = self.gpus[gpu_index]
+        check_cap(g.spec, watts)
+        g.cap_target_w = watts
+        t = self.loop.now + settle_s
+        self.loop.at(t, self._settle_cap, (g, watts))
+        return t
+
+    def _settle_cap(self, arg: tuple[SimGpu, float]) -> None:
+        g, watts = arg
+        g.settle_cap(self.loop.now, watts)
+        self._instance_of_gpu[g.index].on_clock_change()
+
+    def set_clock(self, gpu_index: int, mhz: int | None, delay_s: float = CLOCK_DELAY_S) -> float:
+        """Lock the SM clock (None releases it); takes effect after `delay_s`."""
+        g = self.gpus[gpu_index]
+        if mhz is not None:
+            check_clock(g.spec, mhz)
+        t = self.loop.now + delay_s
+        self.loop.at(t, self._apply_clock, (g, mhz))
+        return t
+
+    def _apply_clock(self, arg: tuple[SimGpu, int | None]) -> None:
+        g, mhz = arg
+        g.locked_clock_mhz = mhz
+        self._instance_of_gpu[g.index].on_clock_change()
+
+    def _arrive(self, i: int) -> None:
+        req = SimRequest(i, self._arr[i], self._prompt[i], self._output[i])
+        self.router.pick_prefill(self.prefillers, req).enqueue_prefill(req)
+        if i + 1 < len(self._arr):
+            self.loop.at(self._arr[i + 1], self._arrive, i + 1)
+
+    def run(self, progress: Callable[[float], None] | None = None) -> SimResult:
+        if len(self._arr):
+            self.loop.at(self._arr[0], self._arrive, 0)
+        self.loop.run(progress=progress)
+        end = self.loop.now
+        for g in self.gpus:
+            g.close(end)
+        return SimResult(self.spec, self.workload, self.records, self.gpus, self.instances, self.links,
+                         self.itl_hist, end, self.loop.processed)
+
+
+def _validate(spec: ClusterSpec, gpu: GpuSpec, model: ModelSpec) -> None:
+    if spec.tp < 1 or spec.gpus_per_node % spec.tp:
+        raise UsageError(f"tp: {spec.tp} must divide the GPUs per node ({spec.gpus_per_node}); "
+                         f"allowed: {', '.join(str(t) for t in (1, 2, 4, 8) if spec.gpus_per_node % t == 0)}")
+    if min(spec.prefill, spec.decode, spec.colocated) < 0:
+        raise UsageError("prefill/decode/colocated: instance counts must be >= 0")
+    if spec.colocated == 0 and (spec.prefill == 0 or spec.decode == 0):
+        raise UsageError(f"instances: a disaggregated cluster needs prefill >= 1 and decode >= 1 "
+                         f"(got prefill={spec.prefill}, decode={spec.decode}); or use colocated >= 1")
+    if spec.colocated > 0 and (spec.prefill or spec.decode):
+        raise UsageError("instances: mix colocated with prefill/decode instances is not supported; "
+                         "use either colocated >= 1 or prefill and decode >= 1")
+    for name, cap in (("power_cap", spec.power_cap_w), ("prefill_cap", spec.prefill_cap_w),
+                      ("decode_cap", spec.decode_cap_w)):
+        if cap is not None:
+            try:
+                check_cap(gpu, cap)
+            except UsageError:
+                raise UsageError(f"{name}: {cap:g} W is outside {gpu.name}'s range "
+                                 f"[{gpu.cap_min_w:g}, {gpu.cap_max_w:g}] W") from None
+    if spec.clock_mhz is not None:
+        check_clock(gpu, spec.clock_mhz)
+    if model.kv_capacity_tokens(gpu.hbm_bytes, spec.tp, spec.engine.mem_util) < spec.engine.block_size:
+        per_gpu = model.weight_bytes_per_rank(spec.tp) / 1e9
+        raise UsageError(f"tp: {model.name} needs {per_gpu:.1f} GB of weights per GPU at tp={spec.tp}, more than "
+                         f"{gpu.name}'s {gpu.hbm_gb:g} GB leaves for KV; raise tp")
+
+
+__all__ = ["Cluster", "ClusterSpec", "EngineParams", "SimResult", "np"]

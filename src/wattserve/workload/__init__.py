@@ -1,0 +1,7 @@
+"""Workloads: request arrivals with prompt and output lengths, from traces or generators."""
+
+from wattserve.workload.synthetic import AZURE_CONV, LengthDist, SyntheticSpec, generate
+from wattserve.workload.traces import load_trace
+from wattserve.workload.workload import Workload
+
+__all__ = ["AZURE_CONV", "LengthDist", "SyntheticSpec", "Workload", "generate", "load_trace"]

@@ -1,0 +1,131 @@
+"""Trace loaders: the Azure LLM inference trace (2023 CSV) and Mooncake JSONL.
+
+Azure (Patel et al., Splitwise, ISCA 2024; github.com/Azure/AzurePublicDataset):
+  TIMESTAMP,ContextTokens,GeneratedTokens with timestamps like `2023-11-16 18:15:46.6805900`
+  (7 fractional digits, which datetime.fromisoformat rejects on Python < 3.11).
+Mooncake (Qin et al., FAST 2025; github.com/kvcache-ai/Mooncake FAST25-release/traces):
+  one JSON object per line with timestamp (ms), input_length, output_length.
+Malformed input is a UsageError naming the file, the line and the field.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from wattserve.errors import UsageError
+from wattserve.workload.workload import Workload
+
+FORMATS = ("azure", "mooncake")
+AZURE_COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
+
+
+def _positive_int(value: str, where: str, field: str, minimum: int = 1) -> int:
+    try:
+        v = int(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"{where}: {field} {value!r} is not an integer") from None
+    if v < minimum:
+        raise UsageError(f"{where}: {field} {v} must be >= {minimum}")
+    return v
+
+
+def _parse_azure_time(s: str, where: str) -> float:
+    s = s.strip()
+    if "." in s:
+        head, frac = s.split(".", 1)
+        s = f"{head}.{frac[:6]}"
+    try:
+        return datetime.fromisoformat(s).timestamp()
+    except ValueError:
+        raise UsageError(f"{where}: TIMESTAMP {s!r} is not a date-time like 2023-11-16 18:15:46.680590") from None
+
+
+def load_azure(path: Path) -> Workload:
+    with path.open(newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None:
+            raise UsageError(f"trace {path}: file is empty")
+        header = [h.strip() for h in header]
+        missing = [c for c in AZURE_COLUMNS if c not in header]
+        if missing:
+            raise UsageError(f"trace {path}: missing column(s) {', '.join(missing)}; "
+                             f"the Azure format needs {', '.join(AZURE_COLUMNS)}")
+        it, ic, ig = (header.index(c) for c in AZURE_COLUMNS)
+        ts: list[float] = []
+        ctx: list[int] = []
+        gen: list[int] = []
+        for lineno, row in enumerate(reader, start=2):
+            if not row:
+                continue
+            where = f"trace {path} line {lineno}"
+            if len(row) < len(header):
+                raise UsageError(f"{where}: expected {len(header)} fields, found {len(row)}")
+            ts.append(_parse_azure_time(row[it], where))
+            ctx.append(_positive_int(row[ic], where, "ContextTokens"))
+            gen.append(_positive_int(row[ig], where, "GeneratedTokens"))
+    return _finish(path, np.array(ts), ctx, gen)
+
+
+def load_mooncake(path: Path) -> Workload:
+    ts: list[float] = []
+    ctx: list[int] = []
+    gen: list[int] = []
+    with path.open() as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"trace {path} line {lineno}"
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UsageError(f"{where}: not valid JSON ({e.msg})") from None
+            if not isinstance(obj, dict):
+                raise UsageError(f"{where}: expected a JSON object with timestamp, input_length, output_length")
+            for k in ("timestamp", "input_length", "output_length"):
+                if k not in obj:
+                    raise UsageError(f"{where}: missing field {k!r}; the Mooncake format needs "
+                                     "timestamp, input_length, output_length")
+            try:
+                ts.append(float(obj["timestamp"]) / 1000.0)
+            except (TypeError, ValueError):
+                raise UsageError(f"{where}: timestamp {obj['timestamp']!r} is not a number (ms)") from None
+            ctx.append(_positive_int(obj["input_length"], where, "input_length"))
+            gen.append(_positive_int(obj["output_length"], where, "output_length"))
+    return _finish(path, np.array(ts), ctx, gen)
+
+
+def _finish(path: Path, ts: np.ndarray, ctx: list[int], gen: list[int]) -> Workload:
+    if len(ts) == 0:
+        raise UsageError(f"trace {path}: no requests")
+    order = np.argsort(ts, kind="stable")
+    ts = ts[order]
+    return Workload(ts - ts[0], np.asarray(ctx, dtype=np.int64)[order], np.asarray(gen, dtype=np.int64)[order],
+                    name=path.stem)
+
+
+def detect_format(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return "azure"
+    if suffix in (".jsonl", ".json"):
+        return "mooncake"
+    raise UsageError(f"trace {path}: cannot tell the format from the extension {suffix!r}; "
+                     f"pass trace_format, one of: {', '.join(FORMATS)}")
+
+
+def load_trace(path: str | Path, fmt: str | None = None) -> Workload:
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"trace: file {str(p)!r} does not exist")
+    fmt = fmt or detect_format(p)
+    if fmt == "azure":
+        return load_azure(p)
+    if fmt == "mooncake":
+        return load_mooncake(p)
+    raise UsageError(f"trace_format: unknown value {fmt!r}; allowed: {', '.join(FORMATS)}")

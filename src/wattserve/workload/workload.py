@@ -1,0 +1,72 @@
+"""A workload: arrays of arrival times and token lengths, sorted by arrival.
+
+Arrays rather than objects, so that a million-request workload costs tens of MB and the simulator
+creates per-request state only when a request arrives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from wattserve.errors import UsageError
+
+
+@dataclass(frozen=True)
+class Workload:
+    arrival_s: np.ndarray
+    prompt_tokens: np.ndarray
+    output_tokens: np.ndarray
+    name: str = "workload"
+
+    def __post_init__(self) -> None:
+        n = len(self.arrival_s)
+        if len(self.prompt_tokens) != n or len(self.output_tokens) != n:
+            raise ValueError("workload arrays differ in length")
+
+    def __len__(self) -> int:
+        return len(self.arrival_s)
+
+    @property
+    def span_s(self) -> float:
+        return float(self.arrival_s[-1] - self.arrival_s[0]) if len(self) > 1 else 0.0
+
+    @property
+    def rate(self) -> float:
+        return (len(self) - 1) / self.span_s if self.span_s > 0 else 0.0
+
+    def window(self, start_s: float | None, end_s: float | None) -> Workload:
+        """Requests arriving in [start_s, end_s), times made relative to start_s."""
+        lo = 0.0 if start_s is None else start_s
+        mask = self.arrival_s >= lo
+        if end_s is not None:
+            if end_s <= lo:
+                raise UsageError(f"workload.window: end {end_s:g} s must be after start {lo:g} s")
+            mask &= self.arrival_s < end_s
+        if not mask.any():
+            raise UsageError(f"workload.window: no request arrives in [{lo:g}, {end_s}) s; "
+                             f"the trace spans [0, {self.span_s:.1f}] s")
+        return Workload(self.arrival_s[mask] - lo, self.prompt_tokens[mask], self.output_tokens[mask], self.name)
+
+    def rescale(self, rate: float) -> Workload:
+        """Stretch or squeeze time so that the mean request rate becomes `rate` (req/s)."""
+        if rate <= 0:
+            raise UsageError(f"workload.rate: {rate:g} must be > 0 req/s")
+        if self.rate <= 0:
+            raise UsageError("workload.rate: the trace has fewer than two distinct arrival times; cannot rescale")
+        return Workload(self.arrival_s * (self.rate / rate), self.prompt_tokens, self.output_tokens, self.name)
+
+    def repeat(self, times: int) -> Workload:
+        """The trace played `times` times end to end (each copy starts one mean gap after the last)."""
+        if times < 1:
+            raise UsageError(f"workload.repeat: {times} must be >= 1")
+        if times == 1:
+            return self
+        gap = 1.0 / self.rate if self.rate > 0 else 1.0
+        period = self.span_s + gap
+        arr = np.concatenate([self.arrival_s + i * period for i in range(times)])
+        return Workload(arr, np.tile(self.prompt_tokens, times), np.tile(self.output_tokens, times), self.name)
+
+    def head(self, n: int) -> Workload:
+        return Workload(self.arrival_s[:n], self.prompt_tokens[:n], self.output_tokens[:n], self.name)

@@ -1,0 +1,130 @@
+"""The command line as a user runs it: real subprocesses, exit codes, files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "wattserve", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=120)
+
+
+def test_simulate_default_prints_summary() -> None:
+    p = run("simulate", "--duration", "60")
+    assert p.returncode == 0, p.stderr
+    assert "SLO attainment" in p.stdout and "Request throughput" in p.stdout
+
+
+def test_simulate_writes_outputs_and_rerun_is_identical(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    p = run("simulate", "--duration", "60", "--rate", "8", "--out", str(out), "--json")
+    assert p.returncode == 0, p.stderr
+    names = {f.name for f in out.iterdir()}
+    assert names == {"config.yaml", "summary.json", "requests.csv", "power.csv", "latency_cdf.png",
+                     "cluster_power.png"}
+    s = json.loads((out / "summary.json").read_text())
+    for key in ("completed", "failed", "duration", "request_throughput", "output_throughput", "mean_ttft_ms",
+                "median_ttft_ms", "p99_ttft_ms", "mean_tpot_ms", "median_tpot_ms", "p99_tpot_ms", "mean_itl_ms",
+                "median_itl_ms", "p99_itl_ms", "mean_e2el_ms", "median_e2el_ms", "p99_e2el_ms", "slo_attainment",
+                "gpu_energy_j", "gpu_avg_power_w", "max_cluster_power_w", "output_toks_per_joule", "wall_time_s"):
+        assert key in s, key
+    assert s["gpu_energy_j"] == pytest.approx(s["gpu_energy_from_series_j"], rel=1e-9)
+    rows = (out / "requests.csv").read_text().splitlines()
+    assert len(rows) == s["completed"] + s["failed"] + 1
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["workload"]["rate"] == 8 and cfg["cluster"]["prefill"] == 4
+    again = run("simulate", "--config", str(out / "config.yaml"), "--json")
+    s2 = json.loads(again.stdout)
+    for key in ("completed", "mean_ttft_ms", "p99_tpot_ms", "gpu_energy_j"):
+        assert s2[key] == s[key]
+    power = (out / "power.csv").read_text().splitlines()
+    assert power[0] == "time_s,gpu,instance,role,power_w" and len(power) > 8
+
+
+def test_one_flag_changes_the_answer() -> None:
+    a = json.loads(run("simulate", "--duration", "60", "--json").stdout)
+    b = json.loads(run("simulate", "--duration", "60", "--json", "--power-cap", "300").stdout)
+    assert b["max_cluster_power_w"] <= 8 * 300 + 1e-6 < a["max_cluster_power_w"]
+    assert b["gpu_energy_j"] < a["gpu_energy_j"]
+
+
+def test_colocated_and_trace(data_dir: Path) -> None:
+    trace = data_dir / "traces/azure_llm_2023/AzureLLMInferenceTrace_code.csv"
+    p = run("simulate", "--colocated", "8", "--trace", str(trace), "--duration", "300", "--json")
+    assert p.returncode == 0, p.stderr
+    s = json.loads(p.stdout)
+    assert s["completed"] > 500 and s["failed"] == 0
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["simulate", "--model", "gpt-9"], "allowed: "),
+    (["simulate", "--gpu", "b200"], "allowed: h100"),
+    (["simulate", "--power-cap", "900"], "[200, 700] W"),
+    (["simulate", "--tp", "3"], "cluster.tp"),
+    (["simulate", "--prefill", "0"], "prefill >= 1"),
+    (["simulate", "--rate", "-2"], "workload.rate"),
+    (["simulate", "--model", "llama-3.1-70b", "--tp", "1"], "raise tp"),
+    (["simulate", "--trace", "/nonexistent.csv"], "does not exist"),
+    (["simulate", "--clock", "99"], "MHz"),
+    (["estimate", "--gpu", "h100"], "either --prefill-tokens"),
+    (["estimate", "--decode-batch", "8", "--context", "100", "--power-cap", "100"], "[200, 700] W"),
+    (["simulate", "--bogus"], "unrecognized arguments"),
+])
+def test_bad_input_is_one_line_exit_2(args: list[str], needle: str, tmp_path: Path) -> None:
+    out = tmp_path / "res"
+    p = run(*args, "--out", str(out)) if args[0] == "simulate" and "--bogus" not in args else run(*args)
+    assert p.returncode == 2, (p.stdout, p.stderr)
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1, p.stderr
+    assert needle in lines[0]
+    assert "Traceback" not in p.stderr
+    assert not out.exists()
+    assert not any(tmp_path.iterdir())
+
+
+def test_bad_config_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("cluster:\n  gpu: h100\n  nodes: 3\n")
+    p = run("simulate", "--config", str(cfg))
+    assert p.returncode == 2 and "cluster.nodes" in p.stderr and "Extra inputs" in p.stderr
+    cfg.write_text("cluster: [1, 2\n")
+    p = run("simulate", "--config", str(cfg))
+    assert p.returncode == 2 and "not valid YAML" in p.stderr
+    cfg.write_text("slo:\n  ttft_ms: fast\n")
+    p = run("simulate", "--config", str(cfg))
+    assert p.returncode == 2 and "slo.ttft_ms" in p.stderr
+
+
+def test_malformed_trace_leaves_no_results(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.1,12,x\n")
+    out = tmp_path / "res"
+    p = run("simulate", "--trace", str(bad), "--out", str(out))
+    assert p.returncode == 2 and "line 2: GeneratedTokens 'x'" in p.stderr
+    assert not out.exists()
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["bad.csv"]
+
+
+def test_estimate_json() -> None:
+    p = run("estimate", "--gpu", "h100", "--model", "llama-3.1-8b", "--tp", "1", "--prefill-tokens", "2048",
+            "--json")
+    full = json.loads(p.stdout)
+    assert set(full) >= {"latency_ms", "power_w", "clock_mhz"}
+    capped = json.loads(run("estimate", "--prefill-tokens", "2048", "--power-cap", "350", "--json").stdout)
+    assert capped["power_w"] <= 350 and capped["clock_mhz"] < full["clock_mhz"]
+    assert capped["latency_ms"] / full["latency_ms"] == pytest.approx(1.3, abs=0.1)
+    d = json.loads(run("estimate", "--decode-batch", "32", "--context", "1000", "--clock", "1200", "--json").stdout)
+    assert d["clock_mhz"] <= 1200
+
+
+def test_calibrate_prints_table(data_dir: Path) -> None:
+    p = run("calibrate", "--data", str(data_dir))
+    assert p.returncode == 0
+    assert "| itl_ms | ML.ENERGY v3, H100 |" in p.stdout

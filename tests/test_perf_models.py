@@ -1,0 +1,89 @@
+"""The latency and power models against the issue's calibration targets."""
+
+import pytest
+
+from wattserve.catalog import get_gpu, get_model
+from wattserve.catalog.models import BatchShape
+from wattserve.perf import RooflineLatencyModel, UtilizationPowerModel, operating_point
+from wattserve.perf.calibration import (
+    median_abs_error,
+    mlenergy_points,
+    splitwise_points,
+    steady_state_shape,
+    vidur_points,
+)
+
+H100 = get_gpu("h100")
+L8 = RooflineLatencyModel(H100, get_model("llama-3.1-8b"), 1)
+P = UtilizationPowerModel.for_gpu(H100)
+
+
+def op(shape: BatchShape, cap: float = 700, clock: int | None = None, lat: RooflineLatencyModel = L8):
+    return operating_point(H100, lat, P, shape, cap, clock)
+
+
+def test_compute_time_scales_with_clock_memory_time_does_not() -> None:
+    prefill = BatchShape.prefill(4096)
+    decode = BatchShape.decode(8, 1000)
+    half = H100.clock_max_mhz / 2
+    p_full, p_half = L8.iteration(prefill, H100.clock_max_mhz), L8.iteration(prefill, half)
+    d_full, d_half = L8.iteration(decode, H100.clock_max_mhz), L8.iteration(decode, half)
+    assert p_half.time_s / p_full.time_s > 1.8
+    assert d_half.time_s / d_full.time_s < 1.15
+    assert p_half.compute_s == pytest.approx(2 * p_full.compute_s)
+    assert d_half.memory_s == pytest.approx(d_full.memory_s)
+
+
+def test_decode_coeffs_match_iteration() -> None:
+    for b, ctx in ((1, 100), (32, 2000), (256, 900)):
+        a, beta = L8.decode_coeffs(b, 1500)
+        t = L8.iteration(BatchShape(decode_seqs=b, decode_ctx=b * ctx), 1500).time_s
+        assert a + beta * b * ctx == pytest.approx(t, rel=1e-9)
+
+
+def test_idle_prefill_and_decode_power_targets() -> None:
+    assert P.idle_w == 75
+    pre = op(BatchShape.prefill(4096))
+    assert 650 <= pre.power_w <= 700
+    assert op(BatchShape.prefill(4096), cap=1e9).power_w > 700
+    decode = [op(BatchShape.decode(b, 1000)).power_w for b in (1, 8, 32, 128, 256)]
+    assert decode == sorted(decode)
+    assert decode[0] >= 380 and decode[-1] <= 690
+    serving = op(steady_state_shape(256, 500, 400)).power_w
+    assert serving == pytest.approx(690, rel=0.1)
+
+
+def test_cap_gives_highest_clock_that_fits() -> None:
+    shape = BatchShape.prefill(2048)
+    for cap in (250, 350, 450, 600):
+        o = op(shape, cap)
+        assert o.power_w <= cap + 1e-9
+        nxt = H100.clocks[H100.clocks.index(o.clock_mhz) + 1]
+        assert P.busy_power(L8.iteration(shape, nxt), nxt) > cap
+    clocks = [op(shape, cap).clock_mhz for cap in range(250, 701, 50)]
+    assert clocks == sorted(clocks)
+
+
+def test_locked_clock_is_respected() -> None:
+    o = op(BatchShape.decode(16, 1000), cap=700, clock=1200)
+    assert o.clock_mhz <= 1200
+
+
+def test_splitwise_cap_sensitivity() -> None:
+    pts = {p.quantity: p for p in splitwise_points()}
+    assert pts["prompt_slowdown_350w"].predicted == pytest.approx(1.3, abs=0.07)
+    assert pts["token_slowdown_350w"].predicted < 1.05
+    assert pts["prompt_power_w"].predicted == pytest.approx(700, rel=0.05)
+
+
+def test_mlenergy_calibration_error(data_dir) -> None:
+    pts = mlenergy_points(data_dir)
+    assert len([p for p in pts if p.quantity == "itl_ms"]) >= 25
+    assert median_abs_error(pts, "itl_ms") <= 0.15
+    assert median_abs_error(pts, "power_w") <= 0.15
+
+
+def test_vidur_layer_error(data_dir) -> None:
+    pts = vidur_points(data_dir)
+    assert len(pts) >= 10
+    assert median_abs_error(pts, "layer_ms") <= 0.15
