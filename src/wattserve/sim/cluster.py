@@ -25,6 +25,8 @@ from wattserve.workload.workload import Workload
 CAP_SETTLE_S = 0.3
 """Assumed: NVIDIA's power limiter enforces a new limit over a window of about 100 ms plus driver latency;
 RAPID (see issue 3) reports cap changes in the hundreds of milliseconds. To be measured through NVML."""
+RECONFIG_S = 3.0
+"""RAPID measured 2-5 s to switch a GPU's role (issue 3); weights stay loaded."""
 CLOCK_DELAY_S = 0.02
 """Assumed: a locked-clock change applies within tens of milliseconds."""
 
@@ -117,25 +119,56 @@ class Cluster:
             inst.max_run = spec.max_run_iters
             self.instances.append(inst)
             if role == "prefill":
-                g0 = self.gpu_spec
-                local = Link(f"inst{iid}-nvlink", g0.link_gb_s * 1e9, 2e-6)
-                net = Link(f"inst{iid}-net", g0.network_gb_s * 1e9, g0.network_latency_s)
-                self._local_link[iid] = local
-                self._net_link[iid] = net
-                self.links += [local, net]
+                self.link_between(inst, inst)
         self._instance_of_gpu = {g.index: inst for inst in self.instances for g in inst.gpus}
-        self.prefillers = [i for i in self.instances if i.role in ("prefill", "colocated")]
-        self.decoders = [i for i in self.instances if i.role == "decode"]
+        self.prefillers: list[Instance] = []
+        self.decoders: list[Instance] = []
+        self.refresh_routing()
         self._arr = workload.arrival_s.tolist()
         self._prompt = workload.prompt_tokens.tolist()
         self._output = workload.output_tokens.tolist()
         self.completed = 0
         self.failed = 0
+        self.role_events: list[tuple[float, int, str]] = [(0.0, i.iid, i.role) for i in self.instances]
+
+    def token_budget(self, role: str) -> int:
+        e = self.spec.engine
+        return e.prefill_token_budget if role == "prefill" else e.colocated_token_budget
+
+    def refresh_routing(self) -> None:
+        self.prefillers = [i for i in self.instances if i.role in ("prefill", "colocated") and i.switching_to is None]
+        self.decoders = [i for i in self.instances if i.role == "decode" and i.switching_to is None]
+
+    def route_prefill(self, req: SimRequest) -> None:
+        self.router.pick_prefill(self.prefillers, req).enqueue_prefill(req)
+
+    def set_role(self, iid: int, role: str, reconfig_s: float = RECONFIG_S, migrate: bool = True) -> None:
+        """Switch an instance between prefill and decode. Refused (UsageError) if it would leave a
+        phase with no instance, if the instance is already switching, or for colocated clusters."""
+        inst = self.instances[iid]
+        if role not in ("prefill", "decode") or inst.role == "colocated":
+            raise UsageError(f"role: instance {iid} is {inst.role}; allowed target roles: prefill, decode "
+                             "(on disaggregated instances)")
+        if inst.switching_to is not None:
+            raise UsageError(f"role: instance {iid} is already switching to {inst.switching_to}")
+        if inst.role == role:
+            return
+        left = [i for i in self.instances if i.role == inst.role and i.switching_to is None and i is not inst]
+        if not left:
+            raise UsageError(f"role: instance {iid} is the last {inst.role} instance; each phase keeps one")
+        self.role_events.append((self.loop.now, iid, "switching"))
+        inst.begin_switch(role, reconfig_s, migrate and len(self.decoders) > 1)
+        self.refresh_routing()
 
     def node_of(self, inst: Instance) -> int:
         return inst.gpus[0].node
 
     def link_between(self, src: Instance, dst: Instance) -> Link:
+        if src.iid not in self._local_link:
+            g0 = self.gpu_spec
+            self._local_link[src.iid] = Link(f"inst{src.iid}-nvlink", g0.link_gb_s * 1e9, 2e-6)
+            self._net_link[src.iid] = Link(f"inst{src.iid}-net", g0.network_gb_s * 1e9, g0.network_latency_s)
+            self.links += [self._local_link[src.iid], self._net_link[src.iid]]
         if self.node_of(src) == self.node_of(dst):
             return self._local_link[src.iid]
         return self._net_link[src.iid]
@@ -146,6 +179,9 @@ class Cluster:
     def complete(self, req: SimRequest, t: float) -> None:
         self.records.complete(req, t)
         self.completed += 1
+
+    def done(self) -> bool:
+        return self.completed + self.failed >= len(self._arr)
 
     def fail(self, req: SimRequest, reason: str) -> None:
         self.records.fail(req, reason)
@@ -182,7 +218,7 @@ class Cluster:
 
     def _arrive(self, i: int) -> None:
         req = SimRequest(i, self._arr[i], self._prompt[i], self._output[i])
-        self.router.pick_prefill(self.prefillers, req).enqueue_prefill(req)
+        self.route_prefill(req)
         if i + 1 < len(self._arr):
             self.loop.at(self._arr[i + 1], self._arrive, i + 1)
 

@@ -81,6 +81,14 @@ class Instance:
         self.busy_s = 0.0
         self.preemptions = 0
         self.max_run: int | None = None
+        self.switching_to: str | None = None
+        self.migrate_on_switch = True
+        self.reconfig_s = 0.0
+        self._reconfiguring = False
+        self.role_changes = 0
+        self.throttled = False
+        self.recent_ttft: deque[tuple[float, float]] = deque()
+        self.recent_tpot: deque[tuple[float, float]] = deque()
 
         self.st_t0 = 0.0
         self.st_k = 0
@@ -187,15 +195,18 @@ class Instance:
         loop = self.loop
         now = loop.now
         running = self.running
-        if self.incoming:
+        switching = self.switching_to is not None
+        if switching:
+            self._evacuate()
+        elif self.incoming:
             self._start_transfers()
         joiners: list[SimRequest] = []
-        while self.pending_join and len(running) < self.max_seqs:
+        while not switching and self.pending_join and len(running) < self.max_seqs:
             req = self.pending_join.popleft()
             self.kv_other -= req.kv_held
             self._join(req)
             joiners.append(req)
-        while self.waiting and len(running) + len(self.active) < self.max_seqs:
+        while not switching and self.waiting and len(running) + len(self.active) < self.max_seqs:
             req = self.waiting[0]
             if not self._fits(req.target):
                 if self.kv_seqs == 0:
@@ -229,6 +240,59 @@ class Instance:
         self.st_k = 0
         for g in self.gpus:
             g.set_power(now, self.power.idle_w)
+        if switching and not self._reconfiguring and self.kv_seqs == 0 and not self.active:
+            self._reconfiguring = True
+            loop.at(now + self.reconfig_s, self._finish_switch, None)
+
+    # ---- role changes ----
+    def begin_switch(self, role: str, reconfig_s: float, migrate: bool) -> None:
+        """Stop taking new work, hand queued work to peers, drain (or migrate) what runs here,
+        then pay the reconfiguration time. Weights stay loaded; only the role changes."""
+        self.switching_to = role
+        self.reconfig_s = reconfig_s
+        self.migrate_on_switch = migrate
+        self.poke()
+
+    def _evacuate(self) -> None:
+        cluster = self.cluster
+        while self.waiting:
+            req = self.waiting.popleft()
+            self.pending_prefill_tokens -= req.target
+            cluster.route_prefill(req)
+        while self.incoming:
+            req, src = self.incoming.popleft()
+            cluster.handoff(req, src)
+        if not self.migrate_on_switch or self.busy:
+            return
+        while self.pending_join:
+            req = self.pending_join.popleft()
+            req.state = TRANSFER
+            cluster.handoff(req, self)
+        for req in list(self.running):
+            del self.running[req]
+            generated = req.output - (req.fin - self.g)
+            kv = req.prompt + generated - 1
+            self.t_run -= kv
+            self.kv_other += kv
+            req.kv_held = kv
+            req.generated = generated
+            rm = self.runmax.query(req.g_join)
+            if rm > req.max_itl:
+                req.max_itl = rm
+            req.state = TRANSFER
+            cluster.handoff(req, self)
+        self.fin_heap.clear()
+
+    def _finish_switch(self, _: object) -> None:
+        self.role = self.switching_to or self.role
+        self.switching_to = None
+        self._reconfiguring = False
+        self.role_changes += 1
+        self.cluster.role_events.append((self.loop.now, self.iid, self.role))
+        self._hint = [None, None]
+        self.token_budget = self.cluster.token_budget(self.role)
+        self.cluster.refresh_routing()
+        self.poke()
 
     def _room_for_one_iteration(self) -> bool:
         """Preempt the newest decodes until one more iteration's KV growth fits."""
@@ -255,11 +319,16 @@ class Instance:
         self.cap_w = min(g.cap_w for g in self.gpus)
         locks = [g.locked_clock_mhz for g in self.gpus if g.locked_clock_mhz is not None]
         self.lock_mhz = min(locks) if locks else None
+        top = len(self._clocks) - 1
+        while top > 0 and self.lock_mhz is not None and self._clocks[top] > self.lock_mhz:
+            top -= 1
+        self._top = top
 
     def _op(self, shape: BatchShape, kind: int) -> OperatingPoint:
         op = operating_point(self.spec, self.latency, self.power, shape, self.cap_w, self.lock_mhz,
                              self._hint[kind], self._clocks)
         self._hint[kind] = op.index
+        self.throttled = op.index < self._top
         return op
 
     def _apply_power(self, op: OperatingPoint) -> None:
@@ -449,6 +518,8 @@ class Instance:
             req.max_itl = rm
         req.t_last_token = t
         req.state = DONE
+        if req.output > 1:
+            self.recent_tpot.append((t, (t - req.t_first_token) / (req.output - 1)))
         self.cluster.complete(req, t)
 
     def _preempt_newest(self) -> None:
@@ -492,6 +563,7 @@ class Instance:
         req.generated += 1
         if req.t_first_token < 0:
             req.t_first_token = t
+            self.recent_ttft.append((t, t - req.arrival))
         else:
             gap = t - req.t_last_token
             self.cluster.itl_hist.add(gap)

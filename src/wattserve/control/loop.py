@@ -1,0 +1,43 @@
+"""Runs controllers on their own periods against any back end, through the BudgetGuard."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from wattserve.control.guard import BudgetGuard
+from wattserve.seam import Action, Backend, ClusterState
+
+
+class Controller(Protocol):
+    """A policy. `start` sees the first observation; `decide` runs every `period_s` seconds."""
+
+    name: str
+    period_s: float
+
+    def start(self, state: ClusterState) -> list[Action]: ...
+
+    def decide(self, state: ClusterState) -> list[Action]: ...
+
+
+class ControlLoop:
+    def __init__(self, backend: Backend, guard: BudgetGuard, controllers: list[Controller]) -> None:
+        self.backend = backend
+        self.guard = guard
+        self.controllers = controllers
+        self.ticks = 0
+
+    def start(self) -> None:
+        for c in self.controllers:
+            self.guard.submit(c.start(self.backend.observe()))
+            if c.period_s > 0:
+                self._schedule(c)
+
+    def _schedule(self, c: Controller) -> None:
+        self.backend.call_at(self.backend.now() + c.period_s, lambda: self._tick(c))
+
+    def _tick(self, c: Controller) -> None:
+        if self.backend.done():
+            return
+        self.ticks += 1
+        self.guard.submit(c.decide(self.backend.observe()))
+        self._schedule(c)

@@ -1,0 +1,48 @@
+"""`wattserve compare` end to end on a reduced sweep."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from wattserve.experiments.compare import rate_at_attainment
+
+
+def test_rate_at_attainment() -> None:
+    assert rate_at_attainment([10, 20, 30], [1.0, 0.9, 0.5], 0.8) == 22.5
+    assert rate_at_attainment([10, 20], [0.5, 0.4], 0.8) is None
+    assert rate_at_attainment([10, 20], [1.0, 0.95], 0.8) == 20
+
+
+def test_compare_writes_json_table_and_plots(tmp_path: Path) -> None:
+    out = tmp_path / "cmp"
+    p = subprocess.run([sys.executable, "-m", "wattserve", "compare", "--scenario", "rapid-mi300x", "--out", str(out),
+                        "--workloads", "sonnet-shift", "--rates", "20,30", "--policies", "static,rapid,oracle",
+                        "--jobs", "2"], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    res = json.loads((out / "compare.json").read_text())
+    assert res["scenario"] == "rapid-mi300x" and res["budget_w"] == 4800
+    assert len(res["runs"]) == 6
+    for r in res["runs"]:
+        for k in ("policy", "workload", "rate", "slo_attainment", "gpu_energy_j", "qps_per_w", "max_sum_caps_w",
+                  "role_changes", "cap_changes"):
+            assert k in r, k
+        assert r["max_sum_caps_w"] <= 4800 + 1e-6
+    by = {(r["policy"], r["rate"]): r for r in res["runs"]}
+    assert by[("oracle", 30)]["slo_attainment"] >= by[("static", 30)]["slo_attainment"]
+    assert by[("rapid", 30)]["role_changes"] > 0
+    assert {f.name for f in out.iterdir()} >= {"compare.json", "compare.md", "attainment_vs_rate_sonnet-shift.png",
+                                               "power_roles_sonnet-shift.png"}
+    assert "| sonnet-shift | rapid |" in (out / "compare.md").read_text()
+
+
+def test_compare_bad_input(tmp_path: Path) -> None:
+    for args, needle in ((["--scenario", "nope"], "allowed: rapid-h100, rapid-mi300x"),
+                         (["--scenario", "rapid-mi300x", "--policies", "static,magic"], "policies: unknown value 'magic'"),
+                         (["--scenario", "rapid-mi300x", "--rates", "1,x"], "rates:")):
+        p = subprocess.run([sys.executable, "-m", "wattserve", "compare", *args, "--out", str(tmp_path / "o")],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 2 and needle in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+        assert not (tmp_path / "o").exists()

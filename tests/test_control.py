@@ -1,0 +1,201 @@
+"""The control plane: BudgetGuard invariant, policies, role switching, import isolation."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from wattserve.control import BudgetGuard, ControlLoop, make_controller
+from wattserve.control.policies import RapidController, StaticController
+from wattserve.metrics.records import COMPLETED
+from wattserve.seam import (
+    ActuationLog,
+    BudgetSignal,
+    ClusterState,
+    GpuState,
+    InstanceState,
+    SetPowerCap,
+    SetRole,
+)
+from wattserve.sim.backend import SimBackend
+from wattserve.sim.cluster import Cluster, ClusterSpec
+from wattserve.workload import LengthDist, SyntheticSpec, generate
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "wattserve"
+
+
+def small_cluster(n: int = 300, rate: float = 20.0, cap: float = 500.0, seed: int = 0, **kw) -> Cluster:
+    wl = generate(SyntheticSpec(rate=rate, num_requests=n, duration_s=None,
+                                prompt=LengthDist("uniform", low=200, high=4000),
+                                output=LengthDist("uniform", low=20, high=300)), seed)
+    return Cluster(ClusterSpec(prefill=2, decode=2, power_cap_w=cap, **kw), wl)
+
+
+def in_force_sum(cluster: Cluster) -> tuple[np.ndarray, np.ndarray]:
+    times, deltas = [], []
+    for g in cluster.gpus:
+        t = np.frombuffer(g.cap_times, dtype=np.float64)
+        v = np.frombuffer(g.cap_values, dtype=np.float64)
+        times.append(t)
+        deltas.append(np.diff(v, prepend=0.0))
+    t = np.concatenate(times)
+    d = np.concatenate(deltas)
+    o = np.argsort(t, kind="stable")
+    t, s = t[o], np.cumsum(d[o])
+    last = np.append(t[1:] != t[:-1], True)
+    return t[last], s[last]
+
+
+budgets = st.lists(st.tuples(st.floats(1.0, 40.0), st.floats(800.0, 2800.0)), min_size=0, max_size=5)
+actions = st.lists(st.tuples(st.floats(0.0, 40.0), st.integers(0, 3), st.floats(150.0, 750.0)), max_size=40)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(budgets, actions, st.floats(1200.0, 2800.0))
+def test_sum_of_caps_never_exceeds_budget(steps, acts, start) -> None:
+    steps = sorted(steps)
+    signal = BudgetSignal((0.0, *[t for t, _ in steps]), (start, *[w for _, w in steps]))
+    cluster = small_cluster(cap=min(700.0, start / 4))
+    backend = SimBackend(cluster, signal, 1.0, 0.05)
+    log = ActuationLog()
+    guard = BudgetGuard(backend, signal, log)
+    for t, gpu, watts in acts:
+        backend.call_at(t, lambda gpu=gpu, watts=watts: guard.submit([SetPowerCap(gpu, watts)]))
+    cluster.run()
+    t, s = in_force_sum(cluster)
+    check_t = np.union1d(t, np.array(signal.times))
+    for x in check_t:
+        i = np.searchsorted(t, x, side="right") - 1
+        assert s[i] <= signal.at(x) + 1e-6, (x, s[i], signal.at(x))
+    for e in log.entries:
+        if e.kind == "cap" and e.status == "applied":
+            assert 200.0 - 1e-9 <= float(e.value) <= 700.0 + 1e-9
+    refused = [e for e in log.entries if e.status == "refused"]
+    assert all("outside [200, 700] W" in e.note for e in refused)
+    assert len(refused) == sum(1 for _, _, w in acts if w < 200 or w > 700)
+    assert np.all(cluster.records.status == COMPLETED)
+
+
+def test_guard_lowers_before_raising() -> None:
+    cluster = small_cluster(cap=500.0)
+    signal = BudgetSignal.constant(2000.0)
+    backend = SimBackend(cluster, signal, 1.0, 0.05, cap_settle_s=0.5)
+    guard = BudgetGuard(backend, signal)
+    backend.call_at(1.0, lambda: guard.submit([SetPowerCap(0, 700), SetPowerCap(1, 700), SetPowerCap(2, 300),
+                                               SetPowerCap(3, 300)]))
+    cluster.run()
+    g0 = cluster.gpus[0]
+    raise_at = np.frombuffer(g0.cap_times)[list(g0.cap_values).index(700.0)]
+    lower_at = np.frombuffer(cluster.gpus[2].cap_times)[list(cluster.gpus[2].cap_values).index(300.0)]
+    assert lower_at == pytest.approx(1.5)
+    assert raise_at >= lower_at + 0.5 - 1e-9
+
+
+def test_budget_drop_is_met_before_it_happens() -> None:
+    cluster = small_cluster(cap=600.0)
+    signal = BudgetSignal((0.0, 5.0), (2400.0, 1200.0))
+    backend = SimBackend(cluster, signal, 1.0, 0.05)
+    guard = BudgetGuard(backend, signal)
+    cluster.run()
+    assert all(g.cap_w == pytest.approx(300.0) for g in cluster.gpus)
+    assert all(np.frombuffer(g.cap_times)[-1] <= 5.0 for g in cluster.gpus)
+    assert guard.peak_committed_w <= 2400.0 + 1e-6
+
+
+def state(caps: dict[int, float], throttled: dict[int, bool], ttft: float, tpot: float,
+          waiting_p: int = 0) -> ClusterState:
+    gpus = tuple(GpuState(i, i, c, c, 200, 700, 1980, 1980, None, c, throttled[i]) for i, c in caps.items())
+    insts = tuple(InstanceState(i, "prefill" if i < 2 else "decode", None, (i,), waiting_p if i < 2 else 0, 0, 4,
+                                0.2, 256, ttft if i < 2 else None, tpot if i >= 2 else None, 10, 0.0)
+                  for i in caps)
+    return ClusterState(10.0, sum(caps.values()), 1.0, 0.05, insts, gpus)
+
+
+def test_static_caps_are_budget_over_n() -> None:
+    st_ = state({i: 600.0 for i in range(4)}, {i: False for i in range(4)}, 0.1, 0.01)
+    acts = StaticController().start(st_)
+    assert {a.watts for a in acts} == {600.0}
+    split = StaticController(prefill_cap_w=700, decode_cap_w=500).start(st_)
+    assert [a.watts for a in split] == [700, 700, 500, 500]
+
+
+def test_rapid_moves_power_to_throttled_prefill() -> None:
+    s = state({0: 500.0, 1: 500.0, 2: 500.0, 3: 500.0}, {0: True, 1: True, 2: False, 3: False}, 0.95, 0.01)
+    acts = RapidController(move_roles=False).decide(s)
+    caps = {a.gpu: a.watts for a in acts if isinstance(a, SetPowerCap)}
+    assert caps[0] > 500 and caps[1] > 500 and caps[2] < 500 and caps[3] < 500
+    assert sum(caps.values()) == pytest.approx(2000.0)
+
+
+def test_rapid_moves_a_gpu_when_power_cannot_help() -> None:
+    """Decode under pressure but not power-throttled: more watts would not help, so a GPU moves."""
+    c = RapidController(persist=1)
+    s = state({0: 500.0, 1: 500.0, 2: 500.0, 3: 500.0}, {i: False for i in range(4)}, 0.1, 0.049)
+    acts = c.decide(s)
+    assert not any(isinstance(a, SetPowerCap) and a.gpu in (2, 3) and a.watts > 500 for a in acts)
+    roles = [a for a in acts if isinstance(a, SetRole)]
+    assert len(roles) == 1 and roles[0].role == "decode" and roles[0].instance in (0, 1)
+    assert not any(isinstance(a, SetRole) for a in c.decide(s)), "the cooldown must stop a second move"
+
+
+def test_role_switch_mid_run_loses_nothing() -> None:
+    cluster = small_cluster(n=400, rate=25.0)
+    signal = BudgetSignal.constant(2000.0)
+    backend = SimBackend(cluster, signal, 1.0, 0.05)
+    guard = BudgetGuard(backend, signal)
+    backend.call_at(3.0, lambda: guard.submit([SetRole(2, "prefill")]))
+    backend.call_at(6.0, lambda: guard.submit([SetRole(3, "prefill")]))
+    backend.call_at(12.0, lambda: guard.submit([SetRole(0, "decode")]))
+    cluster.run()
+    assert np.all(cluster.records.status == COMPLETED)
+    refused = [e for e in guard.log.entries if e.status == "refused"]
+    assert len(refused) == 1 and "last decode" in refused[0].note
+    assert [i.role for i in cluster.instances] == ["decode", "prefill", "prefill", "decode"]
+    assert sum(i.role_changes for i in cluster.instances) == 2
+    for inst in cluster.instances:
+        assert inst.kv_peak_blocks <= inst.kv_blocks and inst.kv_seqs == 0
+
+
+@pytest.mark.parametrize("policy", ["static", "static-split", "rapid-power", "rapid-roles", "rapid"])
+def test_every_policy_runs_under_budget(policy: str) -> None:
+    cluster = small_cluster(n=300, rate=30.0)
+    signal = BudgetSignal.constant(2000.0)
+    backend = SimBackend(cluster, signal, 1.0, 0.05)
+    guard = BudgetGuard(backend, signal)
+    params = {"prefill_cap_w": 650, "decode_cap_w": 350} if policy == "static-split" else {}
+    ControlLoop(backend, guard, [make_controller(policy, **params)]).start()
+    cluster.run()
+    t, s = in_force_sum(cluster)
+    assert s.max() <= 2000.0 + 1e-6
+    assert np.all(cluster.records.status == COMPLETED)
+
+
+def test_unknown_policy() -> None:
+    from wattserve.errors import UsageError
+
+    with pytest.raises(UsageError, match="allowed: .*rapid"):
+        make_controller("magic")
+
+
+def test_controllers_import_nothing_from_backends() -> None:
+    for path in (SRC / "control").rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            for n in names:
+                assert not n.startswith(("wattserve.sim", "wattserve.runtime", "wattserve.experiments")), (path, n)
+    code = ("import sys, wattserve.control, wattserve.control.policies, wattserve.control.guard;"
+            "bad=[m for m in sys.modules if m.startswith(('wattserve.sim','wattserve.runtime'))];"
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
