@@ -49,7 +49,7 @@ SCENARIOS = {
     "rapid-h100": NamedScenario(
         name="rapid-h100", gpu="h100", model="llama-3.1-8b", tp=1, prefill=4, decode=4, budget_w=4000,
         slo_ttft_ms=1000, slo_tpot_ms=40, workloads=("azure-conv", "azure-code"),
-        rates={"azure-conv": (10, 20, 30, 40, 50), "azure-code": (10, 20, 30, 40, 50)},
+        rates={"azure-conv": (100, 130, 160, 190, 220), "azure-code": (8, 12, 16, 20, 24, 28)},
         prefill_caps_w=(400, 450, 500, 550, 600, 650, 700),
     ),
 }

@@ -16,7 +16,7 @@ from wattserve.workload import LengthDist, SyntheticSpec, Workload, generate, lo
 
 WORKLOADS = ("sonnet-shift", "longbench-like", "azure-conv", "azure-code")
 REQUESTS_PER_PHASE = 1000
-TRACE_REQUESTS = 2000
+TRACE_REQUESTS = 5000
 
 
 def _concat(a: Workload, b: Workload, name: str) -> Workload:
