@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DATA ?= ../shared/data
 
-.PHONY: demo test install dev lint docs bench clean
+.PHONY: demo demo-serve test install dev runtime lint docs bench bench-engine clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,12 +18,30 @@ $(VENV)/.dev: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(VENV)/.installed $@
 
+$(VENV)/.runtime: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[runtime]'
+	touch $(VENV)/.installed $@
+
 install: $(VENV)/.installed
+
+runtime: $(VENV)/.runtime
 
 dev: $(VENV)/.dev
 
 demo: install
 	$(BIN)/wattserve simulate --out runs/demo
+
+# Serve the tiny model on CPU (1 prefill + 1 decode worker), bench it, print the results, stop.
+demo-serve: runtime
+	@$(BIN)/wattserve serve --model tiny --prefill 1 --decode 1 --port 8765 > runs-serve.log 2>&1 & pid=$$!; \
+	for i in $$(seq 1 120); do curl -sf http://127.0.0.1:8765/health >/dev/null 2>&1 && break; \
+	  kill -0 $$pid 2>/dev/null || { cat runs-serve.log; exit 1; }; sleep 0.5; done; \
+	head -2 runs-serve.log; \
+	$(BIN)/wattserve bench --base-url http://127.0.0.1:8765 --num-prompts 100 --request-rate 20 \
+	  --random-input-len 64 --random-output-len 32 --ignore-eos --goodput ttft:1000 tpot:50 \
+	  --percentile-metrics ttft,tpot,itl,e2el; status=$$?; \
+	curl -s http://127.0.0.1:8765/metrics | grep -E '^wattserve:gpu_(power|energy)' ; \
+	kill $$pid; wait $$pid 2>/dev/null; rm -f runs-serve.log; exit $$status
 
 test: dev
 	$(BIN)/python -m pytest -q
@@ -36,6 +54,10 @@ docs: install
 
 bench: install
 	$(BIN)/python bench/sim_speed.py --data $(DATA)
+
+bench-engine: $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[bench]'
+	$(BIN)/python bench/engine_speed.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache .hypothesis

@@ -281,14 +281,139 @@ def cmd_compare(args: argparse.Namespace, started: float) -> int:
     return 0
 
 
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="serve a model over an OpenAI-compatible API with P/D workers",
+                       description="Start engine workers (prefill/decode or colocated), the router and its "
+                                   "OpenAI-compatible API, the GPU power agent and, with --policy and --budget, "
+                                   "the power controllers. --model tiny serves a test-sized model on CPU.")
+    p.add_argument("--model", default="tiny", help="tiny | tiny-moe | small | a catalog model")
+    p.add_argument("--weights", default="dummy", help="'dummy' (seeded random) or a folder of HF safetensors")
+    p.add_argument("--prefill", type=int)
+    p.add_argument("--decode", type=int)
+    p.add_argument("--colocated", type=int)
+    p.add_argument("--device", default="cpu", help="cpu | cuda (one GPU per worker)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key", help="require 'Authorization: Bearer KEY'")
+    p.add_argument("--max-prompt-tokens", type=int, default=2048)
+    p.add_argument("--kv-transport", default="shm", help="shm | tcp")
+    p.add_argument("--threads-per-worker", type=int, default=1)
+    p.add_argument("--router", default="least_loaded", help="round_robin | least_loaded")
+    p.add_argument("--budget", type=float, help="cluster power budget, W (with --policy)")
+    p.add_argument("--policy", help="static | static-split | rapid-power | rapid-roles | rapid")
+    p.add_argument("--gpu", default="h100", help="GPU whose power model stands in for CPU workers")
+    p.add_argument("--power-backend", default="auto", help="auto | nvml | modelled")
+    p.add_argument("--slo-ttft-ms", type=float, default=1000.0)
+    p.add_argument("--slo-tpot-ms", type=float, default=50.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num-blocks", type=int, help="KV blocks per worker (default: from memory)")
+    p.add_argument("--max-num-seqs", type=int, default=64)
+    p.add_argument("--max-batched-tokens", type=int, default=512)
+    p.set_defaults(func=cmd_serve)
+
+
+def cmd_serve(args: argparse.Namespace, started: float) -> int:
+    import asyncio
+
+    try:
+        from wattserve.runtime.server import ServeArgs, serve
+    except ImportError as e:
+        raise UsageError(f"serve: the runtime needs torch and aiohttp ({e.name} is missing); "
+                         "pip install 'wattserve[runtime]'") from None
+    for name in ("max_prompt_tokens", "threads_per_worker", "max_num_seqs", "max_batched_tokens"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"{name.replace('_', '-')}: must be >= 1")
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"port: {args.port} is outside [0, 65535]")
+    colocated = args.colocated or 0
+    prefill = args.prefill if args.prefill is not None else (0 if colocated else 1)
+    decode = args.decode if args.decode is not None else (0 if colocated else 1)
+    a = ServeArgs(model=args.model, weights=args.weights, prefill=prefill, decode=decode, colocated=colocated,
+                  device=args.device, host=args.host, port=args.port, api_key=args.api_key,
+                  max_prompt_tokens=args.max_prompt_tokens, kv_transport=args.kv_transport,
+                  threads=args.threads_per_worker, routing=args.router, budget_w=args.budget, policy=args.policy,
+                  gpu=args.gpu, power_backend=args.power_backend, slo_ttft_ms=args.slo_ttft_ms,
+                  slo_tpot_ms=args.slo_tpot_ms, seed=args.seed, num_blocks=args.num_blocks,
+                  max_num_seqs=args.max_num_seqs, max_batched_tokens=args.max_batched_tokens)
+    asyncio.run(serve(a))
+    return 0
+
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="load-test an OpenAI-compatible server (vllm bench serve flags)",
+                       description="Send requests to an OpenAI-compatible server and report TTFT, TPOT, ITL and "
+                                   "end-to-end latency with vllm bench serve's names.")
+    p.add_argument("--base-url", default="http://127.0.0.1:8000")
+    p.add_argument("--endpoint", default="/v1/completions", help="/v1/completions or /v1/chat/completions")
+    p.add_argument("--model")
+    p.add_argument("--num-prompts", type=int, default=100)
+    p.add_argument("--request-rate", type=float, default=float("inf"), help="req/s (inf: all at once)")
+    p.add_argument("--burstiness", type=float, default=1.0)
+    p.add_argument("--max-concurrency", type=int)
+    p.add_argument("--random-input-len", type=int, default=128)
+    p.add_argument("--random-output-len", type=int, default=64)
+    p.add_argument("--trace", help="replay arrivals and lengths from an Azure CSV or Mooncake JSONL trace")
+    p.add_argument("--goodput", nargs="+", metavar="KEY:MS", help="SLOs, e.g. ttft:1000 tpot:50")
+    p.add_argument("--percentile-metrics", default="ttft,tpot,itl")
+    p.add_argument("--metric-percentiles", default="99")
+    p.add_argument("--ignore-eos", action="store_true")
+    p.add_argument("--api-key")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--save-result", action="store_true")
+    p.add_argument("--result-dir")
+    p.add_argument("--result-filename")
+    p.set_defaults(func=cmd_bench)
+
+
+def cmd_bench(args: argparse.Namespace, started: float) -> int:
+    import asyncio
+
+    from wattserve.loadgen.bench import BenchArgs, parse_goodput, report, run, save
+
+    metrics = tuple(m.strip() for m in args.percentile_metrics.split(",") if m.strip())
+    bad = [m for m in metrics if m not in ("ttft", "tpot", "itl", "e2el")]
+    if bad:
+        raise UsageError(f"percentile-metrics: unknown value {bad[0]!r}; allowed: e2el, itl, tpot, ttft")
+    try:
+        pcts = tuple(float(x) for x in args.metric_percentiles.split(","))
+    except ValueError:
+        raise UsageError(f"metric-percentiles: {args.metric_percentiles!r} is not a comma-separated list") from None
+    if any(not 0 < p < 100 for p in pcts):
+        raise UsageError("metric-percentiles: each must be in (0, 100)")
+    if args.num_prompts < 1 or args.request_rate <= 0 or args.burstiness <= 0:
+        raise UsageError("num-prompts, request-rate and burstiness must be > 0")
+    if args.max_concurrency is not None and args.max_concurrency < 1:
+        raise UsageError("max-concurrency: must be >= 1")
+    if not args.base_url.startswith(("http://", "https://")):
+        raise UsageError(f"base-url: {args.base_url!r} must start with http:// or https://")
+    a = BenchArgs(base_url=args.base_url, endpoint=args.endpoint, model=args.model, num_prompts=args.num_prompts,
+                  request_rate=args.request_rate, burstiness=args.burstiness, max_concurrency=args.max_concurrency,
+                  random_input_len=args.random_input_len, random_output_len=args.random_output_len, trace=args.trace,
+                  goodput=parse_goodput(args.goodput), percentile_metrics=metrics, metric_percentiles=pcts,
+                  ignore_eos=args.ignore_eos, api_key=args.api_key, seed=args.seed)
+    if a.trace:
+        from wattserve.workload import load_trace
+
+        load_trace(a.trace)
+    res = asyncio.run(run(a))
+    print(report(res, a))
+    if res["completed"] == 0:
+        raise UsageError(f"bench: no request succeeded; first error: {res['errors'][0] if res['errors'] else '?'}")
+    if args.save_result:
+        print(f"saved {save(res, a, args.result_dir, args.result_filename)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="wattserve", description="Serve LLMs under a power budget: simulate, estimate, calibrate, compare.")
+    p = _Parser(prog="wattserve", description="Serve LLMs under a power budget: simulate, estimate, calibrate, compare, serve, bench.")
     p.add_argument("--version", action="version", version="wattserve 0.1.0")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_simulate(sub)
     _add_estimate(sub)
     _add_calibrate(sub)
     _add_compare(sub)
+    _add_serve(sub)
+    _add_bench(sub)
     return p
 
 

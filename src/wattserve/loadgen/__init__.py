@@ -1,0 +1,1 @@
+"""A load generator for OpenAI-compatible servers, after `vllm bench serve` (flags and result fields)."""

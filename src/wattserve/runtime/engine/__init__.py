@@ -1,0 +1,1 @@
+"""A compact LLM engine: paged KV cache, continuous batching, chunked prefill, sampling."""

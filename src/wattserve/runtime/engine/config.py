@@ -1,0 +1,60 @@
+"""Engine model configurations: the catalog's LLMs plus small ones for tests and CPU demos."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from wattserve.catalog.models import MODELS, ModelSpec
+from wattserve.errors import UsageError
+
+BYTE_VOCAB = 256
+BOS_ID = 256
+EOS_ID = 257
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    layers: int
+    hidden: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    ffn: int
+    vocab: int
+    experts: int = 0
+    experts_per_token: int = 0
+    rope_theta: float = 500000.0
+    rms_eps: float = 1e-5
+    max_positions: int = 8192
+    tied_embeddings: bool = False
+
+    @staticmethod
+    def from_spec(spec: ModelSpec) -> ModelConfig:
+        theta = 1_000_000.0 if spec.name.startswith(("Mixtral", "Qwen")) else (
+            10_000.0 if spec.name.startswith("Llama-2") else 500_000.0)
+        return ModelConfig(spec.name, spec.layers, spec.hidden, spec.heads, spec.kv_heads, spec.head_dim, spec.ffn,
+                           spec.vocab, spec.experts, spec.experts_per_token, rope_theta=theta,
+                           tied_embeddings=spec.tied_embeddings)
+
+
+SMALL_CONFIGS = {
+    # Test-sized: two layers, GQA 4:2, byte-level vocabulary plus BOS/EOS.
+    "tiny": ModelConfig("tiny", layers=2, hidden=64, heads=4, kv_heads=2, head_dim=16, ffn=128, vocab=320,
+                        rope_theta=10000.0, max_positions=4096),
+    # Mixtral-style MoE at test size: 4 experts, top-2.
+    "tiny-moe": ModelConfig("tiny-moe", layers=2, hidden=64, heads=4, kv_heads=2, head_dim=16, ffn=96, vocab=320,
+                            experts=4, experts_per_token=2, rope_theta=10000.0, max_positions=4096),
+    # A small model for CPU speed checks (about 30M parameters).
+    "small": ModelConfig("small", layers=6, hidden=512, heads=8, kv_heads=4, head_dim=64, ffn=1408, vocab=8192,
+                         rope_theta=10000.0, max_positions=4096),
+}
+
+
+def get_config(name: str) -> ModelConfig:
+    key = name.lower()
+    if key in SMALL_CONFIGS:
+        return SMALL_CONFIGS[key]
+    if key in MODELS:
+        return ModelConfig.from_spec(MODELS[key])
+    raise UsageError(f"model: unknown value {name!r}; allowed: {', '.join([*SMALL_CONFIGS, *MODELS])}")

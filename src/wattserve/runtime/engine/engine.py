@@ -1,0 +1,214 @@
+"""LLMEngine: owns the model, the KV cache and the scheduler; `step()` runs one batched iteration."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from wattserve.errors import UsageError
+from wattserve.runtime.engine.config import EOS_ID, ModelConfig, get_config
+from wattserve.runtime.engine.kv_cache import KVCache
+from wattserve.runtime.engine.sampler import sample
+from wattserve.runtime.engine.scheduler import Scheduler
+from wattserve.runtime.engine.sequence import SamplingParams, Sequence, Status
+from wattserve.runtime.layers.attention import AttnMetadata, SeqSlice
+from wattserve.runtime.models.llama import LlamaForCausalLM, config_from_hf
+
+
+@dataclass
+class StepOutput:
+    seq_id: str
+    token: int | None
+    finished: bool
+    finish_reason: str | None
+    num_generated: int
+    kv: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class EngineArgs:
+    model: str = "tiny"
+    weights: str = "dummy"
+    """'dummy' for seeded random weights, or a folder of HF-layout safetensors (and config.json)."""
+    seed: int = 0
+    device: str = "cpu"
+    block_size: int = 16
+    num_blocks: int | None = None
+    max_num_seqs: int = 64
+    max_batched_tokens: int = 512
+    eos_id: int = EOS_ID
+
+
+class LLMEngine:
+    def __init__(self, args: EngineArgs) -> None:
+        self.args = args
+        if args.device.startswith("cuda") and not torch.cuda.is_available():
+            raise UsageError(f"device: {args.device!r} asked for, but torch sees no CUDA device; use --device cpu")
+        self.device = torch.device(args.device)
+        cfg: ModelConfig = get_config(args.model)
+        weights = None if args.weights == "dummy" else Path(args.weights)
+        if weights is not None:
+            if not weights.is_dir():
+                raise UsageError(f"weights: {args.weights!r} is not a folder of safetensors (or use 'dummy')")
+            cfg = config_from_hf(weights, cfg)
+        self.cfg = cfg
+        self.dtype = torch.float32 if self.device.type == "cpu" else torch.bfloat16
+        self.model = LlamaForCausalLM(cfg, self.device)
+        if weights is None:
+            self.model.init_dummy(args.seed)
+        else:
+            self.model.load_safetensors(weights)
+        self.model.to(device=self.device, dtype=self.dtype).eval()
+        num_blocks = args.num_blocks or self._auto_blocks()
+        self.cache = KVCache(cfg, num_blocks, args.block_size, self.device, self.dtype)
+        self.scheduler = Scheduler(self.cache, args.max_num_seqs, args.max_batched_tokens)
+        self.seqs: dict[str, Sequence] = {}
+        self.busy_s = 0.0
+        self.steps = 0
+        self.tokens_computed = 0
+
+    def _auto_blocks(self) -> int:
+        per_token = 2 * self.cfg.layers * self.cfg.kv_heads * self.cfg.head_dim * torch.finfo(self.dtype).bits // 8
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            budget = int(free * 0.8)
+        else:
+            budget = 256 * 2**20
+        return max(16, budget // (per_token * self.args.block_size))
+
+    # ---- requests ----
+    def _check(self, seq_id: str, total: int) -> None:
+        if seq_id in self.seqs:
+            raise ValueError(f"request id {seq_id!r} is already in the engine")
+        if total > self.cfg.max_positions:
+            raise UsageError(f"prompt plus max_tokens ({total}) exceeds the model's {self.cfg.max_positions} positions")
+        if self.cache.blocks_for(total) > self.cache.num_blocks:
+            raise UsageError(f"prompt plus max_tokens ({total}) exceeds the KV cache "
+                             f"({self.cache.num_blocks * self.cache.block_size} tokens)")
+
+    def _new_seq(self, seq_id: str, token_ids: list[int], prompt_len: int, params: SamplingParams,
+                 prefill_only: bool) -> Sequence:
+        gen = None
+        if params.temperature > 0:
+            gen = torch.Generator().manual_seed(params.seed if params.seed is not None else hash(seq_id) & 0xFFFFFFFF)
+        seq = Sequence(seq_id, list(token_ids), prompt_len, params, prefill_only=prefill_only, generator=gen)
+        self.seqs[seq_id] = seq
+        return seq
+
+    def add(self, seq_id: str, token_ids: list[int], params: SamplingParams, prefill_only: bool = False) -> None:
+        if not token_ids:
+            raise UsageError("prompt: must have at least one token")
+        self._check(seq_id, len(token_ids) + params.max_tokens)
+        self.scheduler.waiting.append(self._new_seq(seq_id, token_ids, len(token_ids), params, prefill_only))
+
+    def add_with_kv(self, seq_id: str, token_ids: list[int], prompt_len: int, params: SamplingParams,
+                    kv: torch.Tensor) -> None:
+        """Continue a sequence whose first kv.shape[2] positions were computed elsewhere (KV hand-off)."""
+        self._check(seq_id, prompt_len + params.max_tokens)
+        seq = self._new_seq(seq_id, token_ids, prompt_len, params, False)
+        n = kv.shape[2]
+        if self.cache.can_grow(seq.block_table, n + 1) and len(self.scheduler.running) < self.args.max_num_seqs:
+            self.cache.grow(seq.block_table, n)
+            self.cache.load(seq.block_table, kv)
+            seq.num_computed = n
+            seq.status = Status.RUNNING
+            self.scheduler.running.append(seq)
+        else:
+            self.scheduler.waiting.append(seq)
+
+    def abort(self, seq_id: str) -> bool:
+        seq = self.seqs.pop(seq_id, None)
+        if seq is None:
+            return False
+        self.scheduler.remove(seq)
+        seq.status = Status.FINISHED
+        seq.finish_reason = "abort"
+        return True
+
+    def take(self, seq_id: str) -> tuple[list[int], int, SamplingParams, torch.Tensor]:
+        """Remove a sequence and return what a peer needs to continue it (for migration)."""
+        seq = self.seqs.pop(seq_id)
+        kv = self.cache.export(seq.block_table, seq.num_computed)
+        self.scheduler.remove(seq)
+        params = SamplingParams(**{**seq.params.__dict__, "max_tokens": seq.params.max_tokens})
+        return seq.token_ids, seq.prompt_len, params, kv
+
+    def has_work(self) -> bool:
+        return bool(self.scheduler.running or self.scheduler.waiting)
+
+    @property
+    def kv_usage(self) -> float:
+        return self.cache.used_blocks / self.cache.num_blocks
+
+    # ---- one iteration ----
+    @torch.inference_mode()
+    def step(self) -> list[StepOutput]:
+        batch = self.scheduler.schedule()
+        if not batch:
+            return []
+        t0 = time.perf_counter()
+        ids: list[int] = []
+        pos: list[int] = []
+        slot_map = []
+        metas = []
+        sample_rows: list[tuple[Sequence, int]] = []
+        q = 0
+        for seq, n in batch:
+            start = seq.num_computed
+            ids.extend(seq.token_ids[start:start + n])
+            pos.extend(range(start, start + n))
+            slots = self.cache.slots(seq.block_table, 0, start + n)
+            slot_map.append(slots[start:])
+            metas.append(SeqSlice(q, n, start, slots))
+            q += n
+            if start + n == len(seq.token_ids):
+                sample_rows.append((seq, q - 1))
+        meta = AttnMetadata(torch.tensor(pos, device=self.device), torch.cat(slot_map), metas)
+        hidden = self.model(torch.tensor(ids, device=self.device), meta, self.cache.k, self.cache.v)
+        for seq, n in batch:
+            seq.num_computed += n
+        outputs: list[StepOutput] = []
+        if sample_rows:
+            logits = self.model.logits(hidden[torch.tensor([r for _, r in sample_rows], device=self.device)])
+            for (seq, _), row in zip(sample_rows, logits):
+                tok = sample(row, seq.params, seq.generator)
+                seq.token_ids.append(tok)
+                outputs.append(self._after_token(seq, tok))
+        self.busy_s += time.perf_counter() - t0
+        self.steps += 1
+        self.tokens_computed += q
+        return outputs
+
+    def _after_token(self, seq: Sequence, tok: int) -> StepOutput:
+        p = seq.params
+        reason = None
+        if seq.prefill_only:
+            reason = "prefilled"
+        elif not p.ignore_eos and tok == self.args.eos_id or tok in p.stop_token_ids:
+            reason = "stop"
+        elif seq.num_generated >= p.max_tokens or len(seq.token_ids) >= self.cfg.max_positions:
+            reason = "length"
+        kv = None
+        if reason is not None:
+            if seq.prefill_only:
+                kv = self.cache.export(seq.block_table, seq.num_computed)
+            self.scheduler.remove(seq)
+            self.seqs.pop(seq.seq_id, None)
+            seq.status = Status.FINISHED
+            seq.finish_reason = reason
+        return StepOutput(seq.seq_id, tok, reason is not None, reason, seq.num_generated, kv)
+
+
+def generate(engine: LLMEngine, prompts: list[list[int]], params: SamplingParams) -> list[list[int]]:
+    """Run prompts to completion in one engine (offline use and tests)."""
+    for i, p in enumerate(prompts):
+        engine.add(f"g{i}", p, params)
+    out: dict[str, list[int]] = {f"g{i}": [] for i in range(len(prompts))}
+    while engine.has_work():
+        for o in engine.step():
+            if o.token is not None:
+                out[o.seq_id].append(o.token)
+    return [out[f"g{i}"] for i in range(len(prompts))]

@@ -1,0 +1,1 @@
+"""Transformer building blocks: RMSNorm, rotary embeddings, paged attention, SwiGLU and MoE MLPs."""

@@ -1,0 +1,1 @@
+"""Model definitions (Llama architecture, with Mixtral-style MoE layers)."""

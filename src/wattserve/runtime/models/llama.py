@@ -1,0 +1,122 @@
+"""The Llama architecture (Touvron et al., 2023): RMSNorm, RoPE, GQA attention, SwiGLU MLP; with
+Mixtral-style sparse MoE MLPs when the config has experts. Module names follow Hugging Face
+checkpoints (model.layers.N.self_attn.q_proj, block_sparse_moe.experts.E.w1, ...), so HF-layout
+safetensors load by name."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from wattserve.errors import UsageError
+from wattserve.runtime.engine.config import ModelConfig
+from wattserve.runtime.layers.attention import AttnMetadata, PagedAttention
+from wattserve.runtime.layers.mlp import SparseMoE, SwiGLU
+from wattserve.runtime.layers.norm import RMSNorm
+from wattserve.runtime.layers.rotary import Rotary
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.input_layernorm = RMSNorm(cfg.hidden, cfg.rms_eps)
+        self.self_attn = PagedAttention(cfg.hidden, cfg.heads, cfg.kv_heads, cfg.head_dim)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden, cfg.rms_eps)
+        self.is_moe = cfg.experts > 0
+        if self.is_moe:
+            self.block_sparse_moe = SparseMoE(cfg.hidden, cfg.ffn, cfg.experts, cfg.experts_per_token)
+        else:
+            self.mlp = SwiGLU(cfg.hidden, cfg.ffn)
+
+    def forward(self, x: torch.Tensor, meta: AttnMetadata, rotary: Rotary, k_cache: torch.Tensor,
+                v_cache: torch.Tensor) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), meta, rotary, k_cache, v_cache)
+        h = self.post_attention_layernorm(x)
+        return x + (self.block_sparse_moe(h) if self.is_moe else self.mlp(h))
+
+
+class LlamaModel(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.embed_tokens = nn.Embedding(cfg.vocab, cfg.hidden)
+        self.layers = nn.ModuleList([DecoderLayer(cfg) for _ in range(cfg.layers)])
+        self.norm = RMSNorm(cfg.hidden, cfg.rms_eps)
+
+
+class LlamaForCausalLM(nn.Module):
+    def __init__(self, cfg: ModelConfig, device: torch.device) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.model = LlamaModel(cfg)
+        self.lm_head = nn.Linear(cfg.hidden, cfg.vocab, bias=False)
+        self.rotary = Rotary(cfg.head_dim, cfg.rope_theta, cfg.max_positions, device)
+
+    def forward(self, input_ids: torch.Tensor, meta: AttnMetadata, k_caches: list[torch.Tensor],
+                v_caches: list[torch.Tensor]) -> torch.Tensor:
+        x = self.model.embed_tokens(input_ids)
+        for i, layer in enumerate(self.model.layers):
+            x = layer(x, meta, self.rotary, k_caches[i], v_caches[i])
+        return self.model.norm(x)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(hidden).float()
+
+    def init_dummy(self, seed: int) -> None:
+        """Seeded random weights, like vLLM's --load-format dummy: same seed, same model."""
+        g = torch.Generator(device="cpu").manual_seed(seed)
+        with torch.no_grad():
+            for name, p in self.named_parameters():
+                if name.endswith("layernorm.weight") or name.endswith("norm.weight"):
+                    p.fill_(1.0)
+                else:
+                    p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+        if self.cfg.tied_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+
+    def load_safetensors(self, path: Path) -> None:
+        from safetensors.torch import load_file
+
+        files = sorted(path.glob("*.safetensors"))
+        if not files:
+            raise UsageError(f"weights: no *.safetensors files in {str(path)!r}")
+        own = self.state_dict()
+        seen: set[str] = set()
+        with torch.no_grad():
+            for f in files:
+                for name, tensor in load_file(str(f)).items():
+                    if name not in own:
+                        continue
+                    if own[name].shape != tensor.shape:
+                        raise UsageError(f"weights: {name} has shape {tuple(tensor.shape)} in {f.name}, "
+                                         f"the model expects {tuple(own[name].shape)}")
+                    own[name].copy_(tensor.to(own[name].dtype))
+                    seen.add(name)
+        if "lm_head.weight" not in seen and "model.embed_tokens.weight" in seen:
+            self.lm_head.weight = self.model.embed_tokens.weight
+            seen.add("lm_head.weight")
+        missing = sorted(set(own) - seen)
+        if missing:
+            raise UsageError(f"weights: {len(missing)} tensors missing from {str(path)!r}, e.g. {missing[0]}")
+
+
+def config_from_hf(path: Path, base: ModelConfig) -> ModelConfig:
+    """Read an HF config.json beside the weights; its sizes win over the catalog's."""
+    f = path / "config.json"
+    if not f.is_file():
+        return base
+    c = json.loads(f.read_text())
+    hidden = c.get("hidden_size", base.hidden)
+    heads = c.get("num_attention_heads", base.heads)
+    return ModelConfig(
+        name=c.get("_name_or_path", base.name) or base.name, layers=c.get("num_hidden_layers", base.layers),
+        hidden=hidden, heads=heads, kv_heads=c.get("num_key_value_heads", heads),
+        head_dim=c.get("head_dim", hidden // heads), ffn=c.get("intermediate_size", base.ffn),
+        vocab=c.get("vocab_size", base.vocab), experts=c.get("num_local_experts", base.experts),
+        experts_per_token=c.get("num_experts_per_tok", base.experts_per_token),
+        rope_theta=float(c.get("rope_theta", base.rope_theta)), rms_eps=float(c.get("rms_norm_eps", base.rms_eps)),
+        max_positions=min(int(c.get("max_position_embeddings", base.max_positions)), 131072),
+        tied_embeddings=bool(c.get("tie_word_embeddings", base.tied_embeddings)),
+    )

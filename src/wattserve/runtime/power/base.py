@@ -1,0 +1,68 @@
+"""The GpuPower protocol, shaped after Zeus's vendor-neutral GPU abstraction (zeus.device.gpu): one
+object for all GPUs of a node, indexed by GPU, with readings (power, energy, clock, throttle
+reasons) and controls (power cap, locked clock, restore defaults). No Zeus dependency."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from wattserve.errors import UsageError
+
+
+class GpuPowerError(UsageError):
+    """A power operation failed or was refused: out of range, no permission, no GPU."""
+
+
+class GpuPower(Protocol):
+    modelled: bool
+
+    def count(self) -> int: ...
+
+    def name(self, i: int) -> str: ...
+
+    def power_w(self, i: int) -> float: ...
+
+    def energy_j(self, i: int) -> float:
+        """Energy since the agent started, joules."""
+        ...
+
+    def clock_mhz(self, i: int) -> int: ...
+
+    def throttle_reasons(self, i: int) -> list[str]: ...
+
+    def cap_range_w(self, i: int) -> tuple[float, float]: ...
+
+    def power_cap_w(self, i: int) -> float: ...
+
+    def set_power_cap(self, i: int, watts: float) -> float:
+        """Set and read back; returns the cap the device reports. Refuses out-of-range values."""
+        ...
+
+    def lock_clock(self, i: int, mhz: int | None) -> None: ...
+
+    def restore(self) -> None:
+        """Put back the default cap and unlock clocks on every GPU this agent touched."""
+        ...
+
+
+def samples(agent: GpuPower) -> list[dict[str, Any]]:
+    return [{"gpu": i, "power_w": agent.power_w(i), "cap_w": agent.power_cap_w(i), "clock_mhz": agent.clock_mhz(i),
+             "energy_j": agent.energy_j(i), "modelled": agent.modelled} for i in range(agent.count())]
+
+
+def select_power(backend: str, count: int, modelled_factory: Any) -> tuple[GpuPower, str]:
+    """'nvml', 'modelled' or 'auto'. Auto uses NVML when it finds enough GPUs and otherwise falls
+    back to the model, and says so in the returned note; it never falls back silently."""
+    if backend not in ("auto", "nvml", "modelled"):
+        raise GpuPowerError(f"power_backend: unknown value {backend!r}; allowed: auto, modelled, nvml")
+    if backend == "modelled":
+        return modelled_factory(), "power figures are modelled (--power-backend modelled)"
+    try:
+        from wattserve.runtime.power.nvml import NvmlGpuPower
+
+        agent = NvmlGpuPower(indices=list(range(count)))
+        return agent, f"power through NVML on {count} GPU(s)"
+    except GpuPowerError as e:
+        if backend == "nvml":
+            raise
+        return modelled_factory(), f"NVML unavailable ({e}); falling back to modelled power figures"

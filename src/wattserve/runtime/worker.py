@@ -1,0 +1,193 @@
+"""A worker process: one engine on one device, with a role (prefill, decode or colocated).
+
+It serves one router connection over TCP (JSON frames, see wire.py). Commands: add, import, abort,
+set_role, set_batch_limit, stats, shutdown. Events: token, prefilled, migrated, requeue, stats,
+role_ready, error. A role change stops new admissions, hands queued prompts back (requeue), lets
+running prefills finish, migrates running decodes to peers with their KV (migrated), then switches
+without reloading weights and reports role_ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing as mp
+import os
+import time
+import traceback
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from wattserve.runtime import wire
+from wattserve.runtime.engine.engine import EngineArgs, LLMEngine
+from wattserve.runtime.engine.sequence import SamplingParams, Status
+from wattserve.runtime.transport import make_transport, transport_for
+
+ROLES = ("prefill", "decode", "colocated")
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    wid: int
+    role: str
+    engine: EngineArgs
+    transport: str = "shm"
+    threads: int = 1
+    host: str = "127.0.0.1"
+
+
+class Worker:
+    def __init__(self, spec: WorkerSpec) -> None:
+        self.spec = spec
+        self.role = spec.role
+        self.switching_to: str | None = None
+        self.engine = LLMEngine(spec.engine)
+        self.transport = make_transport(spec.transport)
+        self.writer: asyncio.StreamWriter | None = None
+        self.wake = asyncio.Event()
+        self.started = time.monotonic()
+
+    def send(self, header: dict[str, Any], payload: bytes = b"") -> None:
+        if self.writer is not None and not self.writer.is_closing():
+            self.writer.write(wire.encode(header, payload))
+
+    def stats(self) -> dict[str, Any]:
+        e = self.engine
+        return {"ev": "stats", "wid": self.spec.wid, "role": self.role, "switching_to": self.switching_to,
+                "running": len(e.scheduler.running), "waiting": len(e.scheduler.waiting), "kv_usage": e.kv_usage,
+                "kv_blocks_used": e.cache.used_blocks, "kv_blocks": e.cache.num_blocks, "busy_s": e.busy_s,
+                "steps": e.steps, "tokens": e.tokens_computed, "uptime_s": time.monotonic() - self.started,
+                "max_num_seqs": e.scheduler.max_num_seqs, "pid": os.getpid()}
+
+    async def handle(self, h: dict[str, Any], payload: bytes) -> None:
+        op = h["op"]
+        if op == "add":
+            if self.switching_to is not None:
+                self.send({"ev": "requeue", "rid": h["rid"]})
+                return
+            params = SamplingParams(**h["params"])
+            try:
+                self.engine.add(h["rid"], h["token_ids"], params, prefill_only=h.get("prefill_only", False))
+            except Exception as e:  # noqa: BLE001 - reported to the router as a clean per-request error
+                self.send({"ev": "error", "rid": h["rid"], "message": str(e)})
+        elif op == "import":
+            if self.switching_to is not None:
+                self.send({"ev": "migrated", "rid": h["rid"], "handle": h["handle"], "token_ids": h["token_ids"],
+                           "prompt_len": h["prompt_len"], "params": h["params"]}, payload)
+                return
+            kv = transport_for(h["handle"]).get(h["handle"], payload)
+            try:
+                self.engine.add_with_kv(h["rid"], h["token_ids"], h["prompt_len"], SamplingParams(**h["params"]), kv)
+            except Exception as e:  # noqa: BLE001
+                self.send({"ev": "error", "rid": h["rid"], "message": str(e)})
+        elif op == "abort":
+            self.engine.abort(h["rid"])
+        elif op == "set_role":
+            if h["role"] not in ROLES:
+                self.send({"ev": "error", "rid": None, "message": f"role {h['role']!r}"})
+                return
+            self.switching_to = h["role"]
+            self._evacuate()
+        elif op == "set_batch_limit":
+            self.engine.scheduler.max_num_seqs = max(1, int(h["max_seqs"]))
+        elif op == "stats":
+            self.send(self.stats())
+            return
+        elif op == "shutdown":
+            raise SystemExit(0)
+        self.wake.set()
+
+    def _evacuate(self) -> None:
+        """Hand queued prompts back; migrate decoding sequences (with KV) when leaving a decode role."""
+        e = self.engine
+        for seq in list(e.scheduler.waiting):
+            if seq.num_computed == 0 and seq.num_generated == 0:
+                e.abort(seq.seq_id)
+                self.send({"ev": "requeue", "rid": seq.seq_id})
+        if self.role in ("decode", "colocated"):
+            for seq in list(e.scheduler.running) + list(e.scheduler.waiting):
+                if seq.status is Status.FINISHED:
+                    continue
+                token_ids, prompt_len, params, kv = e.take(seq.seq_id)
+                handle, data = self.transport.put(kv)
+                self.send({"ev": "migrated", "rid": seq.seq_id, "token_ids": token_ids, "prompt_len": prompt_len,
+                           "params": asdict(params), "handle": handle}, data)
+
+    def _maybe_finish_switch(self) -> None:
+        if self.switching_to is not None and not self.engine.has_work():
+            self.role = self.switching_to
+            self.switching_to = None
+            self.send({"ev": "role_ready", "wid": self.spec.wid, "role": self.role})
+
+    async def run_engine(self) -> None:
+        while True:
+            if not self.engine.has_work():
+                self._maybe_finish_switch()
+                self.wake.clear()
+                await self.wake.wait()
+                continue
+            for o in self.engine.step():
+                if o.finish_reason == "prefilled" and o.kv is not None:
+                    handle, data = self.transport.put(o.kv)
+                    self.send({"ev": "prefilled", "rid": o.seq_id, "token": o.token, "handle": handle}, data)
+                else:
+                    self.send({"ev": "token", "rid": o.seq_id, "token": o.token, "finished": o.finished,
+                               "reason": o.finish_reason})
+            if self.writer is not None:
+                await self.writer.drain()
+            await asyncio.sleep(0)
+
+    async def serve(self, ready: Any) -> None:
+        done = asyncio.get_running_loop().create_future()
+
+        async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.writer = writer
+            engine_task = asyncio.create_task(self.run_engine())
+            try:
+                while True:
+                    h, payload = await wire.read_frame(reader)
+                    await self.handle(h, payload)
+            except (asyncio.IncompleteReadError, ConnectionError, SystemExit):
+                pass
+            finally:
+                engine_task.cancel()
+                if not done.done():
+                    done.set_result(None)
+
+        server = await asyncio.start_server(on_connect, self.spec.host, 0)
+        port = server.sockets[0].getsockname()[1]
+        ready.send({"port": port, "pid": os.getpid()})
+        ready.close()
+        await done
+        server.close()
+
+
+def worker_main(spec: WorkerSpec, ready: Any) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, spec.threads))
+    try:
+        w = Worker(spec)
+    except Exception as e:  # noqa: BLE001 - the parent prints it as one line
+        ready.send({"error": f"{type(e).__name__}: {e}", "trace": traceback.format_exc(limit=3)})
+        ready.close()
+        return
+    asyncio.run(w.serve(ready))
+
+
+def spawn_worker(spec: WorkerSpec, timeout_s: float = 120.0) -> tuple[mp.process.BaseProcess, int]:
+    """Start a worker process; returns it and the port it listens on."""
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=worker_main, args=(spec, child), name=f"wattserve-worker-{spec.wid}", daemon=True)
+    proc.start()
+    child.close()
+    if not parent.poll(timeout_s):
+        proc.kill()
+        raise RuntimeError(f"worker {spec.wid} did not start within {timeout_s:.0f} s")
+    msg = parent.recv()
+    if "error" in msg:
+        proc.join(5)
+        from wattserve.errors import UsageError
+
+        raise UsageError(f"worker {spec.wid}: {msg['error']}")
+    return proc, int(msg["port"])

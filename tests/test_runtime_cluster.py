@@ -1,0 +1,118 @@
+"""Router + worker processes in one event loop: KV hand-off equality and live role switches."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import pytest
+
+pytest.importorskip("torch")
+aiohttp = pytest.importorskip("aiohttp")
+
+from wattserve.control import BudgetGuard, ControlLoop  # noqa: E402
+from wattserve.runtime.backend import RuntimeBackend  # noqa: E402
+from wattserve.runtime.engine.sequence import SamplingParams  # noqa: E402
+from wattserve.runtime.power.modelled import ModelledGpuPower  # noqa: E402
+from wattserve.runtime.router import Router  # noqa: E402
+from wattserve.runtime.server import ServeArgs, start_workers  # noqa: E402
+from wattserve.seam import Action, BudgetSignal, ClusterState, SetRole  # noqa: E402
+
+GREEDY = SamplingParams(max_tokens=40, temperature=0.0, ignore_eos=True)
+PROMPTS = [[256, *f"prompt number {i} about power budgets".encode()] for i in range(4)]
+
+
+async def collect(router: Router, prompt: list[int], params: SamplingParams) -> tuple[list[int], str]:
+    st = router.submit(prompt, params)
+    toks: list[int] = []
+    while True:
+        kind, v = await st.queue.get()
+        if kind == "token":
+            toks.append(v)
+        else:
+            return toks, f"{kind}:{v}"
+
+
+async def outputs(args: ServeArgs) -> list[list[int]]:
+    router = Router(await start_workers(args), args.model)
+    await router.start()
+    try:
+        res = []
+        for p in PROMPTS:
+            toks, end = await collect(router, p, GREEDY)
+            assert end == "done:length"
+            res.append(toks)
+        return res
+    finally:
+        await router.close()
+
+
+@pytest.mark.parametrize("transport", ["shm", "tcp"])
+def test_handoff_is_token_identical_to_colocated(transport: str) -> None:
+    disagg = asyncio.run(outputs(ServeArgs(prefill=1, decode=1, kv_transport=transport, seed=4)))
+    coloc = asyncio.run(outputs(ServeArgs(prefill=0, decode=0, colocated=1, seed=4)))
+    assert disagg == coloc
+    assert all(len(t) == 40 for t in disagg)
+
+
+@dataclass
+class ScriptedRoles:
+    """A controller that moves worker 2 to prefill at 0.5 s, and back to decode once it is ready."""
+
+    name: str = "scripted"
+    period_s: float = 0.1
+    step: int = 0
+
+    def start(self, state: ClusterState) -> list[Action]:
+        return []
+
+    def decide(self, state: ClusterState) -> list[Action]:
+        w2 = state.instances[2]
+        if self.step == 0 and state.time_s >= 0.5:
+            self.step = 1
+            return [SetRole(2, "prefill")]
+        if self.step == 1 and w2.role == "prefill" and w2.switching_to is None:
+            self.step = 2
+            return [SetRole(2, "decode")]
+        return []
+
+
+async def role_switch_run(n: int, concurrency: int) -> tuple[list[str], Router, list]:
+    args = ServeArgs(prefill=1, decode=2, seed=1)
+    router = Router(await start_workers(args), args.model)
+    await router.start()
+    agent = ModelledGpuPower(3, "h100", "llama-3.1-8b", lambda i: router.workers[i].stats)
+    budget = BudgetSignal.constant(1500.0)
+    backend = RuntimeBackend(router, agent, budget, 1.0, 0.05)
+    guard = BudgetGuard(backend, budget)
+    guard.enforce()
+    ControlLoop(backend, guard, [ScriptedRoles()]).start()
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one(i: int) -> str:
+        async with sem:
+            params = SamplingParams(max_tokens=16 + i % 48, temperature=0.0, ignore_eos=True)
+            toks, end = await collect(router, [256, *f"request {i}".encode()], params)
+            if end == "done:length":
+                assert len(toks) == params.max_tokens
+            return end
+
+    try:
+        ends = await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(n))), 240)
+        await asyncio.sleep(0.6)
+        return ends, router, guard.log.entries
+    finally:
+        await router.close()
+
+
+def test_200_requests_survive_role_switches() -> None:
+    ends, router, log = asyncio.run(role_switch_run(200, 16))
+    assert len(ends) == 200
+    assert all(e == "done:length" or e.startswith("error:") for e in ends)
+    assert ends.count("done:length") == 200
+    roles = [e for e in log if e.kind == "role"]
+    assert [(e.target, e.value, e.status) for e in roles] == [(2, "prefill", "applied"), (2, "decode", "applied")]
+    assert [w.role for w in router.workers] == ["prefill", "decode", "decode"]
+    caps = [e for e in log if e.kind == "cap" and e.status == "applied"]
+    assert caps and all(e.value <= 700 for e in caps)
+    assert not router.requests
