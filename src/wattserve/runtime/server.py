@@ -97,44 +97,48 @@ async def serve(a: ServeArgs, stop: asyncio.Event | None = None) -> None:
     stop = stop or asyncio.Event()
     clients = await start_workers(a)
     router = Router(clients, a.model, a.routing)
-    await router.start()
-    n = len(clients)
-    agent, note = select_power(
-        "modelled" if a.device == "cpu" and a.power_backend == "auto" else a.power_backend, n,
-        lambda: ModelledGpuPower(n, a.gpu, a.power_as_model, lambda i: router.workers[i].stats))
-    if a.device == "cpu" and a.power_backend == "auto":
-        note = f"CPU workers: power figures are modelled ({a.gpu} running {a.power_as_model})"
-    print(f"wattserve serve: {note}", flush=True)
-    if a.budget_w is not None:
-        lo = sum(agent.cap_range_w(i)[0] for i in range(n))
-        if a.budget_w < lo:
-            raise UsageError(f"budget: {a.budget_w:g} W is below the sum of the minimum caps ({lo:g} W)")
-    api = Api(router, load_tokenizer(None if a.weights == "dummy" else Path(a.weights)), a.model,
-              a.max_prompt_tokens, a.max_tokens, a.api_key, lambda: samples(agent))
-    runner = web.AppRunner(api.app(), handler_cancellation=True, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, a.host, a.port)
+    agent = None
+    runner = None
     try:
-        await site.start()
-    except OSError as e:
-        await router.close()
-        raise UsageError(f"port: cannot listen on {a.host}:{a.port} ({e.strerror})") from None
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    if a.policy is not None and a.budget_w is not None:
-        budget = BudgetSignal.constant(a.budget_w)
-        backend = RuntimeBackend(router, agent, budget, a.slo_ttft_ms / 1e3, a.slo_tpot_ms / 1e3)
-        guard = BudgetGuard(backend, budget)
-        guard.enforce()
-        ControlLoop(backend, guard, [make_controller(a.policy)]).start()
-    roles = ", ".join(f"{w.wid}:{w.role}" for w in clients)
-    print(f"wattserve serve: {a.model} on {n} worker(s) [{roles}], listening on http://{a.host}:{port}", flush=True)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
+        await router.start()
+        n = len(clients)
+        backend_name = "modelled" if a.device == "cpu" and a.power_backend == "auto" else a.power_backend
+        agent, note = select_power(
+            backend_name, n, lambda: ModelledGpuPower(n, a.gpu, a.power_as_model, lambda i: router.workers[i].stats))
+        if a.device == "cpu" and a.power_backend == "auto":
+            note = f"CPU workers: power figures are modelled ({a.gpu} running {a.power_as_model})"
+        print(f"wattserve serve: {note}", flush=True)
+        if a.budget_w is not None:
+            lo = sum(agent.cap_range_w(i)[0] for i in range(n))
+            if a.budget_w < lo:
+                raise UsageError(f"budget: {a.budget_w:g} W is below the sum of the minimum caps ({lo:g} W)")
+        api = Api(router, load_tokenizer(None if a.weights == "dummy" else Path(a.weights)), a.model,
+                  a.max_prompt_tokens, a.max_tokens, a.api_key, lambda: samples(agent))
+        runner = web.AppRunner(api.app(), handler_cancellation=True, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, a.host, a.port)
+        try:
+            await site.start()
+        except OSError as e:
+            raise UsageError(f"port: cannot listen on {a.host}:{a.port} ({e.strerror})") from None
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        if a.policy is not None and a.budget_w is not None:
+            budget = BudgetSignal.constant(a.budget_w)
+            backend = RuntimeBackend(router, agent, budget, a.slo_ttft_ms / 1e3, a.slo_tpot_ms / 1e3)
+            guard = BudgetGuard(backend, budget)
+            guard.enforce()
+            ControlLoop(backend, guard, [make_controller(a.policy)]).start()
+        roles = ", ".join(f"{w.wid}:{w.role}" for w in clients)
+        print(f"wattserve serve: {a.model} on {n} worker(s) [{roles}], listening on http://{a.host}:{port}",
+              flush=True)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
         await stop.wait()
     finally:
-        await runner.cleanup()
+        if runner is not None:
+            await runner.cleanup()
         await router.close()
-        agent.restore()
+        if agent is not None:
+            agent.restore()
         print("wattserve serve: stopped", file=sys.stderr, flush=True)

@@ -14,7 +14,7 @@ from wattserve.runtime.engine.kv_cache import KVCache
 from wattserve.runtime.engine.sampler import sample
 from wattserve.runtime.engine.scheduler import Scheduler
 from wattserve.runtime.engine.sequence import SamplingParams, Sequence, Status
-from wattserve.runtime.layers.attention import AttnMetadata, SeqSlice
+from wattserve.runtime.layers.attention import AttnMetadata, DecodeBatch, SeqSlice
 from wattserve.runtime.models.llama import LlamaForCausalLM, config_from_hf
 
 
@@ -156,17 +156,32 @@ class LLMEngine:
         metas = []
         sample_rows: list[tuple[Sequence, int]] = []
         q = 0
+        dec_rows: list[int] = []
+        dec_slots: list[torch.Tensor] = []
         for seq, n in batch:
             start = seq.num_computed
             ids.extend(seq.token_ids[start:start + n])
             pos.extend(range(start, start + n))
             slots = self.cache.slots(seq.block_table, 0, start + n)
             slot_map.append(slots[start:])
-            metas.append(SeqSlice(q, n, start, slots))
+            if n == 1:
+                dec_rows.append(q)
+                dec_slots.append(slots)
+            else:
+                metas.append(SeqSlice(q, n, start, slots))
             q += n
             if start + n == len(seq.token_ids):
                 sample_rows.append((seq, q - 1))
-        meta = AttnMetadata(torch.tensor(pos, device=self.device), torch.cat(slot_map), metas)
+        decode = None
+        if dec_rows:
+            longest = max(len(s) for s in dec_slots)
+            padded = torch.zeros(len(dec_slots), longest, dtype=torch.long, device=self.device)
+            valid = torch.zeros(len(dec_slots), longest, dtype=torch.bool, device=self.device)
+            for i, s in enumerate(dec_slots):
+                padded[i, :len(s)] = s
+                valid[i, :len(s)] = True
+            decode = DecodeBatch(torch.tensor(dec_rows, device=self.device), padded, valid)
+        meta = AttnMetadata(torch.tensor(pos, device=self.device), torch.cat(slot_map), metas, decode)
         hidden = self.model(torch.tensor(ids, device=self.device), meta, self.cache.k, self.cache.v)
         for seq, n in batch:
             seq.num_computed += n

@@ -28,10 +28,22 @@ class SeqSlice:
 
 
 @dataclass
+class DecodeBatch:
+    """Single-token queries, attended in one batched call: their row in the step's tokens, their
+    context's cache slots padded to the longest, and which padded keys are real."""
+
+    rows: torch.Tensor
+    slots: torch.Tensor
+    valid: torch.Tensor
+
+
+@dataclass
 class AttnMetadata:
     positions: torch.Tensor
     slot_mapping: torch.Tensor
     seqs: list[SeqSlice]
+    """Sequences with more than one query token (prefill chunks), attended one by one."""
+    decode: DecodeBatch | None = None
 
 
 class PagedAttention(nn.Module):
@@ -51,20 +63,22 @@ class PagedAttention(nn.Module):
         v = self.v_proj(x).view(t, self.kv_heads, self.head_dim)
         k_cache[meta.slot_mapping] = k.to(k_cache.dtype)
         v_cache[meta.slot_mapping] = v.to(v_cache.dtype)
-        group = self.heads // self.kv_heads
+        gqa = self.heads != self.kv_heads
         out = torch.empty_like(q)
         for s in meta.seqs:
-            keys = k_cache[s.slots].to(q.dtype)
-            vals = v_cache[s.slots].to(q.dtype)
-            if group > 1:
-                keys = keys.repeat_interleave(group, dim=1)
-                vals = vals.repeat_interleave(group, dim=1)
+            keys = k_cache[s.slots].to(q.dtype).transpose(0, 1)
+            vals = v_cache[s.slots].to(q.dtype).transpose(0, 1)
             qs = q[s.q_start:s.q_start + s.q_len].transpose(0, 1)
-            mask = None
-            if s.q_len > 1:
-                kpos = torch.arange(s.context + s.q_len, device=x.device)
-                qpos = torch.arange(s.context, s.context + s.q_len, device=x.device)
-                mask = kpos.unsqueeze(0) <= qpos.unsqueeze(1)
-            o = F.scaled_dot_product_attention(qs, keys.transpose(0, 1), vals.transpose(0, 1), attn_mask=mask)
+            kpos = torch.arange(s.context + s.q_len, device=x.device)
+            qpos = torch.arange(s.context, s.context + s.q_len, device=x.device)
+            mask = kpos.unsqueeze(0) <= qpos.unsqueeze(1)
+            o = F.scaled_dot_product_attention(qs, keys, vals, attn_mask=mask, enable_gqa=gqa)
             out[s.q_start:s.q_start + s.q_len] = o.transpose(0, 1)
+        d = meta.decode
+        if d is not None:
+            keys = k_cache[d.slots].to(q.dtype).transpose(1, 2)
+            vals = v_cache[d.slots].to(q.dtype).transpose(1, 2)
+            qd = q[d.rows].unsqueeze(2)
+            o = F.scaled_dot_product_attention(qd, keys, vals, attn_mask=d.valid[:, None, None, :], enable_gqa=gqa)
+            out[d.rows] = o.squeeze(2)
         return self.o_proj(out.reshape(t, self.heads * self.head_dim))
