@@ -157,3 +157,17 @@ def test_bench_against_the_server(server: str, tmp_path: Path) -> None:
               "request_goodput", "duration"):
         assert k in res
     assert "Serving Benchmark Result" in p.stdout
+
+
+def test_bench_replays_a_trace(server: str, tmp_path: Path) -> None:
+    trace = tmp_path / "t.csv"
+    rows = ["TIMESTAMP,ContextTokens,GeneratedTokens"]
+    rows += [f"2023-11-16 18:15:{46 + i // 4:02d}.{i % 4 * 25:02d}00000,{20 + i},{4 + i % 5}" for i in range(12)]
+    trace.write_text("\n".join(rows) + "\n")
+    p = subprocess.run([sys.executable, "-m", "wattserve", "bench", "--base-url", server, "--api-key", KEY,
+                        "--trace", str(trace), "--num-prompts", "12", "--request-rate", "30", "--ignore-eos",
+                        "--save-result", "--result-dir", str(tmp_path), "--result-filename", "t.json"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    res = json.loads((tmp_path / "t.json").read_text())
+    assert res["completed"] == 12 and res["total_output_tokens"] == sum(4 + i % 5 for i in range(12))
