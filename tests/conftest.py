@@ -3,6 +3,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+settings.register_profile("wattserve", derandomize=True, database=None, deadline=None)
+settings.load_profile("wattserve")
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -199,3 +199,15 @@ def test_controllers_import_nothing_from_backends() -> None:
             "bad=[m for m in sys.modules if m.startswith(('wattserve.sim','wattserve.runtime'))];"
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_small_budget_steps_are_not_rounded_away() -> None:
+    """Found by hypothesis: 1200 W, then 801 W at 1 s, then 800 W at 2 s."""
+    cluster = small_cluster(cap=300.0)
+    signal = BudgetSignal((0.0, 1.0, 2.0), (1200.0, 801.0, 800.0))
+    backend = SimBackend(cluster, signal, 1.0, 0.05)
+    BudgetGuard(backend, signal)
+    cluster.run()
+    t, s = in_force_sum(cluster)
+    for x in np.union1d(t, signal.times):
+        assert s[np.searchsorted(t, x, side="right") - 1] <= signal.at(x) + 1e-6

@@ -150,7 +150,7 @@ class BudgetGuard:
             for g, t in targets.items():
                 lo = self.ranges[g][0]
                 new = lo + (t - lo) * f
-                if new < self.committed(g) - EPS_W and abs(new - self.target(g)) >= 0.5:
+                if new < self.committed(g) - EPS_W:
                     self._issue(g, new)
             if budget < self.min_sum:
                 self.log.add(Actuation(self.backend.now(), "budget", -1, budget, "infeasible",
