@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from wattserve.control import BudgetGuard, ControlLoop, make_controller
 from wattserve.control.policies import RapidController, StaticController
+from wattserve.metrics.power_series import cluster_caps
 from wattserve.metrics.records import COMPLETED
 from wattserve.seam import (
     ActuationLog,
@@ -39,18 +40,7 @@ def small_cluster(n: int = 300, rate: float = 20.0, cap: float = 500.0, seed: in
 
 
 def in_force_sum(cluster: Cluster) -> tuple[np.ndarray, np.ndarray]:
-    times, deltas = [], []
-    for g in cluster.gpus:
-        t = np.frombuffer(g.cap_times, dtype=np.float64)
-        v = np.frombuffer(g.cap_values, dtype=np.float64)
-        times.append(t)
-        deltas.append(np.diff(v, prepend=0.0))
-    t = np.concatenate(times)
-    d = np.concatenate(deltas)
-    o = np.argsort(t, kind="stable")
-    t, s = t[o], np.cumsum(d[o])
-    last = np.append(t[1:] != t[:-1], True)
-    return t[last], s[last]
+    return cluster_caps(cluster.gpus)
 
 
 budgets = st.lists(st.tuples(st.floats(1.0, 40.0), st.floats(800.0, 2800.0)), min_size=0, max_size=5)

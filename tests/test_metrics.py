@@ -48,3 +48,11 @@ def test_power_integration_and_bins() -> None:
     centers, avg = binned_average(t, w, 4.0, 4)
     np.testing.assert_allclose(avg, [100, 300, 300, 50])
     assert centers[0] == pytest.approx(0.5)
+
+
+def test_step_sum_applies_simultaneous_changes_together() -> None:
+    from wattserve.metrics.power_series import step_sum
+
+    t, s = step_sum([([0.0, 1.0], [100.0, 300.0]), ([0.0, 1.0, 2.0], [200.0, 50.0, 80.0])])
+    np.testing.assert_allclose(t, [0.0, 1.0, 2.0])
+    np.testing.assert_allclose(s, [300.0, 350.0, 380.0])

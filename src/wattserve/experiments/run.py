@@ -10,7 +10,7 @@ import numpy as np
 from wattserve.control import BudgetGuard, ControlLoop, make_controller
 from wattserve.experiments.scenarios import NamedScenario
 from wattserve.experiments.workloads import make_workload, phase_bounds
-from wattserve.metrics.power_series import binned_average, cluster_power
+from wattserve.metrics.power_series import binned_average, cluster_caps, cluster_power
 from wattserve.metrics.summary import slo_met
 from wattserve.seam import ActuationLog, BudgetSignal
 from wattserve.sim.backend import SimBackend
@@ -31,18 +31,7 @@ class Job:
 
 def _caps_sum_peak(res: SimResult) -> float:
     """Peak over time of the sum of the caps in force (settled), across all GPUs."""
-    times, deltas = [], []
-    for g in res.gpus:
-        t = np.frombuffer(g.cap_times, dtype=np.float64)
-        v = np.frombuffer(g.cap_values, dtype=np.float64)
-        times.append(t)
-        deltas.append(np.diff(v, prepend=0.0))
-    t = np.concatenate(times)
-    d = np.concatenate(deltas)
-    order = np.argsort(t, kind="stable")
-    t, total = t[order], np.cumsum(d[order])
-    last = np.append(t[1:] != t[:-1], True)
-    return float(total[last].max())
+    return float(cluster_caps(res.gpus)[1].max())
 
 
 def simulate_static(sc: NamedScenario, wl: Workload, prefill: int, prefill_cap: float, decode_cap: float,

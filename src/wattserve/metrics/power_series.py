@@ -9,19 +9,18 @@ import numpy as np
 from wattserve.sim.gpu import SimGpu
 
 
-def cluster_power(gpus: Sequence[SimGpu]) -> tuple[np.ndarray, np.ndarray]:
-    """Change times and the cluster's total power from each time on (step function).
+def step_sum(series: Sequence[tuple[Sequence[float], Sequence[float]]]) -> tuple[np.ndarray, np.ndarray]:
+    """Sum of step functions, each given as (change times, values from each time on).
 
-    Simultaneous changes on several GPUs are applied together, so no transient sum that never
-    existed shows up as a peak."""
+    Simultaneous changes are applied together, so no transient sum that never existed shows up
+    as a peak."""
     times = []
     deltas = []
-    for g in gpus:
-        t = np.frombuffer(g.times, dtype=np.float64)
-        w = np.frombuffer(g.watts, dtype=np.float64)
-        d = np.diff(w, prepend=0.0)
+    for t_, v_ in series:
+        t = np.asarray(t_, dtype=np.float64)
+        v = np.asarray(v_, dtype=np.float64)
         times.append(t)
-        deltas.append(d)
+        deltas.append(np.diff(v, prepend=0.0))
     t = np.concatenate(times)
     d = np.concatenate(deltas)
     order = np.argsort(t, kind="stable")
@@ -29,6 +28,16 @@ def cluster_power(gpus: Sequence[SimGpu]) -> tuple[np.ndarray, np.ndarray]:
     total = np.cumsum(d)
     last_of_time = np.append(t[1:] != t[:-1], True)
     return t[last_of_time], total[last_of_time]
+
+
+def cluster_power(gpus: Sequence[SimGpu]) -> tuple[np.ndarray, np.ndarray]:
+    """Change times and the cluster's total power from each time on."""
+    return step_sum([(g.times, g.watts) for g in gpus])
+
+
+def cluster_caps(gpus: Sequence[SimGpu]) -> tuple[np.ndarray, np.ndarray]:
+    """Change times and the sum of the caps in force (settled) from each time on."""
+    return step_sum([(g.cap_times, g.cap_values) for g in gpus])
 
 
 def integrate(times: np.ndarray, watts: np.ndarray, end: float) -> float:
