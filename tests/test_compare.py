@@ -33,6 +33,9 @@ def test_compare_writes_json_table_and_plots(tmp_path: Path) -> None:
     by = {(r["policy"], r["rate"]): r for r in res["runs"]}
     assert by[("oracle", 30)]["slo_attainment"] >= by[("static", 30)]["slo_attainment"]
     assert by[("rapid", 30)]["role_changes"] > 0
+    acts = by[("rapid", 30)]["actuations"]
+    assert any(a["kind"] == "role" for a in acts) and any(a["kind"] == "cap" for a in acts)
+    assert all(a["time_s"] >= 0 and a["status"] in ("applied", "refused") for a in acts)
     assert {f.name for f in out.iterdir()} >= {"compare.json", "compare.md", "attainment_vs_rate_sonnet-shift.png",
                                                "power_roles_sonnet-shift.png"}
     assert "| sonnet-shift | rapid |" in (out / "compare.md").read_text()

@@ -1,7 +1,8 @@
 """`wattserve compare`: every policy of a scenario across a sweep of request rates.
 
-Jobs run in a process pool over the available cores. Outputs: compare.json, compare.md (a table),
-attainment_vs_rate_<workload>.png, and power_roles_<workload>.png for the peak rate.
+Jobs run in a process pool over the available cores. Outputs: compare.json (every run; the peak-rate
+runs also carry their power/cap/role timelines and every actuation with its time), compare.md (a
+table), attainment_vs_rate_<workload>.png, and power_roles_<workload>.png for the peak rate.
 """
 
 from __future__ import annotations

@@ -190,4 +190,6 @@ def run_job(job: Job) -> dict[str, Any]:
     out["refused"] = sum(1 for e in log.entries if e.status == "refused")
     if job.timelines:
         out["timelines"] = timelines(res)
+        out["actuations"] = [{"time_s": e.time_s, "kind": e.kind, "target": e.target, "value": e.value,
+                              "status": e.status, "effective_s": e.effective_s, "note": e.note} for e in log.entries]
     return out

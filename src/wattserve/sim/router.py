@@ -46,13 +46,11 @@ class LeastLoadedRouter:
         return best
 
     def pick_decode(self, candidates: Sequence[Instance], req: SimRequest) -> Instance:
-        best = candidates[0]
-        best_key = (best.decode_load, best.kv_live_blocks)
-        for inst in candidates[1:]:
-            key = (inst.decode_load, inst.kv_live_blocks)
-            if key < best_key:
-                best, best_key = inst, key
-        return best
+        low = min(inst.decode_load for inst in candidates)
+        tied = [inst for inst in candidates if inst.decode_load == low]
+        if len(tied) == 1:
+            return tied[0]
+        return min(tied, key=lambda inst: inst.kv_live_blocks)
 
 
 def make_router(name: str) -> Router:
