@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from wattserve.catalog.models import MODELS, ModelSpec
 from wattserve.errors import UsageError
@@ -13,29 +13,18 @@ EOS_ID = 257
 
 
 @dataclass(frozen=True)
-class ModelConfig:
-    name: str
-    layers: int
-    hidden: int
-    heads: int
-    kv_heads: int
-    head_dim: int
-    ffn: int
-    vocab: int
-    experts: int = 0
-    experts_per_token: int = 0
+class ModelConfig(ModelSpec):
+    """The catalog's architecture plus what an engine needs to run it."""
+
     rope_theta: float = 500000.0
     rms_eps: float = 1e-5
     max_positions: int = 8192
-    tied_embeddings: bool = False
 
     @staticmethod
     def from_spec(spec: ModelSpec) -> ModelConfig:
         theta = 1_000_000.0 if spec.name.startswith(("Mixtral", "Qwen")) else (
             10_000.0 if spec.name.startswith("Llama-2") else 500_000.0)
-        return ModelConfig(spec.name, spec.layers, spec.hidden, spec.heads, spec.kv_heads, spec.head_dim, spec.ffn,
-                           spec.vocab, spec.experts, spec.experts_per_token, rope_theta=theta,
-                           tied_embeddings=spec.tied_embeddings)
+        return ModelConfig(**{f.name: getattr(spec, f.name) for f in fields(ModelSpec)}, rope_theta=theta)
 
 
 SMALL_CONFIGS = {
