@@ -99,7 +99,11 @@ async def role_switch_run(n: int, concurrency: int) -> tuple[list[str], Router, 
 
     try:
         ends = await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(n))), 240)
-        await asyncio.sleep(0.6)
+        for _ in range(100):
+            if sum(1 for e in guard.log.entries if e.kind == "role") == 2 and router.workers[2].role == "decode" \
+                    and router.workers[2].switching_to is None:
+                break
+            await asyncio.sleep(0.1)
         return ends, router, guard.log.entries
     finally:
         await router.close()
