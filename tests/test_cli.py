@@ -48,6 +48,14 @@ def test_simulate_writes_outputs_and_rerun_is_identical(tmp_path: Path) -> None:
     assert power[0] == "time_s,gpu,instance,role,power_w" and len(power) > 8
 
 
+def test_an_slo_can_be_dropped() -> None:
+    both = json.loads(run("simulate", "--duration", "60", "--json", "--slo-tpot-ms", "5").stdout)
+    ttft_only = json.loads(run("simulate", "--duration", "60", "--json", "--slo-tpot-ms", "5", "--slo-tpot-ms",
+                               "0").stdout)
+    assert ttft_only["slo_tpot_ms"] is None and both["slo_tpot_ms"] == 5
+    assert ttft_only["slo_attainment"] > both["slo_attainment"]
+
+
 def test_one_flag_changes_the_answer() -> None:
     a = json.loads(run("simulate", "--duration", "60", "--json").stdout)
     b = json.loads(run("simulate", "--duration", "60", "--json", "--power-cap", "300").stdout)

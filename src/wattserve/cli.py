@@ -50,8 +50,8 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     w.add_argument("--num-requests", type=int, help="number of requests")
     w.add_argument("--repeat", type=int, help="play the workload N times end to end")
     s = p.add_argument_group("SLO and output")
-    s.add_argument("--slo-ttft-ms", type=float, help="TTFT SLO, ms (default 1000)")
-    s.add_argument("--slo-tpot-ms", type=float, help="TPOT SLO, ms (default 50)")
+    s.add_argument("--slo-ttft-ms", type=float, help="TTFT SLO, ms (default 1000; 0 drops it)")
+    s.add_argument("--slo-tpot-ms", type=float, help="TPOT SLO, ms (default 50; 0 drops it)")
     s.add_argument("--seed", type=int, help="random seed (default 0)")
     s.add_argument("--out", help="folder for config.yaml, summary.json, requests.csv, power.csv and plots")
     s.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
@@ -71,6 +71,9 @@ _FLAG_FIELDS = {
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     o = {field: getattr(args, flag) for flag, field in _FLAG_FIELDS.items() if getattr(args, flag) is not None}
+    for name in ("slo.ttft_ms", "slo.tpot_ms"):
+        if o.get(name) == 0:
+            o[name] = None
     if args.colocated:
         o.setdefault("cluster.prefill", 0)
         o.setdefault("cluster.decode", 0)
