@@ -136,3 +136,16 @@ def test_calibrate_prints_table(data_dir: Path) -> None:
     p = run("calibrate", "--data", str(data_dir))
     assert p.returncode == 0
     assert "| itl_ms | ML.ENERGY v3, H100 |" in p.stdout
+
+
+def test_simulate_under_a_budget_with_a_policy(tmp_path: Path) -> None:
+    out = tmp_path / "pol"
+    p = run("simulate", "--rate", "150", "--duration", "30", "--budget", "4000", "--policy", "rapid", "--out", str(out),
+            "--json", "--no-plots")
+    assert p.returncode == 0, p.stderr
+    s = json.loads(p.stdout)
+    assert s["policy"] == "rapid" and s["max_sum_caps_w"] <= 4000 and s["cap_changes"] > 0
+    rows = (out / "actuations.csv").read_text().splitlines()
+    assert rows[0].startswith("time_s,kind,target") and len(rows) > 1
+    bad = run("simulate", "--budget", "1000", "--policy", "static")
+    assert bad.returncode == 2 and "minimum caps" in bad.stderr

@@ -42,6 +42,8 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--decode-cap", type=float, help="per-GPU cap on decode instances, W")
     g.add_argument("--clock", type=int, help="locked SM clock, MHz")
     g.add_argument("--router", help="round_robin | least_loaded")
+    g.add_argument("--budget", type=float, help="cluster power budget, W (run a --policy under it)")
+    g.add_argument("--policy", help="static | static-split | rapid-power | rapid-roles | rapid (needs --budget)")
     w = p.add_argument_group("workload")
     w.add_argument("--trace", help="Azure CSV or Mooncake JSONL trace file")
     w.add_argument("--trace-format", help="azure | mooncake (default: from the extension)")
@@ -87,19 +89,51 @@ def cmd_simulate(args: argparse.Namespace, started: float) -> int:
     from wattserve.sim.cluster import Cluster
 
     scenario = load_scenario(args.config, _overrides(args))
+    if (args.policy is None) != (args.budget is None):
+        raise UsageError("policy/budget: give both --policy NAME and --budget W, or neither")
     workload = build_workload(scenario.workload, scenario.seed)
-    cluster = Cluster(scenario.cluster.to_spec(), workload)
+    spec = scenario.cluster.to_spec()
+    log = None
+    if args.policy is not None:
+        from dataclasses import replace
+
+        from wattserve.catalog import get_gpu
+        from wattserve.control import BudgetGuard, ControlLoop, make_controller
+        from wattserve.seam import ActuationLog, BudgetSignal
+        from wattserve.sim.backend import SimBackend
+
+        controller = make_controller(args.policy)
+        gpu = get_gpu(spec.gpu)
+        if not spec.num_gpus * gpu.cap_min_w <= args.budget:
+            raise UsageError(f"budget: {args.budget:g} W is below {spec.num_gpus} x {gpu.cap_min_w:g} W, the sum of "
+                             f"{gpu.name}'s minimum caps")
+        spec = replace(spec, power_cap_w=min(gpu.cap_max_w, args.budget / spec.num_gpus), prefill_cap_w=None,
+                       decode_cap_w=None)
+    cluster = Cluster(spec, workload)
+    if args.policy is not None:
+        budget = BudgetSignal.constant(args.budget)
+        slo = scenario.slo
+        backend = SimBackend(cluster, budget, slo.ttft_ms and slo.ttft_ms / 1e3, slo.tpot_ms and slo.tpot_ms / 1e3)
+        log = ActuationLog()
+        ControlLoop(backend, BudgetGuard(backend, budget, log), [controller]).start()
     update, close = progress_bar(float(workload.arrival_s[-1]) if len(workload) else 0.0)
     try:
         res = cluster.run(progress=update)
     finally:
         close()
     summary = summarize(res, scenario.slo.ttft_ms, scenario.slo.tpot_ms, time.perf_counter() - started)
+    if log is not None:
+        from wattserve.metrics.power_series import cluster_caps
+
+        summary.update({"policy": args.policy, "budget_w": args.budget,
+                        "max_sum_caps_w": round(float(cluster_caps(res.gpus)[1].max()), 3),
+                        "cap_changes": log.count("cap"), "role_changes": log.count("role")})
     summary["scenario"] = scenario.name
     summary["workload"] = workload.name
     summary["num_prompts"] = len(workload)
     if args.out:
-        _write_outputs(Path(args.out), res, scenario, summary, scenario_yaml(scenario), not args.no_plots)
+        _write_outputs(Path(args.out), res, scenario, summary, scenario_yaml(scenario), not args.no_plots, log,
+                       args.budget)
         summary["wall_time_s"] = time.perf_counter() - started
     if args.json:
         print(json.dumps(summary, indent=2, default=float))
@@ -111,7 +145,7 @@ def cmd_simulate(args: argparse.Namespace, started: float) -> int:
 
 
 def _write_outputs(out: Path, res: Any, scenario: Any, summary: dict[str, Any], cfg_yaml: str,
-                   plots: bool) -> None:
+                   plots: bool, log: Any = None, budget_w: float | None = None) -> None:
     from wattserve.metrics import outputs
     from wattserve.metrics.summary import slo_met
 
@@ -124,7 +158,9 @@ def _write_outputs(out: Path, res: Any, scenario: Any, summary: dict[str, Any], 
             from wattserve.metrics import plots as pl
 
             pl.latency_cdfs(stage / "latency_cdf.png", res, scenario.slo.ttft_ms, scenario.slo.tpot_ms)
-            pl.cluster_power_plot(stage / "cluster_power.png", res)
+            pl.cluster_power_plot(stage / "cluster_power.png", res, budget_w)
+        if log is not None:
+            outputs.write_actuations_csv(stage / "actuations.csv", log)
         outputs.write_json(stage / "summary.json", summary)
 
 

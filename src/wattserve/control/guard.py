@@ -9,10 +9,13 @@ in force and every cap still settling (the `committed` cap), and it
 - looks ahead by `lead_s` on the budget signal, so a budget drop is met by lowering caps before the
   drop takes effect (budget signals must give at least the settle time as notice);
 - when the budget falls below the committed sum, takes caps down proportionally above their minimum.
-Every request is logged with its time, whether applied or refused.
+Every request is logged with its time, whether applied or refused. Accounting is in integer
+milliwatts, NVML's own unit, so sums are exact; caps are floored to the milliwatt.
 """
 
 from __future__ import annotations
+
+import math
 
 from wattserve.seam import (
     Action,
@@ -27,6 +30,16 @@ from wattserve.seam import (
 EPS_W = 1e-6
 
 
+def _mw(watts: float) -> int:
+    """Milliwatts, rounded down: for caps the guard issues."""
+    return int(math.floor(watts * 1000.0 + 1e-6))
+
+
+def _mw_up(watts: float) -> int:
+    """Milliwatts, rounded up: for caps observed in force, so accounting never under-counts them."""
+    return int(math.ceil(watts * 1000.0 - 1e-6))
+
+
 class BudgetGuard:
     def __init__(self, backend: Backend, budget: BudgetSignal, log: ActuationLog | None = None,
                  lead_s: float | None = None) -> None:
@@ -36,42 +49,43 @@ class BudgetGuard:
         self.lead_s = lead_s if lead_s is not None else 2.0 * backend.cap_settle_s
         st = backend.observe()
         self.ranges = {g.index: (g.cap_min_w, g.cap_max_w) for g in st.gpus}
-        self.in_force = {g.index: g.cap_w for g in st.gpus}
-        self.settling: dict[int, list[float]] = {g.index: [] for g in st.gpus}
-        self.pending_raise: dict[int, float] = {}
-        self.min_sum = sum(lo for lo, _ in self.ranges.values())
-        self.peak_committed_w = self.committed_sum()
+        self.in_force = {g.index: _mw_up(g.cap_w) for g in st.gpus}
+        self.settling: dict[int, list[int]] = {g.index: [] for g in st.gpus}
+        self.pending_raise: dict[int, int] = {}
+        self.min_sum = sum(_mw(lo) for lo, _ in self.ranges.values())
+        self.peak_committed_w = self.committed_sum() / 1000.0
         for t in budget.change_times():
             backend.call_at(max(backend.now(), t - self.lead_s), self.enforce)
 
     # ---- accounting ----
-    def committed(self, gpu: int) -> float:
+    def committed(self, gpu: int) -> int:
+        """Milliwatts: the larger of the cap in force and every cap still settling."""
         s = self.settling[gpu]
         return max(self.in_force[gpu], max(s)) if s else self.in_force[gpu]
 
-    def committed_sum(self) -> float:
+    def committed_sum(self) -> int:
         return sum(self.committed(g) for g in self.in_force)
 
-    def target(self, gpu: int) -> float:
+    def target(self, gpu: int) -> int:
         """The cap this GPU is heading to: a queued raise, else the latest request."""
         if gpu in self.pending_raise:
             return self.pending_raise[gpu]
         s = self.settling[gpu]
         return s[-1] if s else self.in_force[gpu]
 
-    def effective_budget(self) -> float:
+    def effective_budget(self) -> int:
         now = self.backend.now()
-        return self.budget.min_over(now, now + self.lead_s)
+        return _mw(self.budget.min_over(now, now + self.lead_s))
 
     def _note(self) -> None:
-        c = self.committed_sum()
+        c = self.committed_sum() / 1000.0
         if c > self.peak_committed_w:
             self.peak_committed_w = c
 
     # ---- requests ----
     def submit(self, actions: list[Action]) -> None:
         now = self.backend.now()
-        caps: dict[int, float] = {}
+        caps: dict[int, int] = {}
         for a in actions:
             if isinstance(a, SetPowerCap):
                 lo, hi = self.ranges.get(a.gpu, (None, None))
@@ -81,11 +95,11 @@ class BudgetGuard:
                     self.log.add(Actuation(now, "cap", a.gpu, a.watts, "refused",
                                            note=f"outside [{lo:g}, {hi:g}] W"))
                 else:
-                    caps[a.gpu] = a.watts
+                    caps[a.gpu] = min(_mw(a.watts), _mw(hi))
             else:
                 self._pass_through(a)
         for g, w in caps.items():
-            if abs(w - self.target(g)) < 0.5:
+            if abs(w - self.target(g)) < 500:
                 continue
             if w < self.committed(g):
                 self.pending_raise.pop(g, None)
@@ -106,23 +120,24 @@ class BudgetGuard:
             return
         self.log.add(Actuation(now, kind, target, value, "applied", effective_s=t))
 
-    def _issue(self, gpu: int, watts: float) -> None:
+    def _issue(self, gpu: int, mw: int) -> None:
         now = self.backend.now()
+        watts = mw / 1000.0
         try:
             t = self.backend.apply(SetPowerCap(gpu, watts))
         except ActuationRefused as e:
             self.log.add(Actuation(now, "cap", gpu, watts, "refused", note=str(e)))
             return
-        self.settling[gpu].append(watts)
+        self.settling[gpu].append(mw)
         self.log.add(Actuation(now, "cap", gpu, watts, "applied", effective_s=t))
         self._note()
-        self.backend.call_at(t, lambda: self._settled(gpu, watts))
+        self.backend.call_at(t, lambda: self._settled(gpu, mw))
 
-    def _settled(self, gpu: int, watts: float) -> None:
+    def _settled(self, gpu: int, mw: int) -> None:
         s = self.settling[gpu]
-        if watts in s:
-            s.remove(watts)
-        self.in_force[gpu] = watts
+        if mw in s:
+            s.remove(mw)
+        self.in_force[gpu] = mw
         self._try_raises()
 
     def _try_raises(self) -> None:
@@ -131,10 +146,10 @@ class BudgetGuard:
             want = self.pending_raise[g]
             headroom = budget - self.committed_sum()
             inc = want - self.committed(g)
-            if inc <= headroom + EPS_W:
+            if inc <= headroom:
                 del self.pending_raise[g]
                 self._issue(g, want)
-            elif headroom >= 5.0:
+            elif headroom >= 5000:
                 self._issue(g, self.committed(g) + headroom)
 
     def enforce(self) -> None:
@@ -143,16 +158,16 @@ class BudgetGuard:
         targets = {g: min(self.target(g), self.committed(g)) if g in self.pending_raise else self.target(g)
                    for g in self.in_force}
         total = sum(targets.values())
-        if total > budget + EPS_W:
+        if total > budget:
             self.pending_raise.clear()
             spare = total - self.min_sum
             f = max(0.0, (budget - self.min_sum) / spare) if spare > 0 else 0.0
             for g, t in targets.items():
-                lo = self.ranges[g][0]
-                new = lo + (t - lo) * f
-                if new < self.committed(g) - EPS_W:
+                lo = _mw(self.ranges[g][0])
+                new = lo + int(math.floor((t - lo) * f))
+                if new < self.committed(g):
                     self._issue(g, new)
             if budget < self.min_sum:
-                self.log.add(Actuation(self.backend.now(), "budget", -1, budget, "infeasible",
-                                       note=f"budget below the sum of minimum caps {self.min_sum:g} W"))
+                self.log.add(Actuation(self.backend.now(), "budget", -1, budget / 1000.0, "infeasible",
+                                       note=f"budget below the sum of minimum caps {self.min_sum / 1000:g} W"))
         self._try_raises()

@@ -31,7 +31,7 @@ class Job:
 
 def _caps_sum_peak(res: SimResult) -> float:
     """Peak over time of the sum of the caps in force (settled), across all GPUs."""
-    return float(cluster_caps(res.gpus)[1].max())
+    return round(float(cluster_caps(res.gpus)[1].max()), 3)
 
 
 def simulate_static(sc: NamedScenario, wl: Workload, prefill: int, prefill_cap: float, decode_cap: float,

@@ -71,5 +71,15 @@ def write_power_csv(path: Path, res: SimResult) -> None:
                     f.write(f"{t:.6f},{g.index},{inst.iid},{inst.role},{w:.2f}\n")
 
 
+def write_actuations_csv(path: Path, log: Any) -> None:
+    """Every request the BudgetGuard saw, applied or refused, with its time and when it took effect."""
+    with path.open("w") as f:
+        f.write("time_s,kind,target,value,status,effective_s,note\n")
+        for e in log.entries:
+            eff = "" if e.effective_s is None else f"{e.effective_s:.6f}"
+            note = str(e.note).replace(",", ";")
+            f.write(f"{e.time_s:.6f},{e.kind},{e.target},{e.value},{e.status},{eff},{note}\n")
+
+
 def write_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj, indent=2, default=float) + "\n")

@@ -52,7 +52,7 @@ def cluster_power_plot(path: Path, res: SimResult, budget_w: float | None = None
     ax.plot(centers, avg, lw=1.6, color="tab:blue", label="average per bin")
     caps = sum(g.cap_w for g in res.gpus)
     ax.axhline(budget_w if budget_w is not None else caps, color="tab:red", ls="--", lw=1.2,
-               label=f"power limit {budget_w if budget_w is not None else caps:,.0f} W (sum of caps)")
+               label=(f"budget {budget_w:,.0f} W" if budget_w is not None else f"power limit {caps:,.0f} W (sum of caps)"))
     ax.axhline(sum(g.spec.idle_w for g in res.gpus), color="gray", ls=":", lw=1, label="all idle")
     ax.set_xlabel("time (s)")
     ax.set_ylabel("cluster GPU power (W)")
