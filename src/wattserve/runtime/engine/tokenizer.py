@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
+from wattserve.errors import UsageError
 from wattserve.runtime.engine.config import BOS_ID, BYTE_VOCAB, EOS_ID
 
 
@@ -29,7 +30,10 @@ class ByteTokenizer:
 
 class HfTokenizer:
     def __init__(self, path: Path) -> None:
-        from tokenizers import Tokenizer as _Tok
+        try:
+            from tokenizers import Tokenizer as _Tok
+        except ImportError:
+            raise UsageError(f"weights: {path} needs the tokenizers package (pip install 'wattserve[runtime]')") from None
 
         self._tok = _Tok.from_file(str(path))
         eos = self._tok.token_to_id("</s>") or self._tok.token_to_id("<|eot_id|>") or 0
