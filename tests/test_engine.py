@@ -122,3 +122,17 @@ def test_bad_inputs() -> None:
     e2 = LLMEngine(EngineArgs(model="tiny"))
     e2.add("y", [256, 1, 2], SamplingParams(max_tokens=50))
     assert e2.abort("y") and e2.cache.used_blocks == 0 and not e2.has_work()
+
+
+def test_local_hf_tokenizer_is_used_when_present(tmp_path: Path) -> None:
+    tokenizers = pytest.importorskip("tokenizers")
+    from wattserve.runtime.engine.tokenizer import ByteTokenizer, HfTokenizer, load_tokenizer
+
+    t = tokenizers.Tokenizer(tokenizers.models.WordLevel({"hello": 0, "world": 1, "</s>": 2, "[UNK]": 3},
+                                                         unk_token="[UNK]"))
+    t.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    t.save(str(tmp_path / "tokenizer.json"))
+    tok = load_tokenizer(tmp_path)
+    assert isinstance(tok, HfTokenizer) and tok.encode("hello world") == [0, 1] and tok.eos_id == 2
+    assert isinstance(load_tokenizer(None), ByteTokenizer)
+    assert ByteTokenizer().decode(ByteTokenizer().encode("héllo")) == "héllo"
