@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from wattserve.catalog import get_gpu
 from wattserve.control import BudgetGuard, ControlLoop, make_controller
 from wattserve.experiments.scenarios import NamedScenario
 from wattserve.experiments.workloads import make_workload, phase_bounds
@@ -88,32 +89,27 @@ def timelines(res: SimResult, bins: int = 200) -> dict[str, Any]:
             "prefill_instances": prefill_count.tolist()}
 
 
+def decode_cap(sc: NamedScenario, prefill: int, prefill_cap: float) -> float | None:
+    """The per-GPU decode cap that spends the rest of the budget, clamped to the GPU's maximum;
+    None when the rest is below the GPU's minimum (the candidate split is infeasible)."""
+    g = get_gpu(sc.gpu)
+    decode = sc.num_gpus // sc.tp - prefill
+    cd = (sc.budget_w - prefill * sc.tp * prefill_cap) / (decode * sc.tp)
+    return None if cd < g.cap_min_w else min(cd, g.cap_max_w)
+
+
 def best_static_split(sc: NamedScenario, wl: Workload) -> tuple[float, float]:
     """RAPID's static power reallocation: search per-role caps at the scenario's P:D split."""
     best, best_score = (sc.budget_w / sc.num_gpus,) * 2, -1.0
     for cp in sc.prefill_caps_w:
-        cd = (sc.budget_w - sc.prefill * sc.tp * cp) / (sc.decode * sc.tp)
-        res = simulate_static(sc, wl, sc.prefill, cp, min(cd, _cap_max(sc)))
-        if not _cap_ok(sc, cd):
+        cd = decode_cap(sc, sc.prefill, cp)
+        if cd is None:
             continue
-        m = metrics(sc, res, [])
+        m = metrics(sc, simulate_static(sc, wl, sc.prefill, cp, cd), [])
         score = m["slo_attainment"] - 1e-9 * m["gpu_energy_j"]
         if score > best_score:
-            best, best_score = (cp, min(cd, _cap_max(sc))), score
+            best, best_score = (cp, cd), score
     return best
-
-
-def _cap_max(sc: NamedScenario) -> float:
-    from wattserve.catalog import get_gpu
-
-    return get_gpu(sc.gpu).cap_max_w
-
-
-def _cap_ok(sc: NamedScenario, watts: float) -> bool:
-    from wattserve.catalog import get_gpu
-
-    g = get_gpu(sc.gpu)
-    return g.cap_min_w <= watts
 
 
 def oracle(sc: NamedScenario, wl: Workload, windows: list[tuple[int, int]]) -> dict[str, Any]:
@@ -129,12 +125,10 @@ def oracle(sc: NamedScenario, wl: Workload, windows: list[tuple[int, int]]) -> d
         sub = Workload(wl.arrival_s[a:b] - wl.arrival_s[a], wl.prompt_tokens[a:b], wl.output_tokens[a:b])
         best: tuple[float, float, Any] | None = None
         for p in sc.oracle_prefill_counts:
-            d = sc.num_gpus // sc.tp - p
             for cp in sc.prefill_caps_w:
-                cd = (sc.budget_w - p * sc.tp * cp) / (d * sc.tp)
-                if not _cap_ok(sc, cd):
+                cd = decode_cap(sc, p, cp)
+                if cd is None:
                     continue
-                cd = min(cd, _cap_max(sc))
                 res = simulate_static(sc, sub, p, cp, cd)
                 m = metrics(sc, res, [])
                 key = (m["slo_attainment"], -m["gpu_energy_j"])
@@ -166,7 +160,7 @@ def run_job(job: Job) -> dict[str, Any]:
         return out
     n_inst = sc.num_gpus // sc.tp
     colocated = job.policy == "colocated"
-    uniform = min(_cap_max(sc), sc.budget_w / sc.num_gpus)
+    uniform = min(get_gpu(sc.gpu).cap_max_w, sc.budget_w / sc.num_gpus)
     spec = ClusterSpec(gpu=sc.gpu, model=sc.model, tp=sc.tp, prefill=0 if colocated else sc.prefill,
                        decode=0 if colocated else sc.decode, colocated=n_inst if colocated else 0,
                        power_cap_w=uniform)

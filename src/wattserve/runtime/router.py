@@ -21,6 +21,7 @@ from wattserve.runtime import wire
 from wattserve.runtime.engine.sequence import SamplingParams
 from wattserve.runtime.metrics import ServerMetrics
 from wattserve.runtime.transport import transport_for
+from wattserve.seam import check_role_change
 
 ROUTING = ("round_robin", "least_loaded")
 
@@ -252,15 +253,9 @@ class Router:
         if not 0 <= wid < len(self.workers):
             raise UsageError(f"worker: {wid} does not exist; allowed: 0..{len(self.workers) - 1}")
         w = self.workers[wid]
-        if role not in ("prefill", "decode"):
-            raise UsageError(f"role: unknown value {role!r}; allowed: decode, prefill")
-        if w.switching_to is not None:
-            raise UsageError(f"role: worker {wid} is already switching to {w.switching_to}")
-        if w.role == role:
+        peers = sum(1 for x in self.workers if x.role == w.role and x.switching_to is None and x is not w)
+        if not check_role_change(f"worker {wid}", w.role, w.switching_to, role, peers):
             return
-        same = [x for x in self.workers if x.role == w.role and x.switching_to is None and x is not w]
-        if not same:
-            raise UsageError(f"role: worker {wid} is the last {w.role} worker; each phase keeps one")
         w.switching_to = role
         w.role_ready.clear()
         w.send({"op": "set_role", "role": role})

@@ -14,6 +14,7 @@ from wattserve.metrics.histogram import LogHistogram
 from wattserve.metrics.records import RequestRecords
 from wattserve.perf.latency import RooflineLatencyModel
 from wattserve.perf.power import UtilizationPowerModel
+from wattserve.seam import check_role_change
 from wattserve.sim.events import EventLoop
 from wattserve.sim.gpu import SimGpu, check_cap, check_clock
 from wattserve.sim.instance import Instance
@@ -146,16 +147,9 @@ class Cluster:
         """Switch an instance between prefill and decode. Refused (UsageError) if it would leave a
         phase with no instance, if the instance is already switching, or for colocated clusters."""
         inst = self.instances[iid]
-        if role not in ("prefill", "decode") or inst.role == "colocated":
-            raise UsageError(f"role: instance {iid} is {inst.role}; allowed target roles: prefill, decode "
-                             "(on disaggregated instances)")
-        if inst.switching_to is not None:
-            raise UsageError(f"role: instance {iid} is already switching to {inst.switching_to}")
-        if inst.role == role:
+        peers = sum(1 for i in self.instances if i.role == inst.role and i.switching_to is None and i is not inst)
+        if not check_role_change(f"instance {iid}", inst.role, inst.switching_to, role, peers):
             return
-        left = [i for i in self.instances if i.role == inst.role and i.switching_to is None and i is not inst]
-        if not left:
-            raise UsageError(f"role: instance {iid} is the last {inst.role} instance; each phase keeps one")
         self.role_events.append((self.loop.now, iid, "switching"))
         inst.begin_switch(role, reconfig_s, migrate and len(self.decoders) > 1)
         self.refresh_routing()
