@@ -16,6 +16,7 @@ from wattserve.control import BudgetGuard, ControlLoop, make_controller
 from wattserve.control.policies import RapidController, StaticController
 from wattserve.metrics.power_series import cluster_caps
 from wattserve.metrics.records import COMPLETED
+from wattserve.schema.cluster import ClusterConfig
 from wattserve.seam import (
     ActuationLog,
     BudgetSignal,
@@ -26,7 +27,7 @@ from wattserve.seam import (
     SetRole,
 )
 from wattserve.sim.backend import SimBackend
-from wattserve.sim.cluster import Cluster, ClusterSpec
+from wattserve.sim.cluster import Cluster
 from wattserve.workload import LengthDist, SyntheticSpec, generate
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "wattserve"
@@ -36,7 +37,7 @@ def small_cluster(n: int = 300, rate: float = 20.0, cap: float = 500.0, seed: in
     wl = generate(SyntheticSpec(rate=rate, num_requests=n, duration_s=None,
                                 prompt=LengthDist("uniform", low=200, high=4000),
                                 output=LengthDist("uniform", low=20, high=300)), seed)
-    return Cluster(ClusterSpec(prefill=2, decode=2, power_cap_w=cap, **kw), wl)
+    return Cluster(ClusterConfig(prefill=2, decode=2, power_cap_w=cap, **kw), wl)
 
 
 def in_force_sum(cluster: Cluster) -> tuple[np.ndarray, np.ndarray]:

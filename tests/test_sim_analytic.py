@@ -8,7 +8,7 @@ import pytest
 from wattserve.catalog import get_gpu, get_model
 from wattserve.catalog.models import BatchShape
 from wattserve.perf import RooflineLatencyModel, UtilizationPowerModel, operating_point
-from wattserve.sim.cluster import ClusterSpec, EngineParams
+from wattserve.schema.cluster import ClusterConfig, EngineConfig
 from wattserve.workload import LengthDist
 
 from simutil import run_sim
@@ -22,7 +22,7 @@ def test_prefill_queue_matches_md1(rho: float) -> None:
     gpu, model = get_gpu("h100"), get_model("llama-3.1-8b")
     lat = RooflineLatencyModel(gpu, model, 1)
     d = operating_point(gpu, lat, UtilizationPowerModel.for_gpu(gpu), BatchShape.prefill(prompt), 700).cost.time_s
-    spec = ClusterSpec(prefill=1, decode=1, engine=EngineParams(prefill_token_budget=prompt))
+    spec = ClusterConfig(prefill=1, decode=1, engine=EngineConfig(prefill_token_budget=prompt))
     n = 60_000
     res = run_sim(spec, rate=rho / d, n=n, prompt=LengthDist("fixed", value=prompt),
                   output=LengthDist("fixed", value=1), seed=11)
@@ -36,10 +36,10 @@ def test_prefill_queue_matches_md1(rho: float) -> None:
 def test_closed_form_runs_match_stepping_every_iteration(colocated: bool) -> None:
     kw = dict(rate=12, n=250, prompt=LengthDist("uniform", low=50, high=3000),
               output=LengthDist("uniform", low=1, high=400), seed=5)
-    eng = EngineParams(max_seqs=32, colocated_token_budget=512)
+    eng = EngineConfig(max_seqs=32, colocated_token_budget=512)
     base = dict(prefill=0, decode=0, colocated=2) if colocated else dict(prefill=1, decode=2)
-    jump = run_sim(ClusterSpec(engine=eng, **base), **kw)
-    step = run_sim(ClusterSpec(engine=eng, max_run_iters=1, **base), **kw)
+    jump = run_sim(ClusterConfig(engine=eng, **base), **kw)
+    step = run_sim(ClusterConfig(engine=eng, max_run_iters=1, **base), **kw)
     assert jump.events < step.events / 3
     np.testing.assert_allclose(jump.records.finish, step.records.finish, rtol=1e-6)
     np.testing.assert_allclose(jump.records.ttft, step.records.ttft, rtol=1e-6)
@@ -53,7 +53,7 @@ def test_closed_form_runs_match_stepping_every_iteration(colocated: bool) -> Non
 
 def test_itl_and_tpot_agree_with_batch_iteration_time() -> None:
     """A single decode sequence alone: every gap is one decode iteration."""
-    res = run_sim(ClusterSpec(prefill=1, decode=1), rate=0.01, n=5, prompt=LengthDist("fixed", value=1000),
+    res = run_sim(ClusterConfig(prefill=1, decode=1), rate=0.01, n=5, prompt=LengthDist("fixed", value=1000),
                   output=LengthDist("fixed", value=101))
     gpu, model = get_gpu("h100"), get_model("llama-3.1-8b")
     lat = RooflineLatencyModel(gpu, model, 1)
@@ -64,8 +64,8 @@ def test_itl_and_tpot_agree_with_batch_iteration_time() -> None:
 def test_kv_transfer_uses_link_bandwidth() -> None:
     """Cross-node hand-off (network) is slower than in-node (NVLink) for long prompts."""
     kw = dict(rate=0.5, n=20, prompt=LengthDist("fixed", value=8000), output=LengthDist("fixed", value=3))
-    same = run_sim(ClusterSpec(prefill=1, decode=1), **kw)
-    cross = run_sim(ClusterSpec(prefill=1, decode=1, gpus_per_node=1), **kw)
+    same = run_sim(ClusterConfig(prefill=1, decode=1), **kw)
+    cross = run_sim(ClusterConfig(prefill=1, decode=1, gpus_per_node=1), **kw)
     kv = get_model("llama-3.1-8b").kv_bytes_per_token * 8000
     gap_same = np.nanmedian(same.records.max_itl)
     gap_cross = np.nanmedian(cross.records.max_itl)

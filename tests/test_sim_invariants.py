@@ -12,7 +12,8 @@ from wattserve.catalog.models import BatchShape
 from wattserve.metrics.power_series import cluster_power, integrate
 from wattserve.metrics.records import COMPLETED, FAILED, PENDING
 from wattserve.perf import RooflineLatencyModel
-from wattserve.sim.cluster import Cluster, ClusterSpec, EngineParams
+from wattserve.schema.cluster import ClusterConfig, EngineConfig
+from wattserve.sim.cluster import Cluster
 from wattserve.workload import LengthDist, SyntheticSpec, generate
 
 from simutil import run_sim
@@ -29,13 +30,13 @@ scenarios = st.fixed_dictionaries({
 })
 
 
-def build(p: dict) -> ClusterSpec:
-    eng = EngineParams(max_seqs=64, colocated_token_budget=p["budget"], prefill_token_budget=max(p["budget"], 4096),
+def build(p: dict) -> ClusterConfig:
+    eng = EngineConfig(max_seqs=64, colocated_token_budget=p["budget"], prefill_token_budget=max(p["budget"], 4096),
                        mem_util=p["mem_util"])
     if p["colocated"]:
-        return ClusterSpec(tp=p["tp"], prefill=0, decode=0, colocated=2, power_cap_w=p["cap"], engine=eng,
+        return ClusterConfig(tp=p["tp"], prefill=0, decode=0, colocated=2, power_cap_w=p["cap"], engine=eng,
                            router=p["router"])
-    return ClusterSpec(tp=p["tp"], prefill=1, decode=1, power_cap_w=p["cap"], engine=eng, router=p["router"])
+    return ClusterConfig(tp=p["tp"], prefill=1, decode=1, power_cap_w=p["cap"], engine=eng, router=p["router"])
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -67,14 +68,14 @@ def test_invariants_hold(p: dict) -> None:
 
 
 def test_requests_too_large_for_kv_are_reported_failed() -> None:
-    spec = ClusterSpec(prefill=0, decode=0, colocated=1, engine=EngineParams(mem_util=0.3))
+    spec = ClusterConfig(prefill=0, decode=0, colocated=1, engine=EngineConfig(mem_util=0.3))
     res = run_sim(spec, rate=5, n=40, prompt=LengthDist("fixed", value=400_000), output=LengthDist("fixed", value=5))
     assert np.all(res.records.status == FAILED)
     assert set(res.records.fail_reason.values()) == {"kv_capacity"}
 
 
 def test_small_kv_forces_preemption_and_all_finish() -> None:
-    spec = ClusterSpec(prefill=0, decode=0, colocated=1, engine=EngineParams(mem_util=0.3, max_seqs=256))
+    spec = ClusterConfig(prefill=0, decode=0, colocated=1, engine=EngineConfig(mem_util=0.3, max_seqs=256))
     res = run_sim(spec, rate=50, n=400, prompt=LengthDist("fixed", value=2000), output=LengthDist("fixed", value=600))
     inst = res.instances[0]
     assert inst.preemptions > 0
@@ -86,7 +87,7 @@ def test_small_kv_forces_preemption_and_all_finish() -> None:
 def test_cap_change_holds_once_settled() -> None:
     wl = generate(SyntheticSpec(rate=30, num_requests=3000, duration_s=None, prompt=LengthDist("fixed", value=3000),
                                 output=LengthDist("fixed", value=300)), seed=1)
-    c = Cluster(ClusterSpec(prefill=1, decode=1), wl)
+    c = Cluster(ClusterConfig(prefill=1, decode=1), wl)
     settle = {}
 
     def lower(_: object) -> None:
@@ -106,7 +107,7 @@ def test_cap_change_holds_once_settled() -> None:
 
 
 def test_out_of_range_cap_is_refused() -> None:
-    c = Cluster(ClusterSpec(), generate(SyntheticSpec(rate=1, num_requests=2, duration_s=None,
+    c = Cluster(ClusterConfig(), generate(SyntheticSpec(rate=1, num_requests=2, duration_s=None,
                                                       prompt=LengthDist("fixed", value=10),
                                                       output=LengthDist("fixed", value=10)), 0))
     from wattserve.errors import UsageError
@@ -119,8 +120,8 @@ def test_out_of_range_cap_is_refused() -> None:
 
 def test_lower_cap_slows_prefill_more_than_decode() -> None:
     kw = dict(rate=4, n=200, prompt=LengthDist("fixed", value=4000), output=LengthDist("fixed", value=200))
-    base = run_sim(ClusterSpec(prefill=1, decode=1), **kw)
-    capped = run_sim(ClusterSpec(prefill=1, decode=1, power_cap_w=350), **kw)
+    base = run_sim(ClusterConfig(prefill=1, decode=1), **kw)
+    capped = run_sim(ClusterConfig(prefill=1, decode=1, power_cap_w=350), **kw)
     ttft = np.nanmedian(capped.records.ttft) / np.nanmedian(base.records.ttft)
     tpot = np.nanmedian(capped.records.tpot) / np.nanmedian(base.records.tpot)
     assert 1.15 < ttft < 1.5

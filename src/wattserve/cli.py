@@ -92,11 +92,9 @@ def cmd_simulate(args: argparse.Namespace, started: float) -> int:
     if (args.policy is None) != (args.budget is None):
         raise UsageError("policy/budget: give both --policy NAME and --budget W, or neither")
     workload = build_workload(scenario.workload, scenario.seed)
-    spec = scenario.cluster.to_spec()
+    spec = scenario.cluster
     log = None
     if args.policy is not None:
-        from dataclasses import replace
-
         from wattserve.catalog import get_gpu
         from wattserve.control import BudgetGuard, ControlLoop, make_controller
         from wattserve.seam import ActuationLog, BudgetSignal
@@ -107,8 +105,8 @@ def cmd_simulate(args: argparse.Namespace, started: float) -> int:
         if not spec.num_gpus * gpu.cap_min_w <= args.budget:
             raise UsageError(f"budget: {args.budget:g} W is below {spec.num_gpus} x {gpu.cap_min_w:g} W, the sum of "
                              f"{gpu.name}'s minimum caps")
-        spec = replace(spec, power_cap_w=min(gpu.cap_max_w, args.budget / spec.num_gpus), prefill_cap_w=None,
-                       decode_cap_w=None)
+        spec = spec.model_copy(update={"power_cap_w": min(gpu.cap_max_w, args.budget / spec.num_gpus),
+                                       "prefill_cap_w": None, "decode_cap_w": None})
     cluster = Cluster(spec, workload)
     if args.policy is not None:
         budget = BudgetSignal.constant(args.budget)

@@ -10,79 +10,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, model_validator
 
-from wattserve.catalog.gpus import GPUS, get_gpu
-from wattserve.catalog.models import MODELS, get_model
 from wattserve.errors import UsageError
-from wattserve.sim.cluster import ClusterSpec, EngineParams
+from wattserve.schema.base import Strict as _Strict
+from wattserve.schema.cluster import ClusterConfig
 from wattserve.workload.synthetic import AZURE_CONV, LengthDist, SyntheticSpec, generate
 from wattserve.workload.traces import load_trace
 from wattserve.workload.workload import Workload
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class EngineConfig(_Strict):
-    max_seqs: int = Field(256, ge=1, le=65536)
-    colocated_token_budget: int = Field(2048, ge=16)
-    prefill_token_budget: int = Field(8192, ge=16)
-    block_size: Literal[8, 16, 32] = 16
-    mem_util: float = Field(0.9, gt=0.1, le=1.0)
-
-
-class ClusterConfig(_Strict):
-    gpu: str = "h100"
-    model: str = "llama-3.1-8b"
-    tp: Literal[1, 2, 4, 8] = 1
-    prefill: int = Field(4, ge=0)
-    decode: int = Field(4, ge=0)
-    colocated: int = Field(0, ge=0)
-    power_cap_w: float | None = Field(None, gt=0)
-    prefill_cap_w: float | None = Field(None, gt=0)
-    decode_cap_w: float | None = Field(None, gt=0)
-    clock_mhz: int | None = Field(None, gt=0)
-    router: Literal["round_robin", "least_loaded"] = "least_loaded"
-    gpus_per_node: int = Field(8, ge=1)
-    engine: EngineConfig = Field(default_factory=EngineConfig)
-
-    @field_validator("gpu")
-    @classmethod
-    def _gpu(cls, v: str) -> str:
-        try:
-            get_gpu(v)
-        except UsageError:
-            raise ValueError(f"unknown GPU {v!r}; allowed: {', '.join(GPUS)}") from None
-        return v.lower()
-
-    @field_validator("model")
-    @classmethod
-    def _model(cls, v: str) -> str:
-        try:
-            get_model(v)
-        except UsageError:
-            raise ValueError(f"unknown model {v!r}; allowed: {', '.join(MODELS)}") from None
-        return v.lower()
-
-    @model_validator(mode="after")
-    def _shape(self) -> ClusterConfig:
-        if self.colocated and (self.prefill or self.decode):
-            raise ValueError("use either colocated > 0 or prefill/decode > 0, not both "
-                             f"(got colocated={self.colocated}, prefill={self.prefill}, decode={self.decode})")
-        if not self.colocated and (self.prefill < 1 or self.decode < 1):
-            raise ValueError(f"a disaggregated cluster needs prefill >= 1 and decode >= 1 "
-                             f"(got prefill={self.prefill}, decode={self.decode}); or set colocated >= 1")
-        return self
-
-    def to_spec(self) -> ClusterSpec:
-        return ClusterSpec(
-            gpu=self.gpu, model=self.model, tp=self.tp, prefill=self.prefill, decode=self.decode,
-            colocated=self.colocated, power_cap_w=self.power_cap_w, prefill_cap_w=self.prefill_cap_w,
-            decode_cap_w=self.decode_cap_w, clock_mhz=self.clock_mhz, router=self.router,
-            gpus_per_node=self.gpus_per_node, engine=EngineParams(**self.engine.model_dump()),
-        )
 
 
 class LengthConfig(_Strict):

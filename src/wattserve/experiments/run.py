@@ -13,9 +13,10 @@ from wattserve.experiments.scenarios import NamedScenario
 from wattserve.experiments.workloads import make_workload, phase_bounds
 from wattserve.metrics.power_series import binned_average, cluster_caps, cluster_power
 from wattserve.metrics.summary import slo_met
+from wattserve.schema.cluster import ClusterConfig
 from wattserve.seam import ActuationLog, BudgetSignal
 from wattserve.sim.backend import SimBackend
-from wattserve.sim.cluster import Cluster, ClusterSpec, SimResult
+from wattserve.sim.cluster import Cluster, SimResult
 from wattserve.workload import Workload
 
 
@@ -38,7 +39,7 @@ def _caps_sum_peak(res: SimResult) -> float:
 def simulate_static(sc: NamedScenario, wl: Workload, prefill: int, prefill_cap: float, decode_cap: float,
                     colocated: bool = False) -> SimResult:
     n = sc.num_gpus // sc.tp
-    spec = ClusterSpec(gpu=sc.gpu, model=sc.model, tp=sc.tp, prefill=0 if colocated else prefill,
+    spec = ClusterConfig(gpu=sc.gpu, model=sc.model, tp=sc.tp, prefill=0 if colocated else prefill,
                        decode=0 if colocated else n - prefill, colocated=n if colocated else 0,
                        prefill_cap_w=prefill_cap, decode_cap_w=decode_cap,
                        power_cap_w=prefill_cap if colocated else None)
@@ -161,7 +162,7 @@ def run_job(job: Job) -> dict[str, Any]:
     n_inst = sc.num_gpus // sc.tp
     colocated = job.policy == "colocated"
     uniform = min(get_gpu(sc.gpu).cap_max_w, sc.budget_w / sc.num_gpus)
-    spec = ClusterSpec(gpu=sc.gpu, model=sc.model, tp=sc.tp, prefill=0 if colocated else sc.prefill,
+    spec = ClusterConfig(gpu=sc.gpu, model=sc.model, tp=sc.tp, prefill=0 if colocated else sc.prefill,
                        decode=0 if colocated else sc.decode, colocated=n_inst if colocated else 0,
                        power_cap_w=uniform)
     cluster = Cluster(spec, wl)

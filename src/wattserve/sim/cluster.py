@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-
-import numpy as np
+from dataclasses import dataclass
 
 from wattserve.catalog.gpus import GpuSpec, get_gpu
 from wattserve.catalog.models import ModelSpec, get_model
@@ -14,6 +12,7 @@ from wattserve.metrics.histogram import LogHistogram
 from wattserve.metrics.records import RequestRecords
 from wattserve.perf.latency import RooflineLatencyModel
 from wattserve.perf.power import UtilizationPowerModel
+from wattserve.schema.cluster import ClusterConfig
 from wattserve.seam import check_role_change
 from wattserve.sim.events import EventLoop
 from wattserve.sim.gpu import SimGpu, check_cap, check_clock
@@ -32,49 +31,9 @@ CLOCK_DELAY_S = 0.02
 """Assumed: a locked-clock change applies within tens of milliseconds."""
 
 
-@dataclass(frozen=True)
-class EngineParams:
-    """vLLM-like engine limits. Defaults: max_num_seqs 256 and block size 16 (vLLM); the colocated
-    token budget 2048 sits in Sarathi-Serve's 512-2048 range; prefill instances batch up to 8192
-    tokens (SplitwiseSim's prompt_max_pending_batch_tokens); gpu_memory_utilization 0.9 (vLLM)."""
-
-    max_seqs: int = 256
-    colocated_token_budget: int = 2048
-    prefill_token_budget: int = 8192
-    block_size: int = 16
-    mem_util: float = 0.9
-
-
-@dataclass(frozen=True)
-class ClusterSpec:
-    gpu: str = "h100"
-    model: str = "llama-3.1-8b"
-    tp: int = 1
-    prefill: int = 4
-    decode: int = 4
-    colocated: int = 0
-    power_cap_w: float | None = None
-    prefill_cap_w: float | None = None
-    decode_cap_w: float | None = None
-    clock_mhz: int | None = None
-    router: str = "least_loaded"
-    gpus_per_node: int = 8
-    engine: EngineParams = field(default_factory=EngineParams)
-    max_run_iters: int | None = None
-    """Cap on decode iterations jumped at once; 1 steps every iteration (for verifying the jumps)."""
-
-    @property
-    def num_instances(self) -> int:
-        return self.prefill + self.decode + self.colocated
-
-    @property
-    def num_gpus(self) -> int:
-        return self.num_instances * self.tp
-
-
 @dataclass
 class SimResult:
-    spec: ClusterSpec
+    spec: ClusterConfig
     workload: Workload
     records: RequestRecords
     gpus: list[SimGpu]
@@ -86,7 +45,7 @@ class SimResult:
 
 
 class Cluster:
-    def __init__(self, spec: ClusterSpec, workload: Workload) -> None:
+    def __init__(self, spec: ClusterConfig, workload: Workload) -> None:
         self.spec = spec
         self.gpu_spec: GpuSpec = get_gpu(spec.gpu)
         self.model: ModelSpec = get_model(spec.model)
@@ -227,7 +186,7 @@ class Cluster:
                          self.itl_hist, end, self.loop.processed)
 
 
-def _validate(spec: ClusterSpec, gpu: GpuSpec, model: ModelSpec) -> None:
+def _validate(spec: ClusterConfig, gpu: GpuSpec, model: ModelSpec) -> None:
     if spec.tp < 1 or spec.gpus_per_node % spec.tp:
         raise UsageError(f"tp: {spec.tp} must divide the GPUs per node ({spec.gpus_per_node}); "
                          f"allowed: {', '.join(str(t) for t in (1, 2, 4, 8) if spec.gpus_per_node % t == 0)}")
@@ -255,4 +214,4 @@ def _validate(spec: ClusterSpec, gpu: GpuSpec, model: ModelSpec) -> None:
                          f"{gpu.name}'s {gpu.hbm_gb:g} GB leaves for KV; raise tp")
 
 
-__all__ = ["Cluster", "ClusterSpec", "EngineParams", "SimResult", "np"]
+__all__ = ["Cluster", "SimResult"]

@@ -1,0 +1,29 @@
+"""The seam between controllers and cluster back ends (the simulator and the runtime).
+
+Controllers see a `ClusterState` and emit `Action`s; a `Backend` turns actions into actuation and
+state into observations; a `StepGovernor` answers each engine iteration. Both sides import this
+package and nothing of each other, so a controller or governor written against the simulator runs
+unchanged against real GPUs.
+"""
+
+from wattserve.seam.actions import Action, SetBatchLimit, SetClock, SetComputeShare, SetPowerCap, SetRole
+from wattserve.seam.actuation_log import Actuation, ActuationLog
+from wattserve.seam.backend import ActuationRefused, Backend
+from wattserve.seam.budget import BudgetSignal
+from wattserve.seam.governor import (
+    HOLD_UNTIL_CHANGE,
+    STEP_PHASES,
+    UNGOVERNED,
+    StepDecision,
+    StepGovernor,
+    StepView,
+)
+from wattserve.seam.roles import check_role_change
+from wattserve.seam.state import PHASES, ClusterState, GpuState, InstanceState
+
+__all__ = [
+    "Action", "Actuation", "ActuationLog", "ActuationRefused", "Backend", "BudgetSignal", "ClusterState",
+    "GpuState", "HOLD_UNTIL_CHANGE", "InstanceState", "PHASES", "STEP_PHASES", "SetBatchLimit", "SetClock",
+    "SetComputeShare", "SetPowerCap", "SetRole", "StepDecision", "StepGovernor", "StepView", "UNGOVERNED",
+    "check_role_change",
+]

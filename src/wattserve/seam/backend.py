@@ -1,0 +1,31 @@
+"""The Backend protocol: how a control loop observes a cluster and actuates it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from wattserve.seam.actions import Action
+from wattserve.seam.state import ClusterState
+
+
+class ActuationRefused(Exception):
+    """The back end cannot do this (out of range, would empty a phase, unsupported)."""
+
+
+class Backend(Protocol):
+    cap_settle_s: float
+
+    def now(self) -> float: ...
+
+    def call_at(self, t: float, fn: Callable[[], None]) -> None: ...
+
+    def observe(self) -> ClusterState: ...
+
+    def apply(self, action: Action) -> float:
+        """Start the action; return the time it takes effect. Raises ActuationRefused."""
+        ...
+
+    def done(self) -> bool:
+        """True once the workload is finished, so periodic loops stop."""
+        ...
