@@ -1,7 +1,8 @@
 """A worker process: one engine on one device, with a role (prefill, decode or colocated).
 
 It serves one router connection over TCP (JSON frames, see wire.py). Commands: add, import, abort,
-set_role, set_batch_limit, stats, shutdown. Events: token, prefilled, migrated, requeue, stats,
+set_role, set_batch_limit, limits (the power cap and clock lock in force on this worker's GPU, for
+its step governor), stats, shutdown. Events: token, prefilled, migrated, requeue, stats,
 role_ready, error. A role change stops new admissions, hands queued prompts back (requeue), lets
 running prefills finish, migrates running decodes to peers with their KV (migrated), then switches
 without reloading weights and reports role_ready.
@@ -17,9 +18,11 @@ import traceback
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from wattserve.governors.registry import make_governor
 from wattserve.runtime import wire
 from wattserve.runtime.engine.engine import EngineArgs, LLMEngine
 from wattserve.runtime.engine.sequence import SamplingParams, Status
+from wattserve.runtime.engine.step_view import PowerProfile
 from wattserve.runtime.transport import make_transport, transport_for
 
 ROLES = ("prefill", "decode", "colocated")
@@ -33,6 +36,14 @@ class WorkerSpec:
     transport: str = "shm"
     threads: int = 1
     host: str = "127.0.0.1"
+    gpu: str = "h100"
+    """Catalog GPU this worker's power is modelled as (the server's --gpu)."""
+    power_as_model: str = "llama-3.1-8b"
+    """Catalog model this worker's iterations are modelled as (the server's power_as_model)."""
+    governor: str = "max-clock"
+    """Step governor asked before every iteration (wattserve.governors)."""
+    slo_ttft_s: float | None = None
+    slo_tpot_s: float | None = None
 
 
 class Worker:
@@ -40,7 +51,8 @@ class Worker:
         self.spec = spec
         self.role = spec.role
         self.switching_to: str | None = None
-        self.engine = LLMEngine(spec.engine)
+        self.engine = LLMEngine(spec.engine, make_governor(spec.governor), PowerProfile.of(spec.gpu, spec.power_as_model),
+                                spec.slo_ttft_s, spec.slo_tpot_s)
         self.transport = make_transport(spec.transport)
         self.writer: asyncio.StreamWriter | None = None
         self.wake = asyncio.Event()
@@ -56,7 +68,8 @@ class Worker:
                 "running": len(e.scheduler.running), "waiting": len(e.scheduler.waiting), "kv_usage": e.kv_usage,
                 "kv_blocks_used": e.cache.used_blocks, "kv_blocks": e.cache.num_blocks, "busy_s": e.busy_s,
                 "steps": e.steps, "tokens": e.tokens_computed, "uptime_s": time.monotonic() - self.started,
-                "max_num_seqs": e.scheduler.max_num_seqs, "pid": os.getpid()}
+                "max_num_seqs": e.scheduler.max_num_seqs, "pid": os.getpid(),
+                "governor_clock_mhz": e.governor_clock_mhz}
 
     async def handle(self, h: dict[str, Any], payload: bytes) -> None:
         op = h["op"]
@@ -91,6 +104,10 @@ class Worker:
             self.engine.scheduler.max_num_seqs = max(1, int(h["max_seqs"]))
         elif op == "stats":
             self.send(self.stats())
+            return
+        elif op == "limits":
+            self.engine.cap_w = float(h["cap_w"])
+            self.engine.locked_clock_mhz = h.get("locked_clock_mhz")
             return
         elif op == "shutdown":
             raise SystemExit(0)

@@ -1,21 +1,39 @@
-"""LLMEngine: owns the model, the KV cache and the scheduler; `step()` runs one batched iteration."""
+"""LLMEngine: owns the model, the KV cache and the scheduler; `step()` runs one batched iteration.
+
+Before each iteration the engine asks its step governor (`seam.governor.StepGovernor`) for an SM
+clock, showing it the batch about to run (`step_view`), as the simulator's instance does: one
+governor object runs unchanged in both (issue 7). The runtime cannot set a per-worker clock yet, so
+the decision is recorded (`governor_clock_mhz`) and reported in the worker's stats, where the
+modelled power agent applies it as a clock lock (`runtime.power.modelled`).
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from wattserve.errors import UsageError
+from wattserve.governors.max_clock import MaxClockGovernor
 from wattserve.runtime.engine.config import EOS_ID, ModelConfig, get_config
 from wattserve.runtime.engine.kv_cache import KVCache
+from wattserve.runtime.engine.latency_window import LatencyWindow
 from wattserve.runtime.engine.sampler import sample
 from wattserve.runtime.engine.scheduler import Scheduler
 from wattserve.runtime.engine.sequence import SamplingParams, Sequence, Status
+from wattserve.runtime.engine.step_view import (
+    Composition,
+    EngineStepView,
+    PowerProfile,
+    batch_shape,
+    phase_of,
+)
 from wattserve.runtime.layers.attention import AttnMetadata, DecodeBatch, SeqSlice
 from wattserve.runtime.models.llama import LlamaForCausalLM, config_from_hf
+from wattserve.seam.governor import StepDecision, StepGovernor
 
 
 @dataclass
@@ -43,8 +61,27 @@ class EngineArgs:
 
 
 class LLMEngine:
-    def __init__(self, args: EngineArgs) -> None:
+    def __init__(self, args: EngineArgs, governor: StepGovernor | None = None, profile: PowerProfile | None = None,
+                 slo_ttft_s: float | None = None, slo_tpot_s: float | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """`profile` is the catalog GPU and model this engine's power is modelled as (default H100
+        running Llama-3.1-8B, the server's defaults). `cap_w` and `locked_clock_mhz` are what the
+        control plane has set on this worker's GPU; whoever sets them keeps them current."""
         self.args = args
+        self.governor: StepGovernor = governor if governor is not None else MaxClockGovernor()
+        self.profile = profile if profile is not None else PowerProfile.of()
+        self.slo_ttft_s = slo_ttft_s
+        self.slo_tpot_s = slo_tpot_s
+        self.cap_w: float = self.profile.gpu.cap_max_w
+        self.locked_clock_mhz: int | None = None
+        self.governor_clock_mhz: int | None = None
+        self.governor_calls = 0
+        self.latencies = LatencyWindow()
+        self._clock = clock
+        self._t0 = clock()
+        self._held = 0
+        self._hold = 0
+        self._composition: Composition = ()
         if args.device.startswith("cuda") and not torch.cuda.is_available():
             raise UsageError(f"device: {args.device!r} asked for, but torch sees no CUDA device; use --device cpu")
         self.device = torch.device(args.device)
@@ -95,8 +132,12 @@ class LLMEngine:
         if params.temperature > 0:
             gen = torch.Generator().manual_seed(params.seed if params.seed is not None else hash(seq_id) & 0xFFFFFFFF)
         seq = Sequence(seq_id, list(token_ids), prompt_len, params, prefill_only=prefill_only, generator=gen)
+        seq.arrival_s = self.now_s()
         self.seqs[seq_id] = seq
         return seq
+
+    def now_s(self) -> float:
+        return self._clock() - self._t0
 
     def add(self, seq_id: str, token_ids: list[int], params: SamplingParams, prefill_only: bool = False) -> None:
         if not token_ids:
@@ -114,6 +155,7 @@ class LLMEngine:
             self.cache.grow(seq.block_table, n)
             self.cache.load(seq.block_table, kv)
             seq.num_computed = n
+            seq.decode_from = (seq.arrival_s, seq.num_generated)
             seq.status = Status.RUNNING
             self.scheduler.running.append(seq)
         else:
@@ -149,6 +191,7 @@ class LLMEngine:
         batch = self.scheduler.schedule()
         if not batch:
             return []
+        self._govern(batch)
         t0 = time.perf_counter()
         ids: list[int] = []
         pos: list[int] = []
@@ -197,6 +240,32 @@ class LLMEngine:
         self.tokens_computed += q
         return outputs
 
+    def _govern(self, batch: list[tuple[Sequence, int]]) -> None:
+        """Ask the governor again when its last answer has run out or the batch has changed."""
+        shape, comp = batch_shape(batch)
+        if self._held < self._hold and comp == self._composition:
+            self._held += 1
+            return
+        view = EngineStepView(self.now_s(), phase_of(shape), shape, self.kv_usage, self.cap_w,
+                              self.locked_clock_mhz, self.slo_ttft_s, self.slo_tpot_s, self.profile,
+                              lambda: self.scheduler.waiting, self.latencies)
+        decision: StepDecision = self.governor.decide(view)
+        self.governor_calls += 1
+        self.governor_clock_mhz = decision.clock_mhz
+        self._hold = max(1, decision.hold_iters)
+        self._held = 1
+        self._composition = comp
+
+    def _record_latency(self, seq: Sequence, reason: str | None) -> None:
+        now = self.now_s()
+        if seq.decode_from is None:
+            seq.decode_from = (now, seq.num_generated)
+            self.latencies.add_ttft(now, now - seq.arrival_s)
+        elif reason in ("stop", "length"):
+            t, n = seq.decode_from
+            if seq.num_generated > n:
+                self.latencies.add_tpot(now, (now - t) / (seq.num_generated - n))
+
     def _after_token(self, seq: Sequence, tok: int) -> StepOutput:
         p = seq.params
         reason = None
@@ -206,6 +275,7 @@ class LLMEngine:
             reason = "stop"
         elif seq.num_generated >= p.max_tokens or len(seq.token_ids) >= self.cfg.max_positions:
             reason = "length"
+        self._record_latency(seq, reason)
         kv = None
         if reason is not None:
             if seq.prefill_only:

@@ -27,7 +27,9 @@ class Status(Enum):
 @dataclass
 class Sequence:
     """token_ids holds the prompt and every generated token; the first num_computed of them have
-    KV in the cache. `prefill_only` sequences stop after their first token, for KV hand-off."""
+    KV in the cache. `prefill_only` sequences stop after their first token, for KV hand-off.
+    Times are seconds since the engine started: `arrival_s` when it entered this engine,
+    `decode_from` (time, tokens generated then) where this engine's decoding began, for TPOT."""
 
     seq_id: str
     token_ids: list[int]
@@ -40,6 +42,8 @@ class Sequence:
     finish_reason: str | None = None
     generator: torch.Generator | None = None
     preemptions: int = 0
+    arrival_s: float = 0.0
+    decode_from: tuple[float, int] | None = None
 
     @property
     def num_generated(self) -> int:

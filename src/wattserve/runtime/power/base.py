@@ -45,6 +45,14 @@ class GpuPower(Protocol):
         ...
 
 
+def effective_lock(locked_mhz: int | None, requested_mhz: int | None) -> int | None:
+    """The clock ceiling when both a control-plane lock and a step governor's request apply: the
+    lower one (None for neither)."""
+    if requested_mhz is None:
+        return locked_mhz
+    return int(requested_mhz) if locked_mhz is None else min(locked_mhz, int(requested_mhz))
+
+
 def samples(agent: GpuPower) -> list[dict[str, Any]]:
     return [{"gpu": i, "power_w": agent.power_w(i), "cap_w": agent.power_cap_w(i), "clock_mhz": agent.clock_mhz(i),
              "energy_j": agent.energy_j(i), "modelled": agent.modelled} for i in range(agent.count())]

@@ -7,6 +7,11 @@ catalog model (`as_model`, since a test model has no GPU profile) with a batch o
 (prefill) or sequences (decode), finds the operating point under the cap in force, and draws
 idle + busy fraction * (busy power - idle). A new cap is in force after `settle_s`, like a real
 power limiter; out-of-range caps are refused.
+
+A worker's step governor (issue 7) asks for an SM clock per iteration; until the runtime can set a
+clock per worker, the worker reports the governor's latest request in its stats
+(`governor_clock_mhz`) and this agent applies it as a clock lock on top of any lock set through the
+control plane: the lower of the two wins, as `nvidia-smi -lgc` under a governor would behave.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from wattserve.catalog.models import BatchShape, get_model
 from wattserve.perf.latency import RooflineLatencyModel
 from wattserve.perf.operating_point import operating_point
 from wattserve.perf.power import UtilizationPowerModel
-from wattserve.runtime.power.base import GpuPowerError
+from wattserve.runtime.power.base import GpuPowerError, effective_lock
 
 CAP_SETTLE_S = 0.3
 
@@ -43,6 +48,7 @@ class ModelledGpuPower:
         self.energy = [0.0] * count
         self.last_w = [self.spec.idle_w] * count
         self.last_clock = [self.spec.clock_max_mhz] * count
+        self.last_lock: list[int | None] = [None] * count
         self.prev: list[tuple[float, float, float, float]] = [(self.clock(), 0.0, 0.0, 0.0)] * count
 
     def count(self) -> int:
@@ -67,13 +73,15 @@ class ModelledGpuPower:
         if dt <= 0:
             return self.last_w[i]
         busy, steps, tokens = float(st.get("busy_s", 0.0)), float(st.get("steps", 0)), float(st.get("tokens", 0))
+        lock = effective_lock(self.locked[i], st.get("governor_clock_mhz"))
+        self.last_lock[i] = lock
         frac = min(1.0, max(0.0, (busy - busy0) / dt))
         per_step = (tokens - tok0) / (steps - steps0) if steps > steps0 else 0.0
         watts = self.spec.idle_w
         if frac > 0 and per_step > 0:
             n = max(1, int(round(per_step)))
             shape = BatchShape.prefill(n) if st.get("role") == "prefill" else BatchShape.decode(n, 1024)
-            op = operating_point(self.spec, self.latency, self.power, shape, self.cap[i], self.locked[i])
+            op = operating_point(self.spec, self.latency, self.power, shape, self.cap[i], lock)
             watts = self.spec.idle_w + frac * (op.power_w - self.spec.idle_w)
             self.last_clock[i] = op.clock_mhz
         self.energy[i] += 0.5 * (watts + self.last_w[i]) * dt
@@ -92,7 +100,8 @@ class ModelledGpuPower:
         return int(self.last_clock[i])
 
     def throttle_reasons(self, i: int) -> list[str]:
-        return ["sw_power_cap"] if self.last_clock[i] < (self.locked[i] or self.spec.clock_max_mhz) else []
+        lock = self.last_lock[i] if self.last_lock[i] is not None else self.locked[i]
+        return ["sw_power_cap"] if self.last_clock[i] < (lock or self.spec.clock_max_mhz) else []
 
     def cap_range_w(self, i: int) -> tuple[float, float]:
         return self.spec.cap_min_w, self.spec.cap_max_w
