@@ -3,9 +3,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wattserve.metrics.histogram import LogHistogram
 from wattserve.metrics.power_series import binned_average, integrate
-from wattserve.metrics.suffix_max import SuffixMax
+from wattserve.results.histogram import LogHistogram
+from wattserve.results.suffix_max import SuffixMax
 
 
 def test_histogram_quantiles_match_numpy() -> None:

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 from wattserve.catalog import get_gpu, get_model
 from wattserve.catalog.models import BatchShape
 from wattserve.metrics.power_series import cluster_power, integrate
-from wattserve.metrics.records import COMPLETED, FAILED, PENDING
 from wattserve.perf import RooflineLatencyModel
+from wattserve.results.records import COMPLETED, FAILED, PENDING
 from wattserve.schema.cluster import ClusterConfig, EngineConfig
 from wattserve.sim.cluster import Cluster
 from wattserve.workload import LengthDist, SyntheticSpec, generate

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from wattserve.metrics.power_series import binned_average, cluster_power
-from wattserve.metrics.records import COMPLETED
-from wattserve.sim.cluster import SimResult
+from wattserve.results.records import COMPLETED
+from wattserve.results.sim_result import SimResult
 
 
 def _pyplot():  # noqa: ANN202
@@ -37,7 +37,7 @@ def latency_cdfs(path: Path, res: SimResult, ttft_ms: float | None, tpot_ms: flo
         ax.set_xlabel(label)
         ax.set_ylabel("fraction of requests")
         ax.grid(alpha=0.3)
-    fig.suptitle(f"Latency CDFs: {res.spec.num_gpus}x {res.spec.gpu.upper()}, {res.spec.model}")
+    fig.suptitle(f"Latency CDFs: {res.config.num_gpus}x {res.config.gpu.upper()}, {res.config.model}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -53,7 +53,7 @@ def cluster_power_plot(path: Path, res: SimResult, budget_w: float | None = None
     caps = sum(g.cap_w for g in res.gpus)
     ax.axhline(budget_w if budget_w is not None else caps, color="tab:red", ls="--", lw=1.2,
                label=(f"budget {budget_w:,.0f} W" if budget_w is not None else f"power limit {caps:,.0f} W (sum of caps)"))
-    ax.axhline(sum(g.spec.idle_w for g in res.gpus), color="gray", ls=":", lw=1, label="all idle")
+    ax.axhline(sum(g.idle_w for g in res.gpus), color="gray", ls=":", lw=1, label="all idle")
     ax.set_xlabel("time (s)")
     ax.set_ylabel("cluster GPU power (W)")
     ax.set_ylim(0, max(caps, float(w.max())) * 1.1)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from wattserve.sim.gpu import SimGpu
+from wattserve.results.sim_result import GpuTrace
 
 
 def step_sum(series: Sequence[tuple[Sequence[float], Sequence[float]]]) -> tuple[np.ndarray, np.ndarray]:
@@ -30,12 +30,12 @@ def step_sum(series: Sequence[tuple[Sequence[float], Sequence[float]]]) -> tuple
     return t[last_of_time], total[last_of_time]
 
 
-def cluster_power(gpus: Sequence[SimGpu]) -> tuple[np.ndarray, np.ndarray]:
+def cluster_power(gpus: Sequence[GpuTrace]) -> tuple[np.ndarray, np.ndarray]:
     """Change times and the cluster's total power from each time on."""
     return step_sum([(g.times, g.watts) for g in gpus])
 
 
-def cluster_caps(gpus: Sequence[SimGpu]) -> tuple[np.ndarray, np.ndarray]:
+def cluster_caps(gpus: Sequence[GpuTrace]) -> tuple[np.ndarray, np.ndarray]:
     """Change times and the sum of the caps in force (settled) from each time on."""
     return step_sum([(g.cap_times, g.cap_values) for g in gpus])
 

@@ -5,6 +5,11 @@ total_output_tokens, request_throughput, output_throughput, total_token_throughp
 request_goodput, mean/median/std/p99 of ttft_ms, tpot_ms, itl_ms and e2el_ms. Ours add SLO
 attainment, energy and power. TPOT per request is (e2e - ttft) / (output - 1), as vLLM computes it;
 ITL statistics cover every gap between consecutive tokens of every request.
+
+Energy by phase: while a step runs, its power goes to prefill and decode in proportion to each
+phase's share of the step's modelled time (each phase timed alone at the step's clock; a step of
+one phase gives it all), and power drawn with nothing to run is idle energy. The three sum to
+gpu_energy_j.
 """
 
 from __future__ import annotations
@@ -14,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from wattserve.metrics.power_series import cluster_power, integrate
-from wattserve.metrics.records import COMPLETED, FAILED
-from wattserve.sim.cluster import SimResult
+from wattserve.results.records import COMPLETED, FAILED
+from wattserve.results.sim_result import SimResult
 
 PERCENTILES = (50, 90, 99)
 
@@ -77,6 +82,9 @@ def summarize(res: SimResult, ttft_ms: float | None, tpot_ms: float | None, wall
         "slo_tpot_ms": tpot_ms,
         "slo_attainment": float(met.mean()) if len(met) else 0.0,
         "gpu_energy_j": energy,
+        "prefill_energy_j": sum(g.prefill_energy_j for g in res.gpus),
+        "decode_energy_j": sum(g.decode_energy_j for g in res.gpus),
+        "idle_energy_j": sum(g.idle_energy_j for g in res.gpus),
         "gpu_energy_from_series_j": integrate(t, w, duration),
         "gpu_avg_power_w": energy / duration if duration > 0 else 0.0,
         "max_cluster_power_w": float(w.max()) if len(w) else 0.0,

@@ -95,7 +95,7 @@ class StepView(Protocol):
         """Power model of this GPU."""
         ...
 
-    def waiting(self) -> Sequence[tuple[float, int]]:
+    def queued_prompts(self) -> Sequence[tuple[float, int]]:
         """(arrival time s, prompt tokens) of the prompts queued here, oldest first."""
         ...
 

@@ -1,19 +1,28 @@
-"""A cluster of instances behind a router, fed by a workload: the simulator's top level."""
+"""A cluster of instances behind a router, fed by a workload: the simulator's top level.
+
+The cluster is each instance's `Host`: it routes prompts and hand-offs, owns the KV links, records
+completions and ends the run when the last request completes or fails (timers the control plane
+left in the queue are not simulated time).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+
+import numpy as np
 
 from wattserve.catalog.gpus import GpuSpec, get_gpu
 from wattserve.catalog.models import ModelSpec, get_model
 from wattserve.errors import UsageError
-from wattserve.metrics.histogram import LogHistogram
-from wattserve.metrics.records import RequestRecords
+from wattserve.governors.registry import make_governor
 from wattserve.perf.latency import RooflineLatencyModel
 from wattserve.perf.power import UtilizationPowerModel
+from wattserve.results.histogram import LogHistogram
+from wattserve.results.records import RequestRecords
+from wattserve.results.sim_result import GpuTrace, InstanceTrace, LinkTrace, SimResult
 from wattserve.schema.cluster import ClusterConfig
-from wattserve.seam import check_role_change
+from wattserve.seam.governor import StepGovernor
+from wattserve.seam.roles import check_role_change
 from wattserve.sim.events import EventLoop
 from wattserve.sim.gpu import SimGpu, check_cap, check_clock
 from wattserve.sim.instance import Instance
@@ -31,25 +40,17 @@ CLOCK_DELAY_S = 0.02
 """Assumed: a locked-clock change applies within tens of milliseconds."""
 
 
-@dataclass
-class SimResult:
-    spec: ClusterConfig
-    workload: Workload
-    records: RequestRecords
-    gpus: list[SimGpu]
-    instances: list[Instance]
-    links: list[Link]
-    itl_hist: LogHistogram
-    end_s: float
-    events: int
-
-
 class Cluster:
-    def __init__(self, spec: ClusterConfig, workload: Workload) -> None:
+    def __init__(self, spec: ClusterConfig, workload: Workload,
+                 governor: Callable[[], StepGovernor] | None = None,
+                 slo_s: tuple[float | None, float | None] = (None, None)) -> None:
+        """`governor` makes one step governor per instance (default: the one `spec.engine.governor`
+        names); `slo_s` (TTFT, TPOT in seconds) is what governors see of the SLOs."""
         self.spec = spec
         self.gpu_spec: GpuSpec = get_gpu(spec.gpu)
         self.model: ModelSpec = get_model(spec.model)
         _validate(spec, self.gpu_spec, self.model)
+        make = governor or (lambda: make_governor(spec.engine.governor))
         self.workload = workload
         self.loop = EventLoop()
         self.itl_hist = LogHistogram()
@@ -57,7 +58,11 @@ class Cluster:
         self.router = make_router(spec.router)
         latency = RooflineLatencyModel(self.gpu_spec, self.model, spec.tp)
         power = UtilizationPowerModel.for_gpu(self.gpu_spec)
-        kv_tokens = self.model.kv_capacity_tokens(self.gpu_spec.hbm_bytes, spec.tp, spec.engine.mem_util)
+        eng = spec.engine
+        kv_tokens = self.model.kv_capacity_tokens(self.gpu_spec.hbm_bytes, spec.tp, eng.mem_util)
+        kv_bytes = self.model.kv_bytes_per_token_per_rank(spec.tp)
+        budgets = {"prefill": eng.prefill_token_budget, "decode": eng.colocated_token_budget,
+                   "colocated": eng.colocated_token_budget}
         self.gpus: list[SimGpu] = []
         self.instances: list[Instance] = []
         self.links: list[Link] = []
@@ -72,18 +77,15 @@ class Cluster:
                 g = SimGpu(idx, self.gpu_spec, idx // spec.gpus_per_node, cap, spec.clock_mhz)
                 self.gpus.append(g)
                 gpus.append(g)
-            budget = (spec.engine.prefill_token_budget if role == "prefill"
-                      else spec.engine.colocated_token_budget)
-            inst = Instance(iid, role, gpus, self, self.model, latency, power, kv_tokens,
-                            spec.engine.block_size, spec.engine.max_seqs, budget)
-            inst.max_run = spec.max_run_iters
+            inst = Instance(iid, role, gpus, self.loop, self, latency, power, make(), self.itl_hist, kv_tokens,
+                            eng.block_size, eng.max_seqs, budgets, kv_bytes, spec.max_run_iters, slo_s)
             self.instances.append(inst)
             if role == "prefill":
-                self.link_between(inst, inst)
+                self._link_between(inst, inst)
         self._instance_of_gpu = {g.index: inst for inst in self.instances for g in inst.gpus}
         self.prefillers: list[Instance] = []
         self.decoders: list[Instance] = []
-        self.refresh_routing()
+        self._refresh_routing()
         self._arr = workload.arrival_s.tolist()
         self._prompt = workload.prompt_tokens.tolist()
         self._output = workload.output_tokens.tolist()
@@ -91,16 +93,43 @@ class Cluster:
         self.failed = 0
         self.role_events: list[tuple[float, int, str]] = [(0.0, i.iid, i.role) for i in self.instances]
 
-    def token_budget(self, role: str) -> int:
-        e = self.spec.engine
-        return e.prefill_token_budget if role == "prefill" else e.colocated_token_budget
+    def instance_of_gpu(self, gpu: int) -> Instance:
+        return self._instance_of_gpu[gpu]
 
-    def refresh_routing(self) -> None:
+    # ---- Host ----
+    def route(self, req: SimRequest) -> None:
+        self.router.pick_prefill(self.prefillers, req).enqueue_prefill(req)
+
+    def hand_off(self, req: SimRequest, src: object) -> None:
+        self.router.pick_decode(self.decoders, req).accept_handoff(req, src)  # type: ignore[arg-type]
+
+    def transfer(self, src: object, dst: object, nbytes: float) -> float:
+        return self._link_between(src, dst).submit(self.loop.now, nbytes)  # type: ignore[arg-type]
+
+    def complete(self, req: SimRequest, t: float) -> None:
+        self.records.complete(req, t)
+        self.completed += 1
+        if self.done():
+            self.loop.stop()
+
+    def fail(self, req: SimRequest, reason: str) -> None:
+        self.records.fail(req, reason)
+        self.failed += 1
+        if self.done():
+            self.loop.stop()
+
+    def role_changed(self, inst: object) -> None:
+        assert isinstance(inst, Instance)
+        self.role_events.append((self.loop.now, inst.iid, inst.role))
+        self._refresh_routing()
+
+    # ---- control ----
+    def done(self) -> bool:
+        return self.completed + self.failed >= len(self._arr)
+
+    def _refresh_routing(self) -> None:
         self.prefillers = [i for i in self.instances if i.role in ("prefill", "colocated") and i.switching_to is None]
         self.decoders = [i for i in self.instances if i.role == "decode" and i.switching_to is None]
-
-    def route_prefill(self, req: SimRequest) -> None:
-        self.router.pick_prefill(self.prefillers, req).enqueue_prefill(req)
 
     def set_role(self, iid: int, role: str, reconfig_s: float = RECONFIG_S, migrate: bool = True) -> None:
         """Switch an instance between prefill and decode. Refused (UsageError) if it would leave a
@@ -111,34 +140,17 @@ class Cluster:
             return
         self.role_events.append((self.loop.now, iid, "switching"))
         inst.begin_switch(role, reconfig_s, migrate and len(self.decoders) > 1)
-        self.refresh_routing()
+        self._refresh_routing()
 
-    def node_of(self, inst: Instance) -> int:
-        return inst.gpus[0].node
-
-    def link_between(self, src: Instance, dst: Instance) -> Link:
+    def _link_between(self, src: Instance, dst: Instance) -> Link:
         if src.iid not in self._local_link:
             g0 = self.gpu_spec
             self._local_link[src.iid] = Link(f"inst{src.iid}-nvlink", g0.link_gb_s * 1e9, 2e-6)
             self._net_link[src.iid] = Link(f"inst{src.iid}-net", g0.network_gb_s * 1e9, g0.network_latency_s)
             self.links += [self._local_link[src.iid], self._net_link[src.iid]]
-        if self.node_of(src) == self.node_of(dst):
+        if src.gpus[0].node == dst.gpus[0].node:
             return self._local_link[src.iid]
         return self._net_link[src.iid]
-
-    def handoff(self, req: SimRequest, src: Instance) -> None:
-        self.router.pick_decode(self.decoders, req).accept_handoff(req, src)
-
-    def complete(self, req: SimRequest, t: float) -> None:
-        self.records.complete(req, t)
-        self.completed += 1
-
-    def done(self) -> bool:
-        return self.completed + self.failed >= len(self._arr)
-
-    def fail(self, req: SimRequest, reason: str) -> None:
-        self.records.fail(req, reason)
-        self.failed += 1
 
     def set_power_cap(self, gpu_index: int, watts: float, settle_s: float = CAP_SETTLE_S) -> float:
         """Ask for a new cap; it is in force `settle_s` later (until then the old cap holds, so a GPU
@@ -169,11 +181,26 @@ class Cluster:
         g.locked_clock_mhz = mhz
         self._instance_of_gpu[g.index].on_clock_change()
 
+    # ---- the run ----
     def _arrive(self, i: int) -> None:
-        req = SimRequest(i, self._arr[i], self._prompt[i], self._output[i])
-        self.route_prefill(req)
-        if i + 1 < len(self._arr):
-            self.loop.at(self._arr[i + 1], self._arrive, i + 1)
+        """Route every request that arrives at this instant before any instance plans, so requests
+        that arrive together are scheduled together at the next step boundary (as vLLM does)."""
+        arr = self._arr
+        t = arr[i]
+        n = len(arr)
+        woken: dict[Instance, None] = {}
+        while True:
+            req = SimRequest(i, t, self._prompt[i], self._output[i])
+            inst = self.router.pick_prefill(self.prefillers, req)
+            inst.enqueue_prefill(req, wake=False)
+            woken[inst] = None
+            i += 1
+            if i >= n or arr[i] != t:
+                break
+        for inst in woken:
+            inst.poke()
+        if i < n:
+            self.loop.at(arr[i], self._arrive, i)
 
     def run(self, progress: Callable[[float], None] | None = None) -> SimResult:
         if len(self._arr):
@@ -182,22 +209,25 @@ class Cluster:
         end = self.loop.now
         for g in self.gpus:
             g.close(end)
-        return SimResult(self.spec, self.workload, self.records, self.gpus, self.instances, self.links,
-                         self.itl_hist, end, self.loop.processed)
+        return self.result()
+
+    def result(self) -> SimResult:
+        end = self.loop.now
+        gpus = [GpuTrace(g.index, self._instance_of_gpu[g.index].iid, g.node, g.spec.idle_w, g.cap_w,
+                         np.array(g.times), np.array(g.watts), np.array(g.cap_times), np.array(g.cap_values),
+                         np.array(g.clock_times), np.array(g.clock_values), g.energy_j, g.prefill_energy_j,
+                         g.decode_energy_j, g.idle_energy_j) for g in self.gpus]
+        insts = [InstanceTrace(i.iid, i.role, tuple(g.index for g in i.gpus), i.preemptions, i.kv.peak,
+                               i.kv.blocks, i.role_changes, i.iterations, i.busy_s) for i in self.instances]
+        links = [LinkTrace(lk.name, lk.bytes_moved, lk.transfers, lk.busy_s) for lk in self.links]
+        return SimResult(self.spec, self.workload, self.records, gpus, insts, links, self.itl_hist, end,
+                         self.loop.processed, list(self.role_events))
 
 
 def _validate(spec: ClusterConfig, gpu: GpuSpec, model: ModelSpec) -> None:
     if spec.tp < 1 or spec.gpus_per_node % spec.tp:
         raise UsageError(f"tp: {spec.tp} must divide the GPUs per node ({spec.gpus_per_node}); "
                          f"allowed: {', '.join(str(t) for t in (1, 2, 4, 8) if spec.gpus_per_node % t == 0)}")
-    if min(spec.prefill, spec.decode, spec.colocated) < 0:
-        raise UsageError("prefill/decode/colocated: instance counts must be >= 0")
-    if spec.colocated == 0 and (spec.prefill == 0 or spec.decode == 0):
-        raise UsageError(f"instances: a disaggregated cluster needs prefill >= 1 and decode >= 1 "
-                         f"(got prefill={spec.prefill}, decode={spec.decode}); or use colocated >= 1")
-    if spec.colocated > 0 and (spec.prefill or spec.decode):
-        raise UsageError("instances: mix colocated with prefill/decode instances is not supported; "
-                         "use either colocated >= 1 or prefill and decode >= 1")
     for name, cap in (("power_cap", spec.power_cap_w), ("prefill_cap", spec.prefill_cap_w),
                       ("decode_cap", spec.decode_cap_w)):
         if cap is not None:
@@ -214,4 +244,4 @@ def _validate(spec: ClusterConfig, gpu: GpuSpec, model: ModelSpec) -> None:
                          f"{gpu.name}'s {gpu.hbm_gb:g} GB leaves for KV; raise tp")
 
 
-__all__ = ["Cluster", "SimResult"]
+__all__ = ["CAP_SETTLE_S", "CLOCK_DELAY_S", "Cluster", "RECONFIG_S", "SimResult"]

@@ -1,4 +1,4 @@
-"""A simulated GPU: its power draw over time, its power cap and its locked clock."""
+"""A simulated GPU: its power draw, SM clock and power cap over time, and its energy by phase."""
 
 from __future__ import annotations
 
@@ -7,13 +7,19 @@ from array import array
 from wattserve.catalog.gpus import GpuSpec
 from wattserve.errors import out_of_range
 
+IDLE = -1.0
+"""`prefill_share` of a GPU with nothing to run."""
+
 
 class SimGpu:
     """Power is piecewise constant; every change is recorded, so energy is exactly the integral of
-    the recorded series. `cap_w` is the cap in force (settled); `cap_target_w` the one last asked."""
+    the recorded series. `cap_w` is the cap in force (settled); `cap_target_w` the one last asked.
+    Energy is split by phase as it accrues: while a step runs, its `prefill_share` of the power goes
+    to prefill and the rest to decode; with nothing to run, all of it is idle energy."""
 
     __slots__ = ("index", "spec", "node", "cap_w", "cap_target_w", "locked_clock_mhz", "power_w", "energy_j",
-                 "_t", "times", "watts", "cap_times", "cap_values", "clock_mhz")
+                 "_t", "times", "watts", "cap_times", "cap_values", "clock_mhz", "clock_times", "clock_values",
+                 "share", "prefill_energy_j", "decode_energy_j", "idle_energy_j")
 
     def __init__(self, index: int, spec: GpuSpec, node: int, cap_w: float | None = None,
                  locked_clock_mhz: int | None = None) -> None:
@@ -30,29 +36,60 @@ class SimGpu:
         self.power_w = spec.idle_w
         self.clock_mhz = spec.clock_max_mhz
         self.energy_j = 0.0
+        self.prefill_energy_j = 0.0
+        self.decode_energy_j = 0.0
+        self.idle_energy_j = 0.0
+        self.share = IDLE
         self._t = 0.0
         self.times = array("d", [0.0])
         self.watts = array("d", [spec.idle_w])
         self.cap_times = array("d", [0.0])
         self.cap_values = array("d", [cap])
+        self.clock_times = array("d", [0.0])
+        self.clock_values = array("d", [spec.clock_max_mhz])
 
-    def set_power(self, now: float, watts: float) -> None:
-        if watts == self.power_w:
-            return
-        self.energy_j += self.power_w * (now - self._t)
+    def _accrue(self, now: float) -> None:
+        e = self.power_w * (now - self._t)
+        self.energy_j += e
+        share = self.share
+        if share == IDLE:
+            self.idle_energy_j += e
+        elif share == 0.0:
+            self.decode_energy_j += e
+        elif share == 1.0:
+            self.prefill_energy_j += e
+        else:
+            self.prefill_energy_j += e * share
+            self.decode_energy_j += e * (1.0 - share)
         self._t = now
-        self.power_w = watts
-        self.times.append(now)
-        self.watts.append(watts)
+
+    def set_power(self, now: float, watts: float, prefill_share: float = IDLE) -> None:
+        if watts == self.power_w and prefill_share == self.share:
+            return
+        self._accrue(now)
+        self.share = prefill_share
+        if watts != self.power_w:
+            self.power_w = watts
+            self.times.append(now)
+            self.watts.append(watts)
+
+    def set_clock(self, now: float, mhz: int) -> None:
+        if mhz != self.clock_mhz:
+            self.clock_mhz = mhz
+            self.clock_times.append(now)
+            self.clock_values.append(mhz)
 
     def settle_cap(self, now: float, watts: float) -> None:
         self.cap_w = watts
         self.cap_times.append(now)
         self.cap_values.append(watts)
 
+    def energy_at(self, now: float) -> float:
+        """Energy in joules from the start to `now` (a monotonic counter)."""
+        return self.energy_j + self.power_w * (now - self._t)
+
     def close(self, now: float) -> None:
-        self.energy_j += self.power_w * (now - self._t)
-        self._t = now
+        self._accrue(now)
 
 
 def check_cap(spec: GpuSpec, watts: float) -> None:

@@ -1,66 +1,69 @@
-"""One serving instance (a TP group of GPUs) running continuous batching, as vLLM does.
+"""One serving instance (a TP group of GPUs): the scheduler that forms batches, as vLLM's does.
 
 Roles: `colocated` (Sarathi-style hybrid batches: every running decode plus prefill chunks up to a
 token budget), `prefill` (prompt batches up to a token budget; the KV is handed to a decode instance
 after the first token) and `decode` (continuous batching of hand-offs; it also recomputes the prompts
 of requests it preempted).
 
-Cost grows with scheduling decisions, not tokens. While the decode batch does not change, iteration
-i takes alpha + beta * (C0 + i * B) seconds (B sequences, total context C0 at the first iteration),
-so a run of k iterations is planned in closed form up to the next event that changes the batch: the
-earliest completion, KV exhaustion, or an external poke (a new request, a hand-off, a clock change),
-which splits the run at the next iteration boundary.
-
-KV accounting is in tokens with a block-rounding bound: n sequences holding T tokens use at most
-(T + n * (block - 1)) // block blocks, which is what the scheduler checks against capacity.
+The instance schedules; its parts count. `KvLedger` holds the KV blocks, `DecodeRun` the closed-form
+state of the step in flight (a run of k decode iterations is one event, split when anything pokes
+it), `StepClock` the clock, time and power a step runs at. Before every step the instance asks its
+`StepGovernor`, showing itself as the `StepView`; the answer holds for `hold_iters` iterations.
+Everything outside the instance (routing, hand-off links, completion) goes through its `Host`.
 """
 
 from __future__ import annotations
 
 import heapq
-import math
 from collections import deque
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
 
 from wattserve.catalog.gpus import GpuSpec
-from wattserve.catalog.models import BatchShape, ModelSpec
-from wattserve.metrics.suffix_max import SuffixMax
+from wattserve.catalog.models import BatchShape
 from wattserve.perf.latency import LatencyModel
-from wattserve.perf.operating_point import OperatingPoint, operating_point
+from wattserve.perf.operating_point import OperatingPoint
 from wattserve.perf.power import PowerModel
+from wattserve.results.histogram import LogHistogram
+from wattserve.results.suffix_max import SuffixMax
+from wattserve.seam.governor import StepDecision, StepGovernor
+from wattserve.sim.decode_run import DecodeRun
+from wattserve.sim.events import EventLoop
 from wattserve.sim.gpu import SimGpu
-from wattserve.sim.request import DECODE, DONE, FAILED, PREFILL, QUEUED, TRANSFER, SimRequest
-
-if TYPE_CHECKING:
-    from wattserve.sim.cluster import Cluster
+from wattserve.sim.host import Host
+from wattserve.sim.kv_ledger import KvLedger
+from wattserve.sim.request import DECODE, DONE, PREFILL, QUEUED, TRANSFER, SimRequest
+from wattserve.sim.step_clock import DECODE as _DECODE
+from wattserve.sim.step_clock import MIXED as _MIXED
+from wattserve.sim.step_clock import StepClock
 
 ROLES = ("colocated", "prefill", "decode")
-_MIXED, _DECODE = 0, 1
+RECENT_S = 5.0
+"""How far back `recent_ttft_s` / `recent_tpot_s` look (the control seam's window)."""
 
 
 class Instance:
-    def __init__(self, iid: int, role: str, gpus: list[SimGpu], cluster: Cluster, model: ModelSpec,
-                 latency: LatencyModel, power: PowerModel, kv_capacity_tokens: int, block_size: int,
-                 max_seqs: int, token_budget: int) -> None:
+    def __init__(self, iid: int, role: str, gpus: list[SimGpu], loop: EventLoop, host: Host,
+                 latency: LatencyModel, power: PowerModel, governor: StepGovernor, itl_hist: LogHistogram,
+                 kv_capacity_tokens: int, block_size: int, max_seqs: int, token_budgets: dict[str, int],
+                 kv_bytes_per_token_rank: float, max_run: int | None = None,
+                 slo_s: tuple[float | None, float | None] = (None, None)) -> None:
         self.iid = iid
         self.role = role
         self.gpus = gpus
-        self.spec: GpuSpec = gpus[0].spec
-        self.cluster = cluster
-        self.loop = cluster.loop
-        self.model = model
-        self.latency = latency
-        self.power = power
-        self.block_size = block_size
-        self.kv_blocks = kv_capacity_tokens // block_size
+        self.loop = loop
+        self.host = host
+        self.governor = governor
+        self.itl_hist = itl_hist
+        self.kv = KvLedger(kv_capacity_tokens, block_size)
+        self.clock = StepClock(gpus[0].spec, latency, power)
+        self.clock.refresh(gpus)
+        self.run = DecodeRun()
         self.max_seqs = max_seqs
-        self.token_budget = token_budget
-        self.kv_bytes_per_token_rank = model.kv_bytes_per_token_per_rank(len(gpus))
-        self._clocks = self.spec.clocks
-        self._hint: list[int | None] = [None, None]
-        self.cap_w = 0.0
-        self.lock_mhz: int | None = None
-        self.refresh_limits()
+        self.token_budgets = token_budgets
+        self.token_budget = token_budgets[role]
+        self.kv_bytes_per_token_rank = kv_bytes_per_token_rank
+        self.max_run = max_run
+        self.slo_ttft_s, self.slo_tpot_s = slo_s
 
         self.waiting: deque[SimRequest] = deque()
         self.active: list[SimRequest] = []
@@ -68,10 +71,6 @@ class Instance:
         self.fin_heap: list[tuple[int, int, SimRequest]] = []
         self.pending_join: deque[SimRequest] = deque()
         self.incoming: deque[tuple[SimRequest, Instance]] = deque()
-        self.t_run = 0
-        self.kv_other = 0
-        self.kv_seqs = 0
-        self.kv_peak_blocks = 0
         self.g = 0
         self.version = 0
         self.busy = False
@@ -80,29 +79,21 @@ class Instance:
         self.iterations = 0
         self.busy_s = 0.0
         self.preemptions = 0
-        self.max_run: int | None = None
         self.switching_to: str | None = None
         self.migrate_on_switch = True
         self.reconfig_s = 0.0
         self._reconfiguring = False
         self.role_changes = 0
-        self.throttled = False
         self.recent_ttft: deque[tuple[float, float]] = deque()
         self.recent_tpot: deque[tuple[float, float]] = deque()
-
-        self.st_t0 = 0.0
-        self.st_k = 0
-        self.st_b = 0
-        self.st_c0 = 0
-        self.st_alpha = 0.0
-        self.st_beta = 0.0
-        self.st_d0 = 0.0
-        self.st_first_scale = 1.0
-        self.st_first_start = 0.0
-        self.st_chunks: list[tuple[SimRequest, int]] = []
-        self.st_shape: BatchShape | None = None
-        self.st_joiners: list[SimRequest] = []
-        self.st_end = 0.0
+        self.prompt_tokens = 0
+        """Prompt tokens prefilled here, recomputation after preemption included (monotonic)."""
+        self.output_tokens = 0
+        """Output tokens generated here (monotonic)."""
+        self.completed = 0
+        """Requests that finished here (monotonic)."""
+        self._decision: StepDecision | None = None
+        self._phase = "decode"
 
     # ---- load, as routers see it ----
     @property
@@ -110,33 +101,78 @@ class Instance:
         return len(self.running) + len(self.pending_join) + len(self.incoming)
 
     @property
+    def kv_blocks(self) -> int:
+        return self.kv.blocks
+
+    @property
     def kv_used_blocks(self) -> int:
-        return (self.kv_other + self.t_run + self.kv_seqs * (self.block_size - 1)) // self.block_size
+        return self.kv.used_blocks()
 
     @property
     def kv_live_blocks(self) -> int:
         """KV in use now, counting the decode iterations of the current run completed so far."""
-        t_run = self.t_run
-        if self.busy and self.st_shape is None and self.st_k > 1:
-            t_run += self.st_b * self._iters_done(self.loop.now - self.st_t0)
-        return (self.kv_other + t_run + self.kv_seqs * (self.block_size - 1)) // self.block_size
+        run = self.run
+        if self.busy and run.shape is None and run.k > 1:
+            return self.kv.used_blocks(run.b * run.iters_done(self.loop.now - run.t0))
+        return self.kv.used_blocks()
 
-    def _fits(self, tokens: int, extra_seqs: int = 1) -> bool:
-        blocks = (self.kv_other + self.t_run + tokens + (self.kv_seqs + extra_seqs) * (self.block_size - 1)) \
-            // self.block_size
-        return blocks + len(self.running) <= self.kv_blocks
+    @property
+    def throttled(self) -> bool:
+        return self.clock.throttled
 
-    def _note_kv(self) -> None:
-        used = self.kv_used_blocks
-        if used > self.kv_peak_blocks:
-            self.kv_peak_blocks = used
+    # ---- the StepView the governor sees ----
+    @property
+    def now_s(self) -> float:
+        return self.loop.now
+
+    @property
+    def phase(self) -> str:
+        return self._phase
+
+    @property
+    def shape(self) -> BatchShape:
+        return self.run.current_shape()
+
+    @property
+    def kv_usage(self) -> float:
+        return self.kv_live_blocks / self.kv.blocks if self.kv.blocks else 0.0
+
+    @property
+    def cap_w(self) -> float:
+        return self.clock.cap_w
+
+    @property
+    def locked_clock_mhz(self) -> int | None:
+        return self.clock.lock_mhz
+
+    @property
+    def gpu(self) -> GpuSpec:
+        return self.clock.spec
+
+    @property
+    def latency(self) -> LatencyModel:
+        return self.clock.latency
+
+    @property
+    def power(self) -> PowerModel:
+        return self.clock.power
+
+    def queued_prompts(self) -> Sequence[tuple[float, int]]:
+        return [(r.arrival, r.target) for r in self.waiting]
+
+    def recent_ttft_s(self) -> Sequence[float]:
+        return _recent(self.recent_ttft, self.loop.now)
+
+    def recent_tpot_s(self) -> Sequence[float]:
+        return _recent(self.recent_tpot, self.loop.now)
 
     # ---- entry points ----
-    def enqueue_prefill(self, req: SimRequest) -> None:
+    def enqueue_prefill(self, req: SimRequest, wake: bool = True) -> None:
         req.prefill_inst = self.iid
         self.waiting.append(req)
         self.pending_prefill_tokens += req.target
-        self.poke()
+        if wake:
+            self.poke()
 
     def accept_handoff(self, req: SimRequest, src: Instance) -> None:
         """Queue a hand-off; the scheduler reserves KV for it and starts the pull at the next
@@ -146,23 +182,20 @@ class Instance:
         self.poke()
 
     def _start_transfers(self) -> None:
-        now = self.loop.now
+        kv = self.kv
         while self.incoming:
             req, src = self.incoming[0]
             need = req.kv_held
-            if not self._fits(need):
-                if self.kv_seqs == 0:
+            if not kv.fits(need, len(self.running)):
+                if kv.seqs == 0:
                     self.incoming.popleft()
                     src.release_handoff(req)
-                    self.cluster.fail(req, "kv_capacity")
+                    self.host.fail(req, "kv_capacity")
                     continue
                 break
             self.incoming.popleft()
-            self.kv_other += need
-            self.kv_seqs += 1
-            self._note_kv()
-            link = self.cluster.link_between(src, self)
-            done = link.submit(now, need * self.kv_bytes_per_token_rank)
+            kv.reserve(need)
+            done = self.host.transfer(src, self, need * self.kv_bytes_per_token_rank)
             self.loop.at(done, self._transfer_done, (req, src))
 
     def _transfer_done(self, arg: tuple[SimRequest, Instance]) -> None:
@@ -173,28 +206,27 @@ class Instance:
         self.poke()
 
     def release_handoff(self, req: SimRequest) -> None:
-        self.kv_other -= req.kv_held
-        self.kv_seqs -= 1
+        self.kv.release(req.kv_held)
         self.poke()
 
     def poke(self) -> None:
         """Something changed that the scheduler should see at the next iteration boundary."""
         if not self.busy:
             self.plan()
-        elif self.st_k > 1:
+        elif self.run.k > 1:
             self._split(None)
 
     def on_clock_change(self) -> None:
         """A cap settled or a clock lock changed: the in-flight iteration finishes at the new clock."""
-        self.refresh_limits()
+        self.clock.refresh(self.gpus)
         if self.busy:
-            self._split(self._current_shape())
+            self._split(self.run.current_shape())
 
     # ---- scheduling ----
     def plan(self) -> None:
-        loop = self.loop
-        now = loop.now
+        now = self.loop.now
         running = self.running
+        kv = self.kv
         switching = self.switching_to is not None
         if switching:
             self._evacuate()
@@ -203,31 +235,29 @@ class Instance:
         joiners: list[SimRequest] = []
         while not switching and self.pending_join and len(running) < self.max_seqs:
             req = self.pending_join.popleft()
-            self.kv_other -= req.kv_held
+            kv.other -= req.kv_held
             self._join(req)
             joiners.append(req)
         while not switching and self.waiting and len(running) + len(self.active) < self.max_seqs:
             req = self.waiting[0]
-            if not self._fits(req.target):
-                if self.kv_seqs == 0:
+            if not kv.fits(req.target, len(running)):
+                if kv.seqs == 0:
                     self.waiting.popleft()
                     self.pending_prefill_tokens -= req.target
-                    self.cluster.fail(req, "kv_capacity")
+                    self.host.fail(req, "kv_capacity")
                     continue
                 break
             self.waiting.popleft()
             self.active.append(req)
-            self.kv_other += req.target
-            self.kv_seqs += 1
+            kv.other += req.target
+            kv.seqs += 1
             req.kv_held = req.target
             req.state = PREFILL
             if req.t_scheduled < 0:
                 req.t_scheduled = now
-        self._note_kv()
-        self.st_joiners = joiners
-        self.st_first_scale = 1.0
-        self.st_first_start = now
-        self.st_t0 = now
+        kv.note()
+        self.run.joiners = joiners
+        self.run.begin(now)
         if self.active:
             budget = self.token_budget - len(running)
             if budget > 0 and self._room_for_one_iteration():
@@ -237,105 +267,27 @@ class Instance:
             self._start_run()
             return
         self.busy = False
-        self.st_k = 0
+        self.run.k = 0
         for g in self.gpus:
-            g.set_power(now, self.power.idle_w)
-        if switching and not self._reconfiguring and self.kv_seqs == 0 and not self.active:
+            g.set_power(now, self.clock.power.idle_w)
+        if switching and not self._reconfiguring and kv.seqs == 0 and not self.active:
             self._reconfiguring = True
-            loop.at(now + self.reconfig_s, self._finish_switch, None)
-
-    # ---- role changes ----
-    def begin_switch(self, role: str, reconfig_s: float, migrate: bool) -> None:
-        """Stop taking new work, hand queued work to peers, drain (or migrate) what runs here,
-        then pay the reconfiguration time. Weights stay loaded; only the role changes."""
-        self.switching_to = role
-        self.reconfig_s = reconfig_s
-        self.migrate_on_switch = migrate
-        self.poke()
-
-    def _evacuate(self) -> None:
-        cluster = self.cluster
-        while self.waiting:
-            req = self.waiting.popleft()
-            self.pending_prefill_tokens -= req.target
-            cluster.route_prefill(req)
-        while self.incoming:
-            req, src = self.incoming.popleft()
-            cluster.handoff(req, src)
-        if not self.migrate_on_switch or self.busy:
-            return
-        while self.pending_join:
-            req = self.pending_join.popleft()
-            req.state = TRANSFER
-            cluster.handoff(req, self)
-        for req in list(self.running):
-            del self.running[req]
-            generated = req.output - (req.fin - self.g)
-            kv = req.prompt + generated - 1
-            self.t_run -= kv
-            self.kv_other += kv
-            req.kv_held = kv
-            req.generated = generated
-            rm = self.runmax.query(req.g_join)
-            if rm > req.max_itl:
-                req.max_itl = rm
-            req.state = TRANSFER
-            cluster.handoff(req, self)
-        self.fin_heap.clear()
-
-    def _finish_switch(self, _: object) -> None:
-        self.role = self.switching_to or self.role
-        self.switching_to = None
-        self._reconfiguring = False
-        self.role_changes += 1
-        self.cluster.role_events.append((self.loop.now, self.iid, self.role))
-        self._hint = [None, None]
-        self.token_budget = self.cluster.token_budget(self.role)
-        self.cluster.refresh_routing()
-        self.poke()
+            self.loop.at(now + self.reconfig_s, self._finish_switch, None)
 
     def _room_for_one_iteration(self) -> bool:
         """Preempt the newest decodes until one more iteration's KV growth fits."""
-        bs = self.block_size
-        while self.running:
-            grow = len(self.running)
-            if (self.kv_other + self.t_run + grow + self.kv_seqs * (bs - 1)) // bs <= self.kv_blocks:
-                return True
+        while self.running and not self.kv.growth_fits(len(self.running)):
             self._preempt_newest()
         return True
 
     def _join(self, req: SimRequest) -> None:
         req.state = DECODE
         req.kv_held = req.prompt + req.generated - 1
-        self.t_run += req.kv_held
+        self.kv.run += req.kv_held
         req.g_join = self.g
         req.fin = self.g + (req.output - req.generated)
         self.running[req] = None
         heapq.heappush(self.fin_heap, (req.fin, req.rid, req))
-
-    def refresh_limits(self) -> None:
-        """Re-read the caps in force and clock locks of this instance's GPUs. TP ranks run in
-        lockstep, so the tightest cap and lowest lock set the clock for all of them."""
-        self.cap_w = min(g.cap_w for g in self.gpus)
-        locks = [g.locked_clock_mhz for g in self.gpus if g.locked_clock_mhz is not None]
-        self.lock_mhz = min(locks) if locks else None
-        top = len(self._clocks) - 1
-        while top > 0 and self.lock_mhz is not None and self._clocks[top] > self.lock_mhz:
-            top -= 1
-        self._top = top
-
-    def _op(self, shape: BatchShape, kind: int) -> OperatingPoint:
-        op = operating_point(self.spec, self.latency, self.power, shape, self.cap_w, self.lock_mhz,
-                             self._hint[kind], self._clocks)
-        self._hint[kind] = op.index
-        self.throttled = op.index < self._top
-        return op
-
-    def _apply_power(self, op: OperatingPoint) -> None:
-        now = self.loop.now
-        for g in self.gpus:
-            g.set_power(now, op.power_w)
-            g.clock_mhz = op.clock_mhz
 
     def _start_mixed(self, budget: int) -> None:
         chunks: list[tuple[SimRequest, int]] = []
@@ -355,18 +307,19 @@ class Instance:
             if budget <= 0:
                 break
         b = len(self.running)
+        t_run = self.kv.run
         shape = BatchShape(prefill_tokens=pt, prefill_seqs=seqs, prefill_attn_pairs=pairs, prefill_ctx=pctx,
-                           decode_seqs=b, decode_ctx=self.t_run + b)
-        op = self._op(shape, _MIXED)
-        self.st_chunks = chunks
-        self.st_shape = shape
-        self.st_k = 1
-        self.st_b = b
-        self.st_c0 = self.t_run + b
-        self.st_d0 = op.cost.time_s
-        self._launch(op, op.cost.time_s)
+                           decode_seqs=b, decode_ctx=t_run + b)
+        run = self.run
+        run.mixed(shape, chunks, b, t_run + b, 0.0)
+        self._phase = "mixed" if b else "prefill"
+        self._decision = decision = self.governor.decide(self)
+        op = self.clock.choose(shape, _MIXED, decision.clock_mhz)
+        run.d0 = op.cost.time_s
+        self._launch(op, op.cost.time_s, self.clock.prefill_share(shape, op.clock_mhz))
 
     def _start_run(self) -> None:
+        kv = self.kv
         while True:
             b = len(self.running)
             if b == 0:
@@ -376,8 +329,7 @@ class Instance:
             while heap and (heap[0][2] not in self.running or heap[0][2].fin != heap[0][0]):
                 heapq.heappop(heap)
             k = heap[0][0] - self.g
-            bs = self.block_size
-            k_kv = ((self.kv_blocks + 1) * bs - 1 - self.kv_other - self.t_run - self.kv_seqs * (bs - 1)) // b
+            k_kv = kv.iterations_left(b)
             if k_kv >= 1:
                 break
             self._preempt_newest()
@@ -385,106 +337,76 @@ class Instance:
             k = k_kv
         if self.max_run is not None and k > self.max_run:
             k = self.max_run
-        c0 = self.t_run + b
-        op = self._op(BatchShape(decode_seqs=b, decode_ctx=int(c0 + b * (k - 1) / 2)), _DECODE)
-        alpha, beta = self.latency.decode_coeffs(b, op.clock_mhz)
-        self.st_chunks = []
-        self.st_shape = None
-        self.st_k = k
-        self.st_b = b
-        self.st_c0 = c0
-        self.st_alpha = alpha
-        self.st_beta = beta
-        self.st_d0 = alpha + beta * c0
-        self._launch(op, self._run_time(k))
+        c0 = kv.run + b
+        run = self.run
+        run.decode(k, b, c0, 0.0, 0.0)
+        self._phase = "decode"
+        self._decision = decision = self.governor.decide(self)
+        if decision.hold_iters < k:
+            k = run.k = decision.hold_iters
+        op = self.clock.choose(BatchShape(decode_seqs=b, decode_ctx=int(c0 + b * (k - 1) / 2)), _DECODE,
+                               decision.clock_mhz)
+        alpha, beta = self.clock.latency.decode_coeffs(b, op.clock_mhz)
+        run.decode(k, b, c0, alpha, beta)
+        self._launch(op, run.run_time(k), 0.0)
 
-    def _run_time(self, k: int) -> float:
-        """Time from st_t0 to the end of iteration k of the current run."""
-        a, bt, c0, b = self.st_alpha, self.st_beta, self.st_c0, self.st_b
-        full = k * (a + bt * c0) + bt * b * k * (k - 1) / 2.0
-        return full - (1.0 - self.st_first_scale) * self.st_d0
-
-    def _launch(self, op: OperatingPoint, duration: float) -> None:
-        self._apply_power(op)
+    def _launch(self, op: OperatingPoint, duration: float, prefill_share: float) -> None:
+        now = self.loop.now
+        for g in self.gpus:
+            g.set_power(now, op.power_w, prefill_share)
+            g.set_clock(now, op.clock_mhz)
         self.busy = True
         self.version += 1
-        self.st_end = self.st_t0 + duration
-        self.loop.at(self.st_end, self._on_step_end, self.version)
-
-    def _current_shape(self) -> BatchShape:
-        if self.st_shape is not None:
-            return self.st_shape
-        return BatchShape(decode_seqs=self.st_b, decode_ctx=self.st_c0)
+        self.run.end = self.run.t0 + duration
+        self.loop.at(self.run.end, self._on_step_end, self.version)
 
     def _split(self, new_shape: BatchShape | None) -> None:
         """End the current step at the iteration in flight. With new_shape, the rest of that iteration
         runs at the operating point the new caps allow."""
         now = self.loop.now
-        if self.st_k > 1:
-            tau = now - self.st_t0
-            j = self._iters_done(tau)
-            if j + 1 < self.st_k or new_shape is not None:
+        run = self.run
+        if run.k > 1:
+            j = run.iters_done(now - run.t0)
+            if j + 1 < run.k or new_shape is not None:
                 if j > 0:
-                    t_j = self.st_t0 + self._run_time(j)
+                    t_j = run.t0 + run.run_time(j)
                     self._book_decode(j, t_j)
-                    self.st_c0 += j * self.st_b
-                    self.st_t0 = t_j
-                    self.st_first_start = t_j
-                    self.st_first_scale = 1.0
-                    self.st_d0 = self.st_alpha + self.st_beta * self.st_c0
-                    self.st_joiners = []
-                self.st_k = 1
+                    run.rebase(j, t_j)
+                run.k = 1
         if new_shape is None:
-            if self.st_end != self.st_t0 + self._step_time():
+            end = run.t0 + run.step_time()
+            if run.end != end:
                 self.version += 1
-                self.st_end = self.st_t0 + self._step_time()
-                self.loop.at(self.st_end, self._on_step_end, self.version)
+                run.end = end
+                self.loop.at(end, self._on_step_end, self.version)
             return
-        in_flight_end = self.st_t0 + self._step_time()
-        remaining = max(0.0, (in_flight_end - now) / self.st_d0) if self.st_d0 > 0 else 0.0
-        if self.st_k == 1 and self.st_shape is None:
-            new_shape = BatchShape(decode_seqs=self.st_b, decode_ctx=self.st_c0)
-        op = self._op(new_shape, _DECODE if self.st_shape is None else _MIXED)
-        if self.st_shape is None:
-            self.st_alpha, self.st_beta = self.latency.decode_coeffs(self.st_b, op.clock_mhz)
-            d_new = self.st_alpha + self.st_beta * self.st_c0
+        in_flight_end = run.t0 + run.step_time()
+        remaining = max(0.0, (in_flight_end - now) / run.d0) if run.d0 > 0 else 0.0
+        decode = run.shape is None
+        if run.k == 1 and decode:
+            new_shape = BatchShape(decode_seqs=run.b, decode_ctx=run.c0)
+        requested = self._decision.clock_mhz if self._decision is not None else None
+        op = self.clock.choose(new_shape, _DECODE if decode else _MIXED, requested)
+        if decode:
+            run.alpha, run.beta = self.clock.latency.decode_coeffs(run.b, op.clock_mhz)
+            d_new = run.alpha + run.beta * run.c0
+            share = 0.0
         else:
             d_new = op.cost.time_s
-        self.st_t0 = now
-        self.st_d0 = d_new
-        self.st_first_scale = remaining
-        self._launch(op, remaining * d_new)
-
-    def _step_time(self) -> float:
-        if self.st_shape is not None:
-            return self.st_first_scale * self.st_d0
-        return self._run_time(self.st_k)
-
-    def _iters_done(self, tau: float) -> int:
-        """Completed iterations of the current run by tau seconds after st_t0."""
-        first = self.st_first_scale * self.st_d0
-        if tau < first:
-            return 0
-        a = self.st_beta * self.st_b / 2.0
-        b = self.st_d0 - a
-        c = -(tau + (1.0 - self.st_first_scale) * self.st_d0)
-        j = int((-b + math.sqrt(b * b - 4 * a * c)) / (2 * a)) if a > 0 else int(-c / b)
-        j = max(0, min(j, self.st_k))
-        while j > 0 and self._run_time(j) > tau:
-            j -= 1
-        while j < self.st_k and self._run_time(j + 1) <= tau:
-            j += 1
-        return j
+            share = self.clock.prefill_share(new_shape, op.clock_mhz)
+        run.rescale(now, d_new, remaining)
+        self._launch(op, remaining * d_new, share)
 
     def _book_decode(self, k: int, t_end: float) -> None:
         """Account k completed iterations of the decode batch, the last ending at t_end."""
-        b = self.st_b
+        run = self.run
+        b = run.b
         if b == 0 or k == 0:
             return
-        hist = self.cluster.itl_hist
-        t_first_end = self.st_t0 + self.st_first_scale * self.st_d0 if self.st_shape is None else t_end
-        it_first = t_first_end - self.st_first_start
-        joiners = [r for r in self.st_joiners if r.state == DECODE and r in self.running]
+        hist = self.itl_hist
+        t_first_end = run.t0 + run.first_scale * run.d0 if run.shape is None else t_end
+        it_first = t_first_end - run.first_start
+        joiners = [r for r in run.joiners if r.state == DECODE and r in self.running]
         for req in joiners:
             gap = t_first_end - req.t_last_token
             hist.add(gap)
@@ -494,45 +416,49 @@ class Instance:
             hist.add(it_first, b - len(joiners))
         last = it_first
         if k > 1:
-            d1 = self.st_alpha + self.st_beta * (self.st_c0 + b)
-            last = self.st_alpha + self.st_beta * (self.st_c0 + (k - 1) * b)
+            d1 = run.alpha + run.beta * (run.c0 + b)
+            last = run.alpha + run.beta * (run.c0 + (k - 1) * b)
             hist.add_linear(d1, last, k - 1, b)
         self.g += k
-        self.t_run += b * k
+        self.kv.run += b * k
         self.iterations += k
+        self.output_tokens += b * k
         self.runmax.append(self.g, max(it_first, last))
-        self._note_kv()
+        self.kv.note()
         heap = self.fin_heap
         while heap and heap[0][0] <= self.g:
             fin, _, req = heapq.heappop(heap)
             if req in self.running and req.fin == fin:
                 self._finish_decode(req, t_end)
 
-    def _finish_decode(self, req: SimRequest, t: float) -> None:
-        del self.running[req]
-        self.t_run -= req.prompt + req.output - 1
-        self.kv_seqs -= 1
-        req.generated = req.output
-        rm = self.runmax.query(req.g_join)
-        if rm > req.max_itl:
-            req.max_itl = rm
-        req.t_last_token = t
-        req.state = DONE
-        if req.output > 1:
-            self.recent_tpot.append((t, (t - req.t_first_token) / (req.output - 1)))
-        self.cluster.complete(req, t)
-
-    def _preempt_newest(self) -> None:
-        req = next(reversed(self.running))
+    def _detach(self, req: SimRequest) -> int:
+        """Take a decoding request out of the running batch with its KV accounted up to the last
+        completed iteration; returns the KV tokens it holds (prompt + generated - 1)."""
         del self.running[req]
         generated = req.output - (req.fin - self.g)
-        self.t_run -= req.prompt + generated - 1
-        self.kv_seqs -= 1
+        kv = req.prompt + generated - 1
+        self.kv.run -= kv
         req.generated = generated
         rm = self.runmax.query(req.g_join)
         if rm > req.max_itl:
             req.max_itl = rm
-        req.target = req.prompt + generated
+        return kv
+
+    def _finish_decode(self, req: SimRequest, t: float) -> None:
+        self._detach(req)
+        self.kv.seqs -= 1
+        req.t_last_token = t
+        req.state = DONE
+        if req.output > 1:
+            self.recent_tpot.append((t, (t - req.t_first_token) / (req.output - 1)))
+        self.completed += 1
+        self.host.complete(req, t)
+
+    def _preempt_newest(self) -> None:
+        req = next(reversed(self.running))
+        self._detach(req)
+        self.kv.seqs -= 1
+        req.target = req.prompt + req.generated
         req.prefilled = 0
         req.preemptions += 1
         req.state = QUEUED
@@ -544,42 +470,93 @@ class Instance:
         if version != self.version:
             return
         now = self.loop.now
-        self.busy_s += now - self.st_t0
-        if self.st_shape is not None:
-            self.iterations += 1 if self.st_b == 0 else 0
+        run = self.run
+        self.busy_s += now - run.t0
+        if run.shape is not None:
+            self.iterations += 1 if run.b == 0 else 0
             self._book_decode(1, now)
-            for req, n in self.st_chunks:
+            for req, n in run.chunks:
                 req.prefilled += n
                 self.pending_prefill_tokens -= n
+                self.prompt_tokens += n
                 if req.prefilled >= req.target:
                     self._prefill_done(req, now)
         else:
-            self._book_decode(self.st_k, now)
+            self._book_decode(run.k, now)
         self.busy = False
         self.plan()
 
     def _prefill_done(self, req: SimRequest, t: float) -> None:
         self.active.remove(req)
         req.generated += 1
+        self.output_tokens += 1
         if req.t_first_token < 0:
             req.t_first_token = t
             self.recent_ttft.append((t, t - req.arrival))
         else:
             gap = t - req.t_last_token
-            self.cluster.itl_hist.add(gap)
+            self.itl_hist.add(gap)
             if gap > req.max_itl:
                 req.max_itl = gap
         req.t_last_token = t
         if req.generated >= req.output:
-            self.kv_other -= req.kv_held
-            self.kv_seqs -= 1
+            self.kv.release(req.kv_held)
             req.state = DONE
-            self.cluster.complete(req, t)
+            self.completed += 1
+            self.host.complete(req, t)
         elif self.role == "prefill":
             req.state = TRANSFER
-            self.cluster.handoff(req, self)
+            self.host.hand_off(req, self)
         else:
             self.pending_join.append(req)
 
+    # ---- role changes ----
+    def begin_switch(self, role: str, reconfig_s: float, migrate: bool) -> None:
+        """Stop taking new work, hand queued work to peers, drain (or migrate) what runs here,
+        then pay the reconfiguration time. Weights stay loaded; only the role changes."""
+        self.switching_to = role
+        self.reconfig_s = reconfig_s
+        self.migrate_on_switch = migrate
+        self.poke()
 
-__all__ = ["DONE", "FAILED", "Instance", "ROLES"]
+    def _evacuate(self) -> None:
+        host = self.host
+        while self.waiting:
+            req = self.waiting.popleft()
+            self.pending_prefill_tokens -= req.target
+            host.route(req)
+        while self.incoming:
+            req, src = self.incoming.popleft()
+            host.hand_off(req, src)
+        if not self.migrate_on_switch or self.busy:
+            return
+        while self.pending_join:
+            req = self.pending_join.popleft()
+            req.state = TRANSFER
+            host.hand_off(req, self)
+        for req in list(self.running):
+            kv = self._detach(req)
+            self.kv.other += kv
+            req.kv_held = kv
+            req.state = TRANSFER
+            host.hand_off(req, self)
+        self.fin_heap.clear()
+
+    def _finish_switch(self, _: object) -> None:
+        self.role = self.switching_to or self.role
+        self.switching_to = None
+        self._reconfiguring = False
+        self.role_changes += 1
+        self.clock = StepClock(self.clock.spec, self.clock.latency, self.clock.power)
+        self.clock.refresh(self.gpus)
+        self.token_budget = self.token_budgets[self.role]
+        self.host.role_changed(self)
+        self.poke()
+
+
+def _recent(window: deque[tuple[float, float]], now: float) -> list[float]:
+    lo = now - RECENT_S
+    return [v for t, v in window if t >= lo]
+
+
+__all__ = ["DONE", "Instance", "ROLES"]

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
-import numpy as np
+from typing import Protocol
 
-from wattserve.sim.request import SimRequest
+import numpy as np
 
 PENDING, COMPLETED, FAILED = 0, 1, 2
 STATUS_NAMES = {PENDING: "pending", COMPLETED: "completed", FAILED: "failed"}
+
+
+class FinishedRequest(Protocol):
+    """What the records read of a request when it ends (the simulator's request satisfies it)."""
+
+    rid: int
+    arrival: float
+    t_first_token: float
+    t_scheduled: float
+    max_itl: float
+    prefill_inst: int
+    decode_inst: int
+    preemptions: int
 
 
 class RequestRecords:
@@ -30,7 +43,7 @@ class RequestRecords:
     def __len__(self) -> int:
         return len(self.arrival)
 
-    def complete(self, req: SimRequest, t: float) -> None:
+    def complete(self, req: FinishedRequest, t: float) -> None:
         i = req.rid
         self.status[i] = COMPLETED
         self.ttft[i] = req.t_first_token - req.arrival
@@ -41,7 +54,7 @@ class RequestRecords:
         self.decode_inst[i] = req.decode_inst
         self.preemptions[i] = req.preemptions
 
-    def fail(self, req: SimRequest, reason: str) -> None:
+    def fail(self, req: FinishedRequest, reason: str) -> None:
         self.status[req.rid] = FAILED
         self.fail_reason[req.rid] = reason
         self.prefill_inst[req.rid] = req.prefill_inst

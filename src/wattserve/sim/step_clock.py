@@ -1,0 +1,76 @@
+"""Where one instance's next step runs: SM clock, time and power under its cap, lock and governor.
+
+TP ranks run in lockstep, so the tightest cap and the lowest clock lock of an instance's GPUs set
+the clock for all of them. A governor's request acts like a further lock for that step (as
+`nvidia-smi -lgc` does): the step runs at the highest supported clock at or below every lock whose
+power fits the cap (`perf.operating_point`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from wattserve.catalog.gpus import GpuSpec
+from wattserve.catalog.models import BatchShape
+from wattserve.perf.latency import LatencyModel
+from wattserve.perf.operating_point import OperatingPoint, operating_point
+from wattserve.perf.power import PowerModel
+from wattserve.sim.gpu import SimGpu
+
+MIXED, DECODE = 0, 1
+
+
+class StepClock:
+    __slots__ = ("spec", "latency", "power", "clocks", "cap_w", "lock_mhz", "top", "throttled", "_hint")
+
+    def __init__(self, spec: GpuSpec, latency: LatencyModel, power: PowerModel) -> None:
+        self.spec = spec
+        self.latency = latency
+        self.power = power
+        self.clocks = spec.clocks
+        self.cap_w = spec.cap_max_w
+        self.lock_mhz: int | None = None
+        self.top = len(self.clocks) - 1
+        self.throttled = False
+        self._hint: list[int | None] = [None, None]
+
+    def refresh(self, gpus: Sequence[SimGpu]) -> None:
+        """Re-read the caps in force and the clock locks of the instance's GPUs."""
+        self.cap_w = min(g.cap_w for g in gpus)
+        locks = [g.locked_clock_mhz for g in gpus if g.locked_clock_mhz is not None]
+        self.lock_mhz = min(locks) if locks else None
+        top = len(self.clocks) - 1
+        while top > 0 and self.lock_mhz is not None and self.clocks[top] > self.lock_mhz:
+            top -= 1
+        self.top = top
+
+    def choose(self, shape: BatchShape, kind: int, requested_mhz: int | None) -> OperatingPoint:
+        """The operating point of a step of this shape; `throttled` says whether the cap set it."""
+        lock = self.lock_mhz
+        governed = requested_mhz is not None and (lock is None or requested_mhz < lock)
+        if governed:
+            lock = requested_mhz
+        op = operating_point(self.spec, self.latency, self.power, shape, self.cap_w, lock, self._hint[kind],
+                             self.clocks)
+        self._hint[kind] = op.index
+        top = self.top
+        if governed:
+            while top > 0 and self.clocks[top] > lock:  # type: ignore[operator]
+                top -= 1
+        self.throttled = op.index < top
+        return op
+
+    def prefill_share(self, shape: BatchShape, clock_mhz: int) -> float:
+        """The prefill part of a step's modelled time: 1 for prompt chunks alone, 0 for decode alone,
+        and for a mixed step t_prefill / (t_prefill + t_decode), each phase timed on its own at the
+        step's clock (the rule summary.json's prefill/decode energy split uses)."""
+        if shape.decode_seqs == 0:
+            return 1.0
+        if shape.prefill_tokens == 0:
+            return 0.0
+        lat = self.latency
+        tp = lat.iteration(BatchShape(prefill_tokens=shape.prefill_tokens, prefill_seqs=shape.prefill_seqs,
+                                      prefill_attn_pairs=shape.prefill_attn_pairs, prefill_ctx=shape.prefill_ctx),
+                           clock_mhz).time_s
+        td = lat.iteration(BatchShape(decode_seqs=shape.decode_seqs, decode_ctx=shape.decode_ctx), clock_mhz).time_s
+        return tp / (tp + td) if tp + td > 0 else 0.0
