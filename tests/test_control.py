@@ -154,9 +154,15 @@ def test_role_switch_mid_run_loses_nothing() -> None:
         assert inst.kv_peak_blocks <= inst.kv_blocks and inst.kv_seqs == 0
 
 
-@pytest.mark.parametrize("policy", ["static", "static-split", "rapid-power", "rapid-roles", "rapid"])
-def test_every_policy_runs_under_budget(policy: str) -> None:
-    cluster = small_cluster(n=300, rate=30.0)
+@pytest.mark.parametrize(("policy", "start_caps"), [
+    ("static", (500, 500, 500, 500)), ("static-split", (650, 650, 350, 350)), ("rapid-power", (500, 500, 500, 500)),
+    ("rapid-roles", (500, 500, 500, 500)), ("rapid", (500, 500, 500, 500)),
+])
+def test_every_policy_runs_under_budget(policy: str, start_caps: tuple[float, ...]) -> None:
+    """The cluster starts 200 W over the budget with unequal caps (700 W prefill, 400 W decode), so
+    a policy that did nothing would leave caps the guard merely scaled down (629/371 W), not the
+    caps the policy sets at start; and from the moment its lowers settle, the sum stays under."""
+    cluster = small_cluster(n=300, rate=30.0, prefill_cap_w=700.0, decode_cap_w=400.0)
     signal = BudgetSignal.constant(2000.0)
     backend = SimBackend(cluster, signal, 1.0, 0.05)
     guard = BudgetGuard(backend, signal)
@@ -164,7 +170,12 @@ def test_every_policy_runs_under_budget(policy: str) -> None:
     ControlLoop(backend, guard, [make_controller(policy, **params)]).start()
     cluster.run()
     t, s = in_force_sum(cluster)
-    assert s.max() <= 2000.0 + 1e-6
+    assert s[0] == pytest.approx(2200.0), "the start must be over budget for this test to mean anything"
+    assert s[t >= backend.cap_settle_s].max() <= 2000.0 + 1e-6
+    before_first_decide = 0.95
+    caps = [g.cap_values[int(np.searchsorted(np.asarray(g.cap_times), before_first_decide, side="right")) - 1]
+            for g in cluster.gpus]
+    assert caps == pytest.approx(start_caps, abs=1e-3)
     assert np.all(cluster.records.status == COMPLETED)
 
 

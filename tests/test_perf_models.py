@@ -64,9 +64,26 @@ def test_cap_gives_highest_clock_that_fits() -> None:
     assert clocks == sorted(clocks)
 
 
-def test_locked_clock_is_respected() -> None:
-    o = op(BatchShape.decode(16, 1000), cap=700, clock=1200)
-    assert o.clock_mhz <= 1200
+def test_locked_clock_runs_at_the_lock_when_the_cap_allows() -> None:
+    """A lock is a ceiling the GPU reaches, not merely one it stays under: at 1200 MHz with room
+    under the cap the iteration runs at exactly 1200 MHz, slower than unlocked and faster than at
+    the minimum clock (a model that dropped to the minimum clock would pass `<= 1200`)."""
+    shape = BatchShape.prefill(2048)
+    free, lo = op(shape), op(shape, clock=H100.clock_min_mhz)
+    locked = op(shape, clock=1200)
+    assert locked.clock_mhz == 1200
+    assert free.clock_mhz > 1200 > lo.clock_mhz
+    assert free.cost.time_s < locked.cost.time_s < lo.cost.time_s
+    assert locked.power_w < free.power_w
+    assert op(shape, clock=1209).clock_mhz == 1200, "a lock between steps runs at the step below it"
+
+
+def test_cap_below_the_locked_clock_power_wins() -> None:
+    shape = BatchShape.prefill(2048)
+    capped = op(shape, cap=300)
+    both = op(shape, cap=300, clock=1800)
+    assert both.clock_mhz == capped.clock_mhz < 1800
+    assert both.power_w <= 300 + 1e-9
 
 
 def test_splitwise_cap_sensitivity() -> None:
