@@ -97,6 +97,71 @@ def test_bad_input_is_one_line_exit_2(args: list[str], needle: str, tmp_path: Pa
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize(("args", "needle"), [
+    (["simulate", "--trace", "{binary}"], "trace: file"),
+    (["simulate", "--trace", "{latin1}"], "not UTF-8"),
+    (["simulate", "--config", "{binary}"], "config"),
+    (["simulate", "--trace", "{folder}"], "is a folder"),
+    (["simulate", "--config", "{folder}"], "is a folder"),
+    (["simulate", "--rate", "inf"], "workload.rate: Input should be a finite number"),
+    (["simulate", "--duration", "inf"], "workload.duration_s: Input should be a finite number"),
+    (["simulate", "--rate", "nan"], "workload.rate"),
+    (["simulate", "--power-cap", "inf"], "cluster.power_cap_w"),
+    (["simulate", "--budget", "inf", "--policy", "rapid"], "control.budget_w"),
+    (["simulate", "--policy", "rapid"], "give both a policy"),
+    (["simulate", "--budget", "4000"], "give both a policy"),
+    (["simulate", "--budget", "4000", "--policy", "colocated"], "allowed: static, static-split"),
+    (["simulate", "--governor", "fastest"], "unknown governor 'fastest'; allowed: max-clock"),
+    (["estimate", "--decode-batch", "100000", "--context", "100000"], "does not fit"),
+    (["estimate", "--model", "llama-3.1-70b", "--tp", "1", "--prefill-tokens", "100"], "raise tp"),
+])
+def test_more_bad_input_is_one_line_exit_2(args: list[str], needle: str, tmp_path: Path,
+                                          tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Inputs that used to escape as a traceback (UnicodeDecodeError, OverflowError) or with a wrong
+    message (a folder "does not exist"; a latency for a batch no GPU can hold)."""
+    inputs = tmp_path_factory.mktemp("inputs")
+    (inputs / "binary.csv").write_bytes(bytes(range(256)) * 8)
+    (inputs / "latin1.csv").write_bytes("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.1,12,"
+                                       "\u00e9\n".encode("latin-1"))
+    (inputs / "folder.csv").mkdir()
+    files = {"{binary}": "binary.csv", "{latin1}": "latin1.csv", "{folder}": "folder.csv"}
+    args = [str(inputs / files[a]) if a in files else a for a in args]
+    out = tmp_path / "res"
+    p = run(*args, "--out", str(out)) if args[0] == "simulate" else run(*args)
+    assert p.returncode == 2, (p.stdout, p.stderr)
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in p.stderr, p.stderr
+    assert needle in lines[0], lines[0]
+    assert p.stdout == ""
+    assert not any(tmp_path.iterdir())
+
+
+def test_policy_help_lists_every_controller() -> None:
+    from wattserve.control.registry import CONTROLLERS
+    from wattserve.governors.registry import GOVERNORS
+
+    text = " ".join(run("simulate", "--help").stdout.split())
+    for name in (*CONTROLLERS.names(), *GOVERNORS.names()):
+        assert name in text, name
+    assert "colocated" not in text.split("--policy", 1)[1].split("--trace", 1)[0]
+
+
+def test_actuations_csv_quotes_notes(tmp_path: Path) -> None:
+    import csv
+
+    from wattserve.metrics.outputs import write_actuations_csv
+    from wattserve.seam import Actuation, ActuationLog
+
+    log = ActuationLog()
+    note = 'refused: sum 4,100 W > budget "4,000 W"'
+    log.add(Actuation(time_s=1.5, kind="cap", target=3, value=450.0, status="refused", note=note))
+    path = tmp_path / "actuations.csv"
+    write_actuations_csv(path, log)
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 1 and rows[0]["note"] == note and rows[0]["target"] == "3"
+
+
 def test_bad_config_file(tmp_path: Path) -> None:
     cfg = tmp_path / "c.yaml"
     cfg.write_text("cluster:\n  gpu: h100\n  nodes: 3\n")
@@ -147,5 +212,10 @@ def test_simulate_under_a_budget_with_a_policy(tmp_path: Path) -> None:
     assert s["policy"] == "rapid" and s["max_sum_caps_w"] <= 4000 and s["cap_changes"] > 0
     rows = (out / "actuations.csv").read_text().splitlines()
     assert rows[0].startswith("time_s,kind,target") and len(rows) > 1
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["control"] == {"budget_w": 4000, "policy": "rapid"}
+    again = json.loads(run("simulate", "--config", str(out / "config.yaml"), "--json").stdout)
+    for key in ("policy", "budget_w", "completed", "gpu_energy_j", "max_sum_caps_w", "cap_changes", "role_changes"):
+        assert again[key] == s[key], key
     bad = run("simulate", "--budget", "1000", "--policy", "static")
     assert bad.returncode == 2 and "minimum caps" in bad.stderr

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from wattserve.experiments.compare import rate_at_attainment
 
 
@@ -49,3 +51,22 @@ def test_compare_bad_input(tmp_path: Path) -> None:
                            capture_output=True, text=True, timeout=60)
         assert p.returncode == 2 and needle in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
         assert not (tmp_path / "o").exists()
+
+
+def test_oracle_measures_its_peak_sum_of_caps() -> None:
+    """With a budget above what the caps can spend (8 x 750 W = 6,000 W < 6,500 W), every split the
+    oracle tries is clamped at the GPU's maximum cap: the measured peak is below the budget, so an
+    oracle that wrote the budget instead of measuring would fail here."""
+    from dataclasses import replace
+
+    from wattserve.experiments.oracle import oracle
+    from wattserve.experiments.scenarios import get_scenario
+    from wattserve.experiments.workloads import make_workload
+
+    sc = replace(get_scenario("rapid-mi300x"), budget_w=6500, prefill_caps_w=(450, 750), oracle_prefill_counts=(2, 4))
+    wl = make_workload("longbench-like", 30, 0, per_phase=40)
+    res = oracle(sc, wl, [(0, 40), (40, 80)])
+    sums = [c["prefill"] * c["prefill_cap_w"] + (8 - c["prefill"]) * c["decode_cap_w"] for c in res["oracle_choice"]]
+    assert res["max_sum_caps_w"] == pytest.approx(max(sums))
+    assert res["max_sum_caps_w"] < sc.budget_w
+    assert all(c["max_sum_caps_w"] == pytest.approx(s) for c, s in zip(res["oracle_choice"], sums))

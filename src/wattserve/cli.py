@@ -19,63 +19,47 @@ from wattserve.errors import UsageError
 DEFAULT_DATA = Path("../shared/data")
 
 
+class _Formatter(argparse.HelpFormatter):
+    """Wraps help without breaking names at their hyphens (rapid-roles, max-clock)."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        import textwrap
+
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def _add_simulate(sub: argparse._SubParsersAction) -> None:
+    from wattserve.schema.flag_table import SIMULATE
+    from wattserve.schema.flags import add_flags
+
     p = sub.add_parser("simulate", help="simulate a cluster serving a workload (default: 8x H100, 4P/4D)",
                        description="Simulate a GPU cluster serving an LLM. With no arguments, runs the embedded "
                                    "default: 8x H100, Llama-3.1-8B, 4 prefill + 4 decode, an Azure-conversation-"
-                                   "shaped workload for 600 s, SLO TTFT 1 s / TPOT 50 ms.")
-    p.add_argument("--config", help="scenario YAML (flags override its fields)")
-    g = p.add_argument_group("cluster")
-    g.add_argument("--gpu", help="h100 | h200 | a100 | mi300x")
-    g.add_argument("--model", help="llama-3.1-8b | llama-3.1-70b | llama-2-70b | mixtral-8x7b | qwen3-30b-a3b")
-    g.add_argument("--tp", type=int, help="tensor-parallel GPUs per instance")
-    g.add_argument("--prefill", type=int, help="prefill instances")
-    g.add_argument("--decode", type=int, help="decode instances")
-    g.add_argument("--colocated", type=int, help="colocated (hybrid-batching) instances instead of P/D")
-    g.add_argument("--power-cap", type=float, help="per-GPU power cap, W")
-    g.add_argument("--prefill-cap", type=float, help="per-GPU cap on prefill instances, W")
-    g.add_argument("--decode-cap", type=float, help="per-GPU cap on decode instances, W")
-    g.add_argument("--clock", type=int, help="locked SM clock, MHz")
-    g.add_argument("--router", help="round_robin | least_loaded")
-    g.add_argument("--budget", type=float, help="cluster power budget, W (run a --policy under it)")
-    g.add_argument("--policy", help="static | static-split | rapid-power | rapid-roles | rapid (needs --budget)")
-    w = p.add_argument_group("workload")
-    w.add_argument("--trace", help="Azure CSV or Mooncake JSONL trace file")
-    w.add_argument("--trace-format", help="azure | mooncake (default: from the extension)")
-    w.add_argument("--rate", type=float, help="request rate, req/s (a trace is rescaled to it)")
-    w.add_argument("--duration", type=float, help="seconds of workload (a trace is cut to it)")
-    w.add_argument("--num-requests", type=int, help="number of requests")
-    w.add_argument("--repeat", type=int, help="play the workload N times end to end")
-    s = p.add_argument_group("SLO and output")
-    s.add_argument("--slo-ttft-ms", type=float, help="TTFT SLO, ms (default 1000; 0 drops it)")
-    s.add_argument("--slo-tpot-ms", type=float, help="TPOT SLO, ms (default 50; 0 drops it)")
-    s.add_argument("--seed", type=int, help="random seed (default 0)")
+                                   "shaped workload for 600 s, SLO TTFT 1 s / TPOT 50 ms. The flags set fields "
+                                   "of the scenario schema (wattserve.schema) and override --config.")
+    p.add_argument("--config", help="scenario YAML (flags override its fields); a run's DIR/config.yaml reruns it")
+    groups = add_flags(p, SIMULATE)
+    s = groups["SLO and output"]
     s.add_argument("--out", help="folder for config.yaml, summary.json, requests.csv, power.csv and plots")
     s.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     s.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
     p.set_defaults(func=cmd_simulate)
 
 
-_FLAG_FIELDS = {
-    "gpu": "cluster.gpu", "model": "cluster.model", "tp": "cluster.tp", "prefill": "cluster.prefill",
-    "decode": "cluster.decode", "colocated": "cluster.colocated", "power_cap": "cluster.power_cap_w",
-    "prefill_cap": "cluster.prefill_cap_w", "decode_cap": "cluster.decode_cap_w", "clock": "cluster.clock_mhz",
-    "router": "cluster.router", "trace": "workload.trace", "trace_format": "workload.trace_format",
-    "rate": "workload.rate", "duration": "workload.duration_s", "num_requests": "workload.num_requests",
-    "repeat": "workload.repeat", "slo_ttft_ms": "slo.ttft_ms", "slo_tpot_ms": "slo.tpot_ms", "seed": "seed",
-}
-
-
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    o = {field: getattr(args, flag) for flag, field in _FLAG_FIELDS.items() if getattr(args, flag) is not None}
-    for name in ("slo.ttft_ms", "slo.tpot_ms"):
-        if o.get(name) == 0:
-            o[name] = None
+    from wattserve.schema.flag_table import SIMULATE
+    from wattserve.schema.flags import overrides
+
+    o = overrides(args, SIMULATE)
     if args.colocated:
         o.setdefault("cluster.prefill", 0)
         o.setdefault("cluster.decode", 0)
@@ -83,55 +67,32 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_simulate(args: argparse.Namespace, started: float) -> int:
-    from wattserve.config import build_workload, load_scenario, scenario_yaml
+    from wattserve.experiments.build import build_run
     from wattserve.metrics.summary import summarize, terminal_table
     from wattserve.progress import progress_bar
-    from wattserve.sim.cluster import Cluster
+    from wattserve.schema.loading import load_scenario, scenario_yaml
 
     scenario = load_scenario(args.config, _overrides(args))
-    if (args.policy is None) != (args.budget is None):
-        raise UsageError("policy/budget: give both --policy NAME and --budget W, or neither")
-    workload = build_workload(scenario.workload, scenario.seed)
-    spec = scenario.cluster
-    log = None
-    if args.policy is not None:
-        from wattserve.catalog import get_gpu
-        from wattserve.control import BudgetGuard, ControlLoop, make_controller
-        from wattserve.seam import ActuationLog, BudgetSignal
-        from wattserve.sim.backend import SimBackend
-
-        controller = make_controller(args.policy)
-        gpu = get_gpu(spec.gpu)
-        if not spec.num_gpus * gpu.cap_min_w <= args.budget:
-            raise UsageError(f"budget: {args.budget:g} W is below {spec.num_gpus} x {gpu.cap_min_w:g} W, the sum of "
-                             f"{gpu.name}'s minimum caps")
-        spec = spec.model_copy(update={"power_cap_w": min(gpu.cap_max_w, args.budget / spec.num_gpus),
-                                       "prefill_cap_w": None, "decode_cap_w": None})
-    cluster = Cluster(spec, workload)
-    if args.policy is not None:
-        budget = BudgetSignal.constant(args.budget)
-        slo = scenario.slo
-        backend = SimBackend(cluster, budget, slo.ttft_ms and slo.ttft_ms / 1e3, slo.tpot_ms and slo.tpot_ms / 1e3)
-        log = ActuationLog()
-        ControlLoop(backend, BudgetGuard(backend, budget, log), [controller]).start()
+    run = build_run(scenario)
+    workload = run.workload
     update, close = progress_bar(float(workload.arrival_s[-1]) if len(workload) else 0.0)
     try:
-        res = cluster.run(progress=update)
+        res = run.run(progress=update)
     finally:
         close()
     summary = summarize(res, scenario.slo.ttft_ms, scenario.slo.tpot_ms, time.perf_counter() - started)
-    if log is not None:
-        from wattserve.metrics.power_series import cluster_caps
+    if run.log is not None:
+        from wattserve.experiments.run_metrics import caps_sum_peak
 
-        summary.update({"policy": args.policy, "budget_w": args.budget,
-                        "max_sum_caps_w": round(float(cluster_caps(res.gpus)[1].max()), 3),
-                        "cap_changes": log.count("cap"), "role_changes": log.count("role")})
+        summary.update({"policy": scenario.control.policy, "budget_w": scenario.control.budget_w,
+                        "max_sum_caps_w": caps_sum_peak(res),
+                        "cap_changes": run.log.count("cap"), "role_changes": run.log.count("role")})
     summary["scenario"] = scenario.name
     summary["workload"] = workload.name
     summary["num_prompts"] = len(workload)
     if args.out:
-        _write_outputs(Path(args.out), res, scenario, summary, scenario_yaml(scenario), not args.no_plots, log,
-                       args.budget)
+        _write_outputs(Path(args.out), res, scenario, summary, scenario_yaml(scenario), not args.no_plots, run.log,
+                       scenario.control.budget_w)
         summary["wall_time_s"] = time.perf_counter() - started
     if args.json:
         print(json.dumps(summary, indent=2, default=float))
@@ -206,6 +167,8 @@ def cmd_estimate(args: argparse.Namespace, started: float) -> int:
         check_cap(gpu, args.power_cap)
     if args.clock is not None:
         check_clock(gpu, args.clock)
+    _check_fits(gpu, model, args.tp, _kv_tokens(args),
+                "prefill-tokens/prefill-batch" if args.prefill_tokens is not None else "decode-batch/context")
     lat = RooflineLatencyModel(gpu, model, args.tp)
     pwr = UtilizationPowerModel.for_gpu(gpu)
     cap = args.power_cap if args.power_cap is not None else gpu.tdp_w
@@ -223,6 +186,30 @@ def cmd_estimate(args: argparse.Namespace, started: float) -> int:
         for k, v in out.items():
             print(f"{k:<20}{v:.4g}" if isinstance(v, float) else f"{k:<20}{v}")
     return 0
+
+
+def _kv_tokens(args: argparse.Namespace) -> int:
+    """Tokens of KV the iteration holds: every prompt token of a prefill batch, or every context
+    token of every decode sequence."""
+    if args.prefill_tokens is not None:
+        return int(args.prefill_tokens * args.prefill_batch)
+    return int(args.decode_batch * args.context)
+
+
+def _check_fits(gpu: Any, model: Any, tp: int, kv_tokens: int, field: str) -> None:
+    """Refuse an iteration whose weights or KV cannot be in the GPUs' memory: its latency would be a
+    number for a batch no engine can run. The KV room is the simulator's (vLLM's memory share)."""
+    from wattserve.schema.cluster import EngineConfig
+
+    mem_util = EngineConfig().mem_util
+    room = model.kv_capacity_tokens(gpu.hbm_bytes, tp, mem_util)
+    if room < 1:
+        raise UsageError(f"tp: {model.name} needs {model.weight_bytes_per_rank(tp) / 1e9:.1f} GB of weights per GPU "
+                         f"at tp={tp}, more than {gpu.name}'s {gpu.hbm_gb:g} GB leaves for KV; raise tp")
+    if kv_tokens > room:
+        raise UsageError(f"{field}: the batch's KV ({kv_tokens:,} tokens) does not fit {tp}x {gpu.name} with "
+                         f"{model.name}: room for {room:,} tokens at {mem_util:g} of memory; lower the batch or "
+                         "the context, or raise tp")
 
 
 def _add_calibrate(sub: argparse._SubParsersAction) -> None:

@@ -35,7 +35,7 @@ def rate_at_attainment(rates: list[float], attain: list[float], target: float) -
 def run_compare(sc: NamedScenario, policies: list[str], workloads: list[str], rates: dict[str, list[float]],
                 seed: int, data_dir: str | None, jobs: int | None = None,
                 progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
-    todo = [Job(sc, p, w, r, seed, data_dir, timelines=(r == max(rates[w]) and p != "oracle"))
+    todo = [Job(sc, p, w, r, seed, data_dir, timelines=(r == max(rates[w]) and sc.arm(p).experiment != "oracle"))
             for w in workloads for r in rates[w] for p in policies]
     workers = jobs or max(1, os.cpu_count() or 1)
     results: list[dict[str, Any]] = []

@@ -4,15 +4,40 @@ rapid-mi300x follows RAPID's evaluation setup as the issue gives it: 8x MI300X (
 in all) under a 4,800 W cluster budget, Llama-3.1-8B at TP1, SLOs TTFT 1 s and TPOT 40 ms read at the
 80% attainment point, workloads sonnet-shift and longbench-like. rapid-h100: 8x H100 under 4,000 W
 with the Azure 2023 conversation and code traces rescaled over a range of rates.
+
+A comparison's rows are arms: a power policy on a cluster layout, or the oracle, which is an
+experiment (a hindsight search over static configurations), not a policy. The row labels stay the
+names that compare.json has always used: `colocated` is the static policy on the colocated layout.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
-from wattserve.errors import unknown
+from wattserve.registry import Registry
+from wattserve.schema.cluster import ClusterConfig
+from wattserve.schema.control import ControlConfig
+from wattserve.schema.scenario import Scenario
+from wattserve.schema.slo import SloConfig
 
-POLICIES = ("static", "static-split", "rapid-power", "rapid-roles", "rapid", "colocated", "oracle")
+
+@dataclass(frozen=True)
+class Arm:
+    """One row of a comparison. `experiment` is 'policy' (run `policy` on `layout` under the budget)
+    or 'oracle' (wattserve.experiments.oracle; `policy` and `layout` are unused)."""
+
+    label: str
+    policy: str = "static"
+    layout: Literal["disaggregated", "colocated"] = "disaggregated"
+    experiment: Literal["policy", "oracle"] = "policy"
+
+
+ARMS = (
+    Arm("static"), Arm("static-split", "static-split"), Arm("rapid-power", "rapid-power"),
+    Arm("rapid-roles", "rapid-roles"), Arm("rapid", "rapid"), Arm("colocated", "static", "colocated"),
+    Arm("oracle", experiment="oracle"),
+)
 
 
 @dataclass(frozen=True, eq=False)
@@ -30,7 +55,7 @@ class NamedScenario:
     rates: dict[str, tuple[float, ...]]
     """Request rates (req/s) swept for each workload."""
     attainment_target: float = 0.8
-    policies: tuple[str, ...] = POLICIES
+    arms: tuple[Arm, ...] = ARMS
     prefill_caps_w: tuple[float, ...] = (450, 500, 550, 600, 650, 700, 750)
     """Candidate per-GPU prefill caps for the static-split optimiser and the oracle."""
     oracle_prefill_counts: tuple[int, ...] = (2, 3, 4, 5, 6)
@@ -39,23 +64,48 @@ class NamedScenario:
     def num_gpus(self) -> int:
         return (self.prefill + self.decode) * self.tp
 
+    @property
+    def policies(self) -> tuple[str, ...]:
+        """The row labels (`compare --policies` picks among them)."""
+        return tuple(a.label for a in self.arms)
 
-SCENARIOS = {
-    "rapid-mi300x": NamedScenario(
-        name="rapid-mi300x", gpu="mi300x", model="llama-3.1-8b", tp=1, prefill=4, decode=4, budget_w=4800,
-        slo_ttft_ms=1000, slo_tpot_ms=40, workloads=("sonnet-shift", "longbench-like"),
-        rates={"sonnet-shift": (18, 22, 26, 30, 34, 38), "longbench-like": (30, 36, 42, 48, 54, 60)},
-    ),
-    "rapid-h100": NamedScenario(
+    def arm(self, label: str) -> Arm:
+        return next(a for a in self.arms if a.label == label)
+
+    def scenario(self, arm: Arm | None = None, seed: int = 0) -> Scenario:
+        """The schema scenario of one policy arm (no policy: static caps set on the cluster later)."""
+        colocated = arm is not None and arm.layout == "colocated"
+        n = self.num_gpus // self.tp
+        cluster = ClusterConfig(gpu=self.gpu, model=self.model, tp=self.tp, prefill=0 if colocated else self.prefill,
+                                decode=0 if colocated else self.decode, colocated=n if colocated else 0)
+        control = ControlConfig(budget_w=self.budget_w, policy=arm.policy) if arm is not None else ControlConfig()
+        return Scenario(name=self.name, seed=seed, cluster=cluster, control=control,
+                        slo=SloConfig(ttft_ms=self.slo_ttft_ms, tpot_ms=self.slo_tpot_ms))
+
+    def static(self, prefill: int, prefill_cap_w: float, decode_cap_w: float) -> Scenario:
+        """A disaggregated split with fixed caps per role and no policy (the static-split search and
+        the oracle try these)."""
+        cluster = ClusterConfig(gpu=self.gpu, model=self.model, tp=self.tp, prefill=prefill,
+                                decode=self.num_gpus // self.tp - prefill, prefill_cap_w=prefill_cap_w,
+                                decode_cap_w=decode_cap_w)
+        return Scenario(name=self.name, cluster=cluster,
+                        slo=SloConfig(ttft_ms=self.slo_ttft_ms, tpot_ms=self.slo_tpot_ms))
+
+
+SCENARIOS: Registry[NamedScenario] = Registry("scenario", {
+    "rapid-h100": lambda: NamedScenario(
         name="rapid-h100", gpu="h100", model="llama-3.1-8b", tp=1, prefill=4, decode=4, budget_w=4000,
         slo_ttft_ms=1000, slo_tpot_ms=40, workloads=("azure-conv", "azure-code"),
         rates={"azure-conv": (100, 130, 160, 190, 220), "azure-code": (8, 12, 16, 20, 24, 28)},
         prefill_caps_w=(400, 450, 500, 550, 600, 650, 700),
     ),
-}
+    "rapid-mi300x": lambda: NamedScenario(
+        name="rapid-mi300x", gpu="mi300x", model="llama-3.1-8b", tp=1, prefill=4, decode=4, budget_w=4800,
+        slo_ttft_ms=1000, slo_tpot_ms=40, workloads=("sonnet-shift", "longbench-like"),
+        rates={"sonnet-shift": (18, 22, 26, 30, 34, 38), "longbench-like": (30, 36, 42, 48, 54, 60)},
+    ),
+})
 
 
 def get_scenario(name: str) -> NamedScenario:
-    if name not in SCENARIOS:
-        raise unknown("scenario", name, SCENARIOS)
-    return SCENARIOS[name]
+    return SCENARIOS.make(name)

@@ -4,6 +4,7 @@ complete, so an error never leaves a results folder that looks finished but is n
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import os
 import shutil
@@ -15,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from wattserve.errors import UsageError
-from wattserve.metrics.records import STATUS_NAMES
-from wattserve.sim.cluster import SimResult
+from wattserve.results.records import STATUS_NAMES
+from wattserve.results.sim_result import SimResult
 
 REQUEST_COLUMNS = ("request_id", "arrival_s", "prompt_tokens", "output_tokens", "status", "ttft_ms", "tpot_ms",
                    "e2el_ms", "queue_ms", "max_itl_ms", "finish_s", "prefill_instance", "decode_instance",
@@ -66,19 +67,29 @@ def write_power_csv(path: Path, res: SimResult) -> None:
     with path.open("w") as f:
         f.write("time_s,gpu,instance,role,power_w\n")
         for inst in res.instances:
-            for g in inst.gpus:
+            for gi in inst.gpus:
+                g = res.gpus[gi]
                 for t, w in zip(g.times, g.watts):
                     f.write(f"{t:.6f},{g.index},{inst.iid},{inst.role},{w:.2f}\n")
 
 
+def write_clocks_csv(path: Path, res: SimResult) -> None:
+    """Long format: one row per change of a GPU's SM clock (it holds until that GPU's next row)."""
+    with path.open("w") as f:
+        f.write("time_s,gpu,instance,clock_mhz\n")
+        for g in res.gpus:
+            for t, c in zip(g.clock_times, g.clock_values):
+                f.write(f"{t:.6f},{g.index},{g.instance},{int(c)}\n")
+
+
 def write_actuations_csv(path: Path, log: Any) -> None:
     """Every request the BudgetGuard saw, applied or refused, with its time and when it took effect."""
-    with path.open("w") as f:
-        f.write("time_s,kind,target,value,status,effective_s,note\n")
+    with path.open("w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(("time_s", "kind", "target", "value", "status", "effective_s", "note"))
         for e in log.entries:
             eff = "" if e.effective_s is None else f"{e.effective_s:.6f}"
-            note = str(e.note).replace(",", ";")
-            f.write(f"{e.time_s:.6f},{e.kind},{e.target},{e.value},{e.status},{eff},{note}\n")
+            w.writerow((f"{e.time_s:.6f}", e.kind, e.target, e.value, e.status, eff, e.note))
 
 
 def write_json(path: Path, obj: Any) -> None:

@@ -12,35 +12,45 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from wattserve.catalog.gpus import GPUS, get_gpu
-from wattserve.catalog.models import MODELS, get_model
-from wattserve.errors import UsageError
-from wattserve.schema.base import Strict
+from wattserve.governors.registry import GOVERNORS
+from wattserve.schema.base import Strict, flag
+from wattserve.schema.choices import GPUS, MODELS, ROUTERS, check
 
 
 class EngineConfig(Strict):
-    max_seqs: int = Field(256, ge=1, le=65536)
-    colocated_token_budget: int = Field(2048, ge=16)
-    prefill_token_budget: int = Field(8192, ge=16)
-    block_size: Literal[8, 16, 32] = 16
-    mem_util: float = Field(0.9, gt=0.1, le=1.0)
-    governor: str = "max-clock"
+    max_seqs: int = Field(256, ge=1, le=65536, description="most sequences in one batch (vLLM max_num_seqs)")
+    colocated_token_budget: int = Field(2048, ge=16, description="tokens per iteration on colocated instances")
+    prefill_token_budget: int = Field(8192, ge=16, description="tokens per iteration on prefill instances")
+    block_size: Literal[8, 16, 32] = Field(16, description="KV block size, tokens")
+    mem_util: float = Field(0.9, gt=0.1, le=1.0, description="share of GPU memory for weights and KV")
+    governor: str = Field("max-clock", description="step governor each instance asks for its clock before "
+                          "every iteration", json_schema_extra=flag("governor", GOVERNORS.names()))
     """The step governor each instance asks before every iteration (see wattserve.governors)."""
+
+    @field_validator("governor")
+    @classmethod
+    def _governor(cls, v: str) -> str:
+        return check(GOVERNORS, v)
 
 
 class ClusterConfig(Strict):
-    gpu: str = "h100"
-    model: str = "llama-3.1-8b"
-    tp: Literal[1, 2, 4, 8] = 1
-    prefill: int = Field(4, ge=0)
-    decode: int = Field(4, ge=0)
-    colocated: int = Field(0, ge=0)
-    power_cap_w: float | None = Field(None, gt=0)
-    prefill_cap_w: float | None = Field(None, gt=0)
-    decode_cap_w: float | None = Field(None, gt=0)
-    clock_mhz: int | None = Field(None, gt=0)
-    router: Literal["round_robin", "least_loaded"] = "least_loaded"
-    gpus_per_node: int = Field(8, ge=1)
+    gpu: str = Field("h100", description="GPU kind", json_schema_extra=flag("gpu", GPUS.names()))
+    model: str = Field("llama-3.1-8b", description="served model", json_schema_extra=flag("model", MODELS.names()))
+    tp: Literal[1, 2, 4, 8] = Field(1, description="tensor-parallel GPUs per instance",
+                                    json_schema_extra=flag("tp"))
+    prefill: int = Field(4, ge=0, description="prefill instances", json_schema_extra=flag("prefill"))
+    decode: int = Field(4, ge=0, description="decode instances", json_schema_extra=flag("decode"))
+    colocated: int = Field(0, ge=0, description="colocated (hybrid-batching) instances instead of "
+                           "prefill/decode: the layout", json_schema_extra=flag("colocated"))
+    power_cap_w: float | None = Field(None, gt=0, description="per-GPU power cap, W (default: the GPU's TDP)",
+                                      json_schema_extra=flag("power-cap"))
+    prefill_cap_w: float | None = Field(None, gt=0, description="per-GPU cap on prefill instances, W",
+                                        json_schema_extra=flag("prefill-cap"))
+    decode_cap_w: float | None = Field(None, gt=0, description="per-GPU cap on decode instances, W",
+                                       json_schema_extra=flag("decode-cap"))
+    clock_mhz: int | None = Field(None, gt=0, description="locked SM clock, MHz", json_schema_extra=flag("clock"))
+    router: str = Field("least_loaded", description="request router", json_schema_extra=flag("router", ROUTERS.names()))
+    gpus_per_node: int = Field(8, ge=1, description="GPUs per node (tensor parallelism stays in one node)")
     engine: EngineConfig = Field(default_factory=EngineConfig)
     max_run_iters: int | None = Field(None, ge=1)
     """Cap on decode iterations the simulator jumps at once; 1 steps every iteration (to verify the jumps)."""
@@ -48,20 +58,17 @@ class ClusterConfig(Strict):
     @field_validator("gpu")
     @classmethod
     def _gpu(cls, v: str) -> str:
-        try:
-            get_gpu(v)
-        except UsageError:
-            raise ValueError(f"unknown GPU {v!r}; allowed: {', '.join(GPUS)}") from None
-        return v.lower()
+        return check(GPUS, v)
 
     @field_validator("model")
     @classmethod
     def _model(cls, v: str) -> str:
-        try:
-            get_model(v)
-        except UsageError:
-            raise ValueError(f"unknown model {v!r}; allowed: {', '.join(MODELS)}") from None
-        return v.lower()
+        return check(MODELS, v)
+
+    @field_validator("router")
+    @classmethod
+    def _router(cls, v: str) -> str:
+        return check(ROUTERS, v)
 
     @model_validator(mode="after")
     def _shape(self) -> ClusterConfig:

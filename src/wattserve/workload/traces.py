@@ -121,11 +121,20 @@ def detect_format(path: Path) -> str:
 
 def load_trace(path: str | Path, fmt: str | None = None) -> Workload:
     p = Path(path)
+    if p.is_dir():
+        raise UsageError(f"trace: {str(p)!r} is a folder, not a trace file")
     if not p.is_file():
         raise UsageError(f"trace: file {str(p)!r} does not exist")
     fmt = fmt or detect_format(p)
-    if fmt == "azure":
-        return load_azure(p)
-    if fmt == "mooncake":
-        return load_mooncake(p)
-    raise UsageError(f"trace_format: unknown value {fmt!r}; allowed: {', '.join(FORMATS)}")
+    loaders = {"azure": load_azure, "mooncake": load_mooncake}
+    if fmt not in loaders:
+        raise UsageError(f"trace_format: unknown value {fmt!r}; allowed: {', '.join(FORMATS)}")
+    try:
+        return loaders[fmt](p)
+    except UnicodeDecodeError as e:
+        raise UsageError(f"trace: file {str(p)!r} is not UTF-8 text (byte {e.start}); expected an {fmt} trace "
+                         f"({'CSV' if fmt == 'azure' else 'JSONL'})") from None
+    except csv.Error as e:
+        raise UsageError(f"trace: file {str(p)!r} is not a readable CSV ({e}); expected an Azure trace") from None
+    except OSError as e:
+        raise UsageError(f"trace: cannot read {str(p)!r} ({e.strerror})") from None

@@ -1,0 +1,108 @@
+"""One function builds a simulation run from a scenario: the workload, the cluster and, when the
+scenario has a power policy, the control plane (SimBackend, BudgetGuard, ControlLoop) around it.
+
+`simulate`, `compare` and the tests all build runs here, so that a policy sees the same cluster,
+budget and SLOs whichever of them asked for the run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from wattserve.catalog import get_gpu
+from wattserve.control import BudgetGuard, ControlLoop, make_controller
+from wattserve.results.sim_result import SimResult
+from wattserve.schema.scenario import Scenario
+from wattserve.schema.workload import LengthConfig, WorkloadConfig
+from wattserve.seam import ActuationLog, BudgetSignal
+from wattserve.sim.backend import SimBackend
+from wattserve.sim.cluster import Cluster
+from wattserve.workload.synthetic import AZURE_CONV, LengthDist, SyntheticSpec, generate
+from wattserve.workload.traces import load_trace
+from wattserve.workload.workload import Workload
+
+
+@dataclass
+class SimRun:
+    """A built, not yet run, simulation: `run()` it once; `guard` and `log` exist with a policy."""
+
+    scenario: Scenario
+    workload: Workload
+    cluster: Cluster
+    guard: BudgetGuard | None = None
+    log: ActuationLog | None = None
+
+    def run(self, progress: Callable[[float], None] | None = None) -> SimResult:
+        return self.cluster.run(progress=progress)
+
+
+def build_run(scenario: Scenario, workload: Workload | None = None,
+              controller_params: dict[str, Any] | None = None) -> SimRun:
+    """The run `scenario` describes; `workload` replaces the scenario's own (named compare workloads).
+
+    Under a policy every GPU starts at the uniform share of the budget (clamped to the GPU's
+    maximum cap), and the policy's start() sets the caps it wants through the guard."""
+    wl = workload if workload is not None else build_workload(scenario.workload, scenario.seed)
+    cluster_cfg = scenario.cluster
+    ctl = scenario.control
+    if ctl.policy is None or ctl.budget_w is None:
+        return SimRun(scenario, wl, Cluster(cluster_cfg, wl))
+    controller = make_controller(ctl.policy, **(controller_params or {}))
+    gpu = get_gpu(cluster_cfg.gpu)
+    cluster_cfg = cluster_cfg.model_copy(update={
+        "power_cap_w": min(gpu.cap_max_w, ctl.budget_w / cluster_cfg.num_gpus),
+        "prefill_cap_w": None, "decode_cap_w": None})
+    cluster = Cluster(cluster_cfg, wl)
+    budget = BudgetSignal.constant(ctl.budget_w)
+    slo = scenario.slo
+    backend = SimBackend(cluster, budget, slo.ttft_ms and slo.ttft_ms / 1e3, slo.tpot_ms and slo.tpot_ms / 1e3)
+    log = ActuationLog()
+    guard = BudgetGuard(backend, budget, log)
+    ControlLoop(backend, guard, [controller]).start()
+    return SimRun(scenario, wl, cluster, guard, log)
+
+
+def _length_dist(cfg: LengthConfig, trace_values: Any) -> LengthDist:
+    if cfg.kind == "fixed":
+        return LengthDist("fixed", value=int(cfg.value or 1))
+    if cfg.kind == "uniform":
+        return LengthDist("uniform", low=cfg.low, high=cfg.high)
+    if cfg.kind == "lognormal":
+        return LengthDist("lognormal", mu=float(cfg.mu or 0), sigma=float(cfg.sigma or 0), low=cfg.low, high=cfg.high)
+    if cfg.kind == "quantiles":
+        return LengthDist("quantiles", values=tuple(cfg.values or ()), percents=tuple(cfg.percents or ()))
+    return LengthDist("empirical", values=tuple(int(v) for v in trace_values))
+
+
+def build_workload(w: WorkloadConfig, seed: int) -> Workload:
+    """A trace (cut to its window, rescaled, repeated), or a synthetic workload.
+
+    With a trace and a length kind of 'trace', the trace supplies lengths to resample while
+    arrivals are synthetic; otherwise the trace supplies everything."""
+    trace = load_trace(w.trace, w.trace_format) if w.trace else None
+    resample = trace is not None and "trace" in (w.prompt.kind, w.output.kind)
+    if trace is not None and not resample:
+        wl = trace
+        if w.window_start_s or w.duration_s:
+            end = w.window_start_s + w.duration_s if w.duration_s else None
+            wl = wl.window(w.window_start_s, end)
+        if w.rate:
+            wl = wl.rescale(w.rate)
+        if w.num_requests:
+            wl = wl.head(w.num_requests)
+        return wl.repeat(w.repeat)
+    prompt_src = trace.prompt_tokens if trace is not None else None
+    output_src = trace.output_tokens if trace is not None else None
+    spec = SyntheticSpec(
+        rate=w.rate or AZURE_CONV.rate,
+        prompt=_length_dist(w.prompt, prompt_src),
+        output=_length_dist(w.output, output_src),
+        arrival=w.arrival,
+        burstiness=w.burstiness,
+        duration_s=None if w.num_requests else (w.duration_s or AZURE_CONV.duration_s),
+        num_requests=w.num_requests,
+        name="synthetic" if w.trace else AZURE_CONV.name,
+    )
+    return generate(spec, seed).repeat(w.repeat)

@@ -1,0 +1,126 @@
+"""Command-line flags generated from the schema models.
+
+A field becomes a flag when its `json_schema_extra` has `flag` (see `wattserve.schema.base.flag`);
+its help is the field's description, default and allowed values. Building the models' flags needs
+pydantic and the registries (a few tenths of a second), while `wattserve --help` must start in under
+0.1 s, so the flags are generated once into `wattserve.schema.flag_table` (plain data) by
+`python -m wattserve.schema.flags`, and a test fails when that table and the models disagree.
+This module imports nothing heavy until it generates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import types
+import typing
+from pathlib import Path
+from typing import Any, NamedTuple
+
+GROUP_TITLES = {"cluster": "cluster", "control": "power control", "workload": "workload", "slo": "SLO and output",
+                "": "SLO and output"}
+TABLES = {"SIMULATE": "wattserve.schema.scenario:Scenario"}
+_TYPES: dict[str, type] = {"int": int, "float": float, "str": str}
+
+
+class Flag(NamedTuple):
+    name: str
+    """The flag without its dashes ("power-cap"); argparse's dest is the same with underscores."""
+    path: str
+    """The field it sets, dotted from the top model ("cluster.power_cap_w")."""
+    type: str
+    """"int", "float" or "str"."""
+    help: str
+    group: str
+    """The section of the top model it belongs to ("" for a top-level field)."""
+
+
+def add_flags(parser: argparse.ArgumentParser, flags: tuple[Flag, ...]) -> dict[str, Any]:
+    """Add `flags` in argument groups titled by section; returns the groups by title. Defaults are
+    None so that only the flags given override a config file; the schema validates the values
+    (names through the registries, so aliases work and errors name the field)."""
+    groups: dict[str, Any] = {}
+    for f in flags:
+        title = GROUP_TITLES.get(f.group, f.group)
+        if title not in groups:
+            groups[title] = parser.add_argument_group(title)
+        groups[title].add_argument(f"--{f.name}", type=_TYPES[f.type], help=f.help,
+                                   metavar=f.name.rsplit("-", 1)[-1].upper())
+    return groups
+
+
+def overrides(args: argparse.Namespace, flags: tuple[Flag, ...]) -> dict[str, Any]:
+    """The dotted field paths of the flags given, with their values."""
+    out = {}
+    for f in flags:
+        value = getattr(args, f.name.replace("-", "_"), None)
+        if value is not None:
+            out[f.path] = value
+    return out
+
+
+def _unwrap(ann: Any) -> tuple[str, tuple[str, ...]]:
+    """The flag type and Literal choices of an annotation like `Literal[1, 2] | None`."""
+    args = [a for a in typing.get_args(ann) if a is not type(None)] \
+        if typing.get_origin(ann) in (typing.Union, types.UnionType) else [ann]
+    (inner,) = args
+    if typing.get_origin(inner) is typing.Literal:
+        values = typing.get_args(inner)
+        return type(values[0]).__name__, tuple(str(v) for v in values)
+    return inner.__name__, ()
+
+
+def _help(description: str, default: Any, choices: tuple[str, ...]) -> str:
+    notes = []
+    if default is not None:
+        notes.append(f"default {default:g}" if isinstance(default, float) else f"default {default}")
+    if choices:
+        notes.append(f"allowed: {', '.join(choices)}")
+    text = f"{description} [{'; '.join(notes)}]" if notes else description
+    return text.replace("%", "%%")
+
+
+def generate(model: Any, prefix: str = "") -> list[Flag]:
+    """The flags of `model` (a pydantic model class) and of its nested models, in field order."""
+    from pydantic import BaseModel
+    from pydantic_core import PydanticUndefined
+
+    out: list[Flag] = []
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            out += generate(ann, f"{prefix}{name}.")
+            continue
+        extra = field.json_schema_extra
+        if not isinstance(extra, dict) or "flag" not in extra:
+            continue
+        kind, choices = _unwrap(ann)
+        choices = tuple(str(c) for c in extra.get("choices", ())) or choices  # type: ignore[union-attr]
+        default = None if field.default is PydanticUndefined else field.default
+        out.append(Flag(str(extra["flag"]), prefix + name, kind, _help(field.description or "", default, choices),
+                        prefix.split(".", 1)[0]))
+    return out
+
+
+def _ordered(flags: list[Flag]) -> list[Flag]:
+    order = list(GROUP_TITLES)
+    return sorted(flags, key=lambda f: order.index(f.group) if f.group in order else len(order))
+
+
+def render() -> str:
+    """The source of wattserve.schema.flag_table, from the models as they are now."""
+    import importlib
+
+    lines = ['"""Generated from the schema models by `python -m wattserve.schema.flags`: do not edit by hand',
+             '(tests/test_schema_flags.py fails when this table and the models disagree)."""', "# ruff: noqa: E501", "",
+             "from wattserve.schema.flags import Flag", ""]
+    for table, target in TABLES.items():
+        module, _, attr = target.partition(":")
+        model = getattr(importlib.import_module(module), attr)
+        lines.append(f"{table} = (")
+        lines += [f"    {f!r}," for f in _ordered(generate(model))]
+        lines.append(")")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    Path(__file__).with_name("flag_table.py").write_text(render())

@@ -1,0 +1,71 @@
+"""Reading a scenario: a YAML file, single fields overridden by dotted paths (from flags), validated
+into one `Scenario`; and writing the resolved one back. Errors name the field and the allowed values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from wattserve.errors import UsageError
+from wattserve.schema.scenario import Scenario
+
+
+def format_error(e: ValidationError, what: str = "config") -> str:
+    err = e.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
+    msg = err["msg"].removeprefix("Value error, ")
+    extra = f" (got {err['input']!r})" if err.get("type") not in ("value_error",) and "input" in err \
+        and not isinstance(err["input"], dict) else ""
+    more = f" [+{len(e.errors()) - 1} more]" if len(e.errors()) > 1 else ""
+    return f"{what}: {loc + ': ' if loc else ''}{msg}{extra}{more}"
+
+
+def read_yaml(path: str | Path, field: str = "config") -> dict[str, Any]:
+    p = Path(path)
+    if p.is_dir():
+        raise UsageError(f"{field}: {str(p)!r} is a folder, not a YAML file")
+    if not p.is_file():
+        raise UsageError(f"{field}: file {str(p)!r} does not exist")
+    try:
+        loaded = yaml.safe_load(p.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise UsageError(f"{field} {p}: not UTF-8 text (byte {e.start}); expected a YAML file") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise UsageError(f"{field} {p}{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise UsageError(f"{field} {p}: expected a mapping with keys {', '.join(Scenario.model_fields)}")
+    return loaded
+
+
+def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """`data` with each dotted path ("cluster.gpu") set to its value, creating sections as needed."""
+    for dotted, value in overrides.items():
+        node = data
+        parts = dotted.split(".")
+        for part in parts[:-1]:
+            nxt = node.get(part)
+            if not isinstance(nxt, dict):
+                nxt = {}
+                node[part] = nxt
+            node = nxt
+        node[parts[-1]] = value
+    return data
+
+
+def load_scenario(path: str | Path | None, overrides: dict[str, Any] | None = None) -> Scenario:
+    data = read_yaml(path) if path is not None else {}
+    try:
+        return Scenario.model_validate(apply_overrides(data, overrides or {}))
+    except ValidationError as e:
+        raise UsageError(format_error(e)) from None
+
+
+def scenario_yaml(s: Scenario) -> str:
+    return yaml.safe_dump(s.model_dump(mode="json"), sort_keys=False)
