@@ -306,60 +306,38 @@ def cmd_compare(args: argparse.Namespace, started: float) -> int:
 
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:
+    from wattserve.schema.flag_table import SERVE
+    from wattserve.schema.flags import add_flags
+
     p = sub.add_parser("serve", help="serve a model over an OpenAI-compatible API with P/D workers",
                        description="Start engine workers (prefill/decode or colocated), the router and its "
                                    "OpenAI-compatible API, the GPU power agent and, with --policy and --budget, "
-                                   "the power controllers. --model tiny serves a test-sized model on CPU.")
-    p.add_argument("--model", default="tiny", help="tiny | tiny-moe | small | a catalog model")
-    p.add_argument("--weights", default="dummy", help="'dummy' (seeded random) or a folder of HF safetensors")
-    p.add_argument("--prefill", type=int)
-    p.add_argument("--decode", type=int)
-    p.add_argument("--colocated", type=int)
-    p.add_argument("--device", default="cpu", help="cpu | cuda (one GPU per worker)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--api-key", help="require 'Authorization: Bearer KEY'")
-    p.add_argument("--max-prompt-tokens", type=int, default=2048)
-    p.add_argument("--kv-transport", default="shm", help="shm | tcp")
-    p.add_argument("--threads-per-worker", type=int, default=1)
-    p.add_argument("--router", default="least_loaded", help="round_robin | least_loaded")
-    p.add_argument("--budget", type=float, help="cluster power budget, W (with --policy)")
-    p.add_argument("--policy", help="static | static-split | rapid-power | rapid-roles | rapid")
-    p.add_argument("--gpu", default="h100", help="GPU whose power model stands in for CPU workers")
-    p.add_argument("--power-backend", default="auto", help="auto | nvml | modelled")
-    p.add_argument("--slo-ttft-ms", type=float, default=1000.0)
-    p.add_argument("--slo-tpot-ms", type=float, default=50.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--num-blocks", type=int, help="KV blocks per worker (default: from memory)")
-    p.add_argument("--max-num-seqs", type=int, default=64)
-    p.add_argument("--max-batched-tokens", type=int, default=512)
+                                   "the power controllers. --model tiny serves a test-sized model on CPU. The "
+                                   "flags set fields of wattserve.schema.serve.ServeConfig.")
+    add_flags(p, SERVE, {"": None, "control": "power control", "slo": "SLO"})
     p.set_defaults(func=cmd_serve)
 
 
 def cmd_serve(args: argparse.Namespace, started: float) -> int:
     import asyncio
 
+    from pydantic import ValidationError
+
+    from wattserve.schema.flag_table import SERVE
+    from wattserve.schema.flags import overrides
+    from wattserve.schema.loading import apply_overrides, format_error
+    from wattserve.schema.serve import ServeConfig
+
     try:
-        from wattserve.runtime.server import ServeArgs, serve
+        config = ServeConfig.model_validate(apply_overrides({}, overrides(args, SERVE)))
+    except ValidationError as e:
+        raise UsageError(format_error(e, "serve")) from None
+    try:
+        from wattserve.runtime.server import serve
     except ImportError as e:
         raise UsageError(f"serve: the runtime needs torch and aiohttp ({e.name} is missing); "
                          "pip install 'wattserve[runtime]'") from None
-    for name in ("max_prompt_tokens", "threads_per_worker", "max_num_seqs", "max_batched_tokens"):
-        if getattr(args, name) < 1:
-            raise UsageError(f"{name.replace('_', '-')}: must be >= 1")
-    if not 0 <= args.port <= 65535:
-        raise UsageError(f"port: {args.port} is outside [0, 65535]")
-    colocated = args.colocated or 0
-    prefill = args.prefill if args.prefill is not None else (0 if colocated else 1)
-    decode = args.decode if args.decode is not None else (0 if colocated else 1)
-    a = ServeArgs(model=args.model, weights=args.weights, prefill=prefill, decode=decode, colocated=colocated,
-                  device=args.device, host=args.host, port=args.port, api_key=args.api_key,
-                  max_prompt_tokens=args.max_prompt_tokens, kv_transport=args.kv_transport,
-                  threads=args.threads_per_worker, routing=args.router, budget_w=args.budget, policy=args.policy,
-                  gpu=args.gpu, power_backend=args.power_backend, slo_ttft_ms=args.slo_ttft_ms,
-                  slo_tpot_ms=args.slo_tpot_ms, seed=args.seed, num_blocks=args.num_blocks,
-                  max_num_seqs=args.max_num_seqs, max_batched_tokens=args.max_batched_tokens)
-    asyncio.run(serve(a))
+    asyncio.run(serve(config))
     return 0
 
 

@@ -5,45 +5,19 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from dataclasses import dataclass, replace
 from pathlib import Path
 
 from wattserve.errors import UsageError
 from wattserve.runtime.engine.engine import EngineArgs
 from wattserve.runtime.router import Router, WorkerClient
 from wattserve.runtime.worker import WorkerSpec, spawn_worker
+from wattserve.schema.serve import ServeConfig
+
+ServeArgs = ServeConfig
+"""The old name of ServeConfig (wattserve.schema.serve), for code that still imports it."""
 
 
-@dataclass(frozen=True)
-class ServeArgs:
-    model: str = "tiny"
-    weights: str = "dummy"
-    prefill: int = 1
-    decode: int = 1
-    colocated: int = 0
-    device: str = "cpu"
-    host: str = "127.0.0.1"
-    port: int = 8000
-    api_key: str | None = None
-    max_prompt_tokens: int = 2048
-    max_tokens: int = 2048
-    kv_transport: str = "shm"
-    threads: int = 1
-    routing: str = "least_loaded"
-    budget_w: float | None = None
-    policy: str | None = None
-    gpu: str = "h100"
-    power_backend: str = "auto"
-    power_as_model: str = "llama-3.1-8b"
-    slo_ttft_ms: float = 1000.0
-    slo_tpot_ms: float = 50.0
-    seed: int = 0
-    num_blocks: int | None = None
-    max_num_seqs: int = 64
-    max_batched_tokens: int = 512
-
-
-def _roles(a: ServeArgs) -> list[str]:
+def _roles(a: ServeConfig) -> list[str]:
     if a.colocated and (a.prefill or a.decode):
         raise UsageError("instances: use either --colocated N or --prefill/--decode, not both")
     roles = ["prefill"] * a.prefill + ["decode"] * a.decode + ["colocated"] * a.colocated
@@ -55,15 +29,17 @@ def _roles(a: ServeArgs) -> list[str]:
     return roles
 
 
-async def start_workers(a: ServeArgs) -> list[WorkerClient]:
+async def start_workers(a: ServeConfig) -> list[WorkerClient]:
     roles = _roles(a)
-    base = EngineArgs(model=a.model, weights=a.weights, seed=a.seed, device=a.device, num_blocks=a.num_blocks,
-                      max_num_seqs=a.max_num_seqs, max_batched_tokens=a.max_batched_tokens)
+    base = a.engine_fields()
     loop = asyncio.get_running_loop()
     jobs = []
     for i, role in enumerate(roles):
         dev = f"cuda:{i}" if a.device == "cuda" else a.device
-        spec = WorkerSpec(i, role, replace(base, device=dev), a.kv_transport, a.threads, "127.0.0.1")
+        spec = WorkerSpec(i, role, EngineArgs(**{**base, "device": dev}), a.kv_transport, a.threads, "127.0.0.1",
+                          gpu=a.gpu, power_as_model=a.power_as_model, governor=a.governor,
+                          slo_ttft_s=a.slo.ttft_ms and a.slo.ttft_ms / 1e3,
+                          slo_tpot_s=a.slo.tpot_ms and a.slo.tpot_ms / 1e3)
         jobs.append(loop.run_in_executor(None, spawn_worker, spec))
     started = await asyncio.gather(*jobs, return_exceptions=True)
     errors = [r for r in started if isinstance(r, BaseException)]
@@ -75,7 +51,7 @@ async def start_workers(a: ServeArgs) -> list[WorkerClient]:
     return [WorkerClient(i, role, "127.0.0.1", port, proc) for i, (role, (proc, port)) in enumerate(zip(roles, started))]
 
 
-async def serve(a: ServeArgs, stop: asyncio.Event | None = None) -> None:
+async def serve(a: ServeConfig, stop: asyncio.Event | None = None) -> None:
     from aiohttp import web
 
     from wattserve.control import BudgetGuard, ControlLoop, make_controller
@@ -90,13 +66,9 @@ async def serve(a: ServeArgs, stop: asyncio.Event | None = None) -> None:
 
     get_config(a.model)
     make_transport(a.kv_transport)
-    if a.policy is not None:
-        make_controller(a.policy)
-        if a.budget_w is None:
-            raise UsageError("budget: --policy needs --budget W (the cluster power budget)")
     stop = stop or asyncio.Event()
     clients = await start_workers(a)
-    router = Router(clients, a.model, a.routing)
+    router = Router(clients, a.model, a.router)
     agent = None
     runner = None
     try:
@@ -108,10 +80,10 @@ async def serve(a: ServeArgs, stop: asyncio.Event | None = None) -> None:
         if a.device == "cpu" and a.power_backend == "auto":
             note = f"CPU workers: power figures are modelled ({a.gpu} running {a.power_as_model})"
         print(f"wattserve serve: {note}", flush=True)
-        if a.budget_w is not None:
+        if a.control.budget_w is not None:
             lo = sum(agent.cap_range_w(i)[0] for i in range(n))
-            if a.budget_w < lo:
-                raise UsageError(f"budget: {a.budget_w:g} W is below the sum of the minimum caps ({lo:g} W)")
+            if a.control.budget_w < lo:
+                raise UsageError(f"budget: {a.control.budget_w:g} W is below the sum of the minimum caps ({lo:g} W)")
         api = Api(router, load_tokenizer(None if a.weights == "dummy" else Path(a.weights)), a.model,
                   a.max_prompt_tokens, a.max_tokens, a.api_key, lambda: samples(agent))
         runner = web.AppRunner(api.app(), handler_cancellation=True, access_log=None)
@@ -122,12 +94,13 @@ async def serve(a: ServeArgs, stop: asyncio.Event | None = None) -> None:
         except OSError as e:
             raise UsageError(f"port: cannot listen on {a.host}:{a.port} ({e.strerror})") from None
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        if a.policy is not None and a.budget_w is not None:
-            budget = BudgetSignal.constant(a.budget_w)
-            backend = RuntimeBackend(router, agent, budget, a.slo_ttft_ms / 1e3, a.slo_tpot_ms / 1e3)
+        if a.control.policy is not None and a.control.budget_w is not None:
+            budget = BudgetSignal.constant(a.control.budget_w)
+            backend = RuntimeBackend(router, agent, budget,
+                                     a.slo.ttft_ms and a.slo.ttft_ms / 1e3, a.slo.tpot_ms and a.slo.tpot_ms / 1e3)
             guard = BudgetGuard(backend, budget)
             guard.enforce()
-            ControlLoop(backend, guard, [make_controller(a.policy)]).start()
+            ControlLoop(backend, guard, [make_controller(a.control.policy)]).start()
         roles = ", ".join(f"{w.wid}:{w.role}" for w in clients)
         print(f"wattserve serve: {a.model} on {n} worker(s) [{roles}], listening on http://{a.host}:{port}",
               flush=True)

@@ -18,7 +18,9 @@ from typing import Any, NamedTuple
 
 GROUP_TITLES = {"cluster": "cluster", "control": "power control", "workload": "workload", "slo": "SLO and output",
                 "": "SLO and output"}
-TABLES = {"SIMULATE": "wattserve.schema.scenario:Scenario"}
+TABLES = {"SIMULATE": ("wattserve.schema.scenario:Scenario", ("cluster", "control", "workload", "slo", "")),
+          "SERVE": ("wattserve.schema.serve:ServeConfig", ("", "control", "slo"))}
+"""Each generated table: its model and the order of its sections."""
 _TYPES: dict[str, type] = {"int": int, "float": float, "str": str}
 
 
@@ -34,18 +36,33 @@ class Flag(NamedTuple):
     """The section of the top model it belongs to ("" for a top-level field)."""
 
 
-def add_flags(parser: argparse.ArgumentParser, flags: tuple[Flag, ...]) -> dict[str, Any]:
-    """Add `flags` in argument groups titled by section; returns the groups by title. Defaults are
-    None so that only the flags given override a config file; the schema validates the values
-    (names through the registries, so aliases work and errors name the field)."""
+def add_flags(parser: argparse.ArgumentParser, flags: tuple[Flag, ...],
+              titles: dict[str, str | None] | None = None) -> dict[str, Any]:
+    """Add `flags` in argument groups titled by section (a section titled None goes in the parser's
+    own options); returns the groups by title. Defaults are None so that only the flags given
+    override a config file or the model's defaults; the schema validates the values (names through
+    the registries, so aliases work and errors name the field)."""
+    titles = dict(GROUP_TITLES) if titles is None else titles
     groups: dict[str, Any] = {}
     for f in flags:
-        title = GROUP_TITLES.get(f.group, f.group)
-        if title not in groups:
-            groups[title] = parser.add_argument_group(title)
-        groups[title].add_argument(f"--{f.name}", type=_TYPES[f.type], help=f.help,
-                                   metavar=f.name.rsplit("-", 1)[-1].upper())
+        title = titles.get(f.group, f.group)
+        if title is None:
+            target: Any = parser
+        else:
+            if title not in groups:
+                groups[title] = parser.add_argument_group(title)
+            target = groups[title]
+        target.add_argument(f"--{f.name}", type=_TYPES[f.type], help=f.help,
+                                   metavar=_metavar(f))
     return groups
+
+
+def _metavar(f: Flag) -> str:
+    """The unit where the field's name carries one (power_cap_w -> W), else what kind of value."""
+    for suffix, unit in (("_w", "W"), ("_ms", "MS"), ("_s", "S"), ("_mhz", "MHZ")):
+        if f.path.endswith(suffix):
+            return unit
+    return {"int": "N", "float": "X"}.get(f.type, "NAME")
 
 
 def overrides(args: argparse.Namespace, flags: tuple[Flag, ...]) -> dict[str, Any]:
@@ -101,8 +118,7 @@ def generate(model: Any, prefix: str = "") -> list[Flag]:
     return out
 
 
-def _ordered(flags: list[Flag]) -> list[Flag]:
-    order = list(GROUP_TITLES)
+def _ordered(flags: list[Flag], order: tuple[str, ...]) -> list[Flag]:
     return sorted(flags, key=lambda f: order.index(f.group) if f.group in order else len(order))
 
 
@@ -113,11 +129,11 @@ def render() -> str:
     lines = ['"""Generated from the schema models by `python -m wattserve.schema.flags`: do not edit by hand',
              '(tests/test_schema_flags.py fails when this table and the models disagree)."""', "# ruff: noqa: E501", "",
              "from wattserve.schema.flags import Flag", ""]
-    for table, target in TABLES.items():
+    for table, (target, order) in TABLES.items():
         module, _, attr = target.partition(":")
         model = getattr(importlib.import_module(module), attr)
         lines.append(f"{table} = (")
-        lines += [f"    {f!r}," for f in _ordered(generate(model))]
+        lines += [f"    {f!r}," for f in _ordered(generate(model), order)]
         lines.append(")")
     return "\n".join(lines) + "\n"
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from pydantic import ConfigDict
 
 from wattserve.errors import UsageError
 from wattserve.governors.max_clock import MaxClockGovernor
@@ -33,6 +34,7 @@ from wattserve.runtime.engine.step_view import (
 )
 from wattserve.runtime.layers.attention import AttnMetadata, DecodeBatch, SeqSlice
 from wattserve.runtime.models.llama import LlamaForCausalLM, config_from_hf
+from wattserve.schema.runtime_engine import RuntimeEngineConfig
 from wattserve.seam.governor import StepDecision, StepGovernor
 
 
@@ -46,17 +48,11 @@ class StepOutput:
     kv: torch.Tensor | None = None
 
 
-@dataclass(frozen=True)
-class EngineArgs:
-    model: str = "tiny"
-    weights: str = "dummy"
-    """'dummy' for seeded random weights, or a folder of HF-layout safetensors (and config.json)."""
-    seed: int = 0
-    device: str = "cpu"
-    block_size: int = 16
-    num_blocks: int | None = None
-    max_num_seqs: int = 64
-    max_batched_tokens: int = 512
+class EngineArgs(RuntimeEngineConfig):
+    """The model, weights and limits of wattserve.schema.runtime_engine (declared there once, shared
+    with serve's flags), plus the tokenizer's end-of-sequence id; frozen, as a worker's spec is."""
+
+    model_config = ConfigDict(frozen=True)
     eos_id: int = EOS_ID
 
 

@@ -1,0 +1,88 @@
+"""`wattserve serve`: workers and their roles, the API, KV transport, power agent and controllers.
+
+Engine fields come from RuntimeEngineConfig (declared once); the budget and policy are the same
+ControlConfig as a simulated scenario's, the SLOs the same SloConfig."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from wattserve.governors.registry import GOVERNORS
+from wattserve.schema.base import flag
+from wattserve.schema.choices import GPUS, MODELS, ROUTERS, TRANSPORTS, check
+from wattserve.schema.control import ControlConfig
+from wattserve.schema.runtime_engine import RuntimeEngineConfig
+from wattserve.schema.slo import SloConfig
+
+
+class ServeConfig(RuntimeEngineConfig):
+    prefill: int = Field(1, ge=0, description="prefill workers (0 when --colocated is given)",
+                         json_schema_extra=flag("prefill"))
+    decode: int = Field(1, ge=0, description="decode workers (0 when --colocated is given)",
+                        json_schema_extra=flag("decode"))
+    colocated: int = Field(0, ge=0, description="colocated workers instead of prefill/decode",
+                           json_schema_extra=flag("colocated"))
+    host: str = Field("127.0.0.1", description="address the API listens on", json_schema_extra=flag("host"))
+    port: int = Field(8000, ge=0, le=65535, description="API port (0: any free port)", json_schema_extra=flag("port"))
+    api_key: str | None = Field(None, description="require 'Authorization: Bearer KEY'",
+                                json_schema_extra=flag("api-key"))
+    max_prompt_tokens: int = Field(2048, ge=1, description="longest prompt accepted, tokens",
+                                   json_schema_extra=flag("max-prompt-tokens"))
+    max_tokens: int = Field(2048, ge=1, description="largest max_tokens a request may ask for")
+    kv_transport: str = Field("shm", description="how KV travels from prefill to decode workers",
+                              json_schema_extra=flag("kv-transport", TRANSPORTS.names()))
+    threads: int = Field(1, ge=1, description="torch threads per worker", json_schema_extra=flag("threads-per-worker"))
+    router: str = Field("least_loaded", description="request router",
+                        json_schema_extra=flag("router", ROUTERS.names()))
+    governor: str = Field("max-clock", description="step governor each worker asks for its clock before every step",
+                          json_schema_extra=flag("governor", GOVERNORS.names()))
+    control: ControlConfig = Field(default_factory=ControlConfig)
+    gpu: str = Field("h100", description="GPU whose power model stands in for CPU workers",
+                     json_schema_extra=flag("gpu", GPUS.names()))
+    power_backend: Literal["auto", "nvml", "modelled"] = Field(
+        "auto", description="GPU power agent (auto: NVML on GPUs, modelled on CPU)",
+        json_schema_extra=flag("power-backend"))
+    power_as_model: str = Field("llama-3.1-8b", description="catalog model whose iterations the modelled power "
+                                "agent assumes")
+    slo: SloConfig = Field(default_factory=SloConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _roles_default(cls, data: Any) -> Any:
+        """Without --colocated a server has one prefill and one decode worker; with it, none."""
+        if isinstance(data, dict) and data.get("colocated"):
+            data = {**data}
+            data.setdefault("prefill", 0)
+            data.setdefault("decode", 0)
+        return data
+
+    @field_validator("kv_transport")
+    @classmethod
+    def _transport(cls, v: str) -> str:
+        return check(TRANSPORTS, v)
+
+    @field_validator("router")
+    @classmethod
+    def _router(cls, v: str) -> str:
+        return check(ROUTERS, v)
+
+    @field_validator("governor")
+    @classmethod
+    def _governor(cls, v: str) -> str:
+        return check(GOVERNORS, v)
+
+    @field_validator("gpu")
+    @classmethod
+    def _gpu(cls, v: str) -> str:
+        return check(GPUS, v)
+
+    @field_validator("power_as_model")
+    @classmethod
+    def _power_model(cls, v: str) -> str:
+        return check(MODELS, v)
+
+    def engine_fields(self) -> dict[str, Any]:
+        """This server's RuntimeEngineConfig fields, to build each worker's EngineArgs from."""
+        return self.model_dump(include=set(RuntimeEngineConfig.model_fields))
