@@ -6,18 +6,24 @@ closed form and a run of k iterations is one event. When something changes mid-r
 hand-off, a settled cap, a new clock), the run is cut at the iteration in flight (`iters_done`,
 `rebase`), and that iteration may finish at a new speed (`rescale`): `first_scale` is the fraction
 of the first iteration still to run, at `d0` seconds per full iteration.
+
+A run whose governor answers iteration by iteration (different clocks) has no single closed form; it
+is planned as a table instead: `cum[i]` is the end of iteration i + 1 (seconds after the planning
+time) and `req[i]` the clock the governor asked for it. It is still one event, cut in the same way;
+`off` counts the iterations already booked.
 """
 
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 
 from wattserve.catalog.models import BatchShape
 
 
 class DecodeRun:
     __slots__ = ("t0", "k", "b", "c0", "alpha", "beta", "d0", "first_scale", "first_start", "end", "shape",
-                 "chunks", "joiners")
+                 "chunks", "joiners", "cum", "req", "off", "points")
 
     def __init__(self) -> None:
         self.t0 = 0.0
@@ -36,6 +42,11 @@ class DecodeRun:
         """(request, tokens) prefill chunks of a mixed iteration."""
         self.joiners: list = []
         """Requests that joined the decode batch at the start of this step."""
+        self.cum: list[float] | None = None
+        self.req: list[int | None] = []
+        self.off = 0
+        self.points: dict[int | None, tuple[int, float, float, float]] = {}
+        """Requested clock -> (clock, power W, alpha, beta) for a table run."""
 
     def begin(self, now: float) -> None:
         self.t0 = now
@@ -43,6 +54,7 @@ class DecodeRun:
         self.first_scale = 1.0
 
     def mixed(self, shape: BatchShape, chunks: list, b: int, c0: int, d0: float) -> None:
+        self.cum = None
         self.shape = shape
         self.chunks = chunks
         self.k = 1
@@ -53,6 +65,7 @@ class DecodeRun:
     def decode(self, k: int, b: int, c0: int, alpha: float, beta: float) -> None:
         self.shape = None
         self.chunks = []
+        self.cum = None
         self.k = k
         self.b = b
         self.c0 = c0
@@ -60,8 +73,20 @@ class DecodeRun:
         self.beta = beta
         self.d0 = alpha + beta * c0
 
+    def table(self, cum: list[float], req: list[int | None],
+              points: dict[int | None, tuple[int, float, float, float]]) -> None:
+        self.cum = cum
+        self.req = req
+        self.points = points
+        self.off = 0
+        self.d0 = cum[0]
+
     def run_time(self, k: int) -> float:
         """Time from t0 to the end of iteration k."""
+        cum = self.cum
+        if cum is not None:
+            off = self.off
+            return cum[off + k - 1] - (cum[off - 1] if off else 0.0) if k else 0.0
         a, bt, c0, b = self.alpha, self.beta, self.c0, self.b
         full = k * (a + bt * c0) + bt * b * k * (k - 1) / 2.0
         return full - (1.0 - self.first_scale) * self.d0
@@ -76,6 +101,10 @@ class DecodeRun:
         first = self.first_scale * self.d0
         if tau < first:
             return 0
+        cum = self.cum
+        if cum is not None:
+            off = self.off
+            return bisect_right(cum, (cum[off - 1] if off else 0.0) + tau, off, off + self.k) - off
         a = self.beta * self.b / 2.0
         b = self.d0 - a
         c = -(tau + (1.0 - self.first_scale) * self.d0)
@@ -98,11 +127,18 @@ class DecodeRun:
         self.t0 = t_j
         self.first_start = t_j
         self.first_scale = 1.0
-        self.d0 = self.alpha + self.beta * self.c0
         self.joiners = []
+        cum = self.cum
+        if cum is not None:
+            self.off += j
+            self.d0 = cum[self.off] - cum[self.off - 1]
+        else:
+            self.d0 = self.alpha + self.beta * self.c0
 
     def rescale(self, now: float, d_new: float, remaining: float) -> None:
-        """The iteration in flight finishes its `remaining` fraction at d_new seconds per iteration."""
+        """The iteration in flight finishes its `remaining` fraction at d_new seconds per iteration
+        (alpha and beta already set for it: a table run continues in closed form)."""
+        self.cum = None
         self.t0 = now
         self.d0 = d_new
         self.first_scale = remaining

@@ -73,6 +73,34 @@ class SimGpu:
             self.times.append(now)
             self.watts.append(watts)
 
+    def decode_steps(self, starts: list[float], watts: list[float], clocks: list[int]) -> None:
+        """Decode iterations that each start at starts[i] (ascending, not before the last change)
+        at their own power and clock: `set_power` and `set_clock` for each, in one call."""
+        self._accrue(starts[0])
+        self.share = 0.0
+        times, ws = self.times, self.watts
+        t_prev, w_prev = starts[0], self.power_w
+        e = 0.0
+        for t, w in zip(starts, watts):
+            e += w_prev * (t - t_prev)
+            t_prev = t
+            if w != w_prev:
+                times.append(t)
+                ws.append(w)
+                w_prev = w
+        self.energy_j += e
+        self.decode_energy_j += e
+        self.power_w = w_prev
+        self._t = t_prev
+        c_prev = self.clock_mhz
+        ct, cv = self.clock_times, self.clock_values
+        for t, c in zip(starts, clocks):
+            if c != c_prev:
+                ct.append(t)
+                cv.append(c)
+                c_prev = c
+        self.clock_mhz = c_prev
+
     def set_clock(self, now: float, mhz: int) -> None:
         if mhz != self.clock_mhz:
             self.clock_mhz = mhz

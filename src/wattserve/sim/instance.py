@@ -21,7 +21,6 @@ from collections.abc import Sequence
 from wattserve.catalog.gpus import GpuSpec
 from wattserve.catalog.models import BatchShape
 from wattserve.perf.latency import LatencyModel
-from wattserve.perf.operating_point import OperatingPoint
 from wattserve.perf.power import PowerModel
 from wattserve.results.histogram import LogHistogram
 from wattserve.results.suffix_max import SuffixMax
@@ -37,6 +36,9 @@ from wattserve.sim.step_clock import MIXED as _MIXED
 from wattserve.sim.step_clock import StepClock
 
 ROLES = ("colocated", "prefill", "decode")
+PLAN_AHEAD = 32
+"""Most iterations a governed run plans at once; pokes cut runs short, and planning far past them
+would ask the governor about iterations that never run."""
 RECENT_S = 5.0
 """How far back `recent_ttft_s` / `recent_tpot_s` look (the control seam's window)."""
 
@@ -94,6 +96,8 @@ class Instance:
         """Requests that finished here (monotonic)."""
         self._decision: StepDecision | None = None
         self._phase = "decode"
+        self._view_t: float | None = None
+        self._view_ctx = 0
 
     # ---- load, as routers see it ----
     @property
@@ -123,7 +127,7 @@ class Instance:
     # ---- the StepView the governor sees ----
     @property
     def now_s(self) -> float:
-        return self.loop.now
+        return self.loop.now if self._view_t is None else self._view_t
 
     @property
     def phase(self) -> str:
@@ -131,6 +135,8 @@ class Instance:
 
     @property
     def shape(self) -> BatchShape:
+        if self._view_t is not None:
+            return BatchShape(decode_seqs=self.run.b, decode_ctx=self._view_ctx)
         return self.run.current_shape()
 
     @property
@@ -316,7 +322,7 @@ class Instance:
         self._decision = decision = self.governor.decide(self)
         op = self.clock.choose(shape, _MIXED, decision.clock_mhz)
         run.d0 = op.cost.time_s
-        self._launch(op, op.cost.time_s, self.clock.prefill_share(shape, op.clock_mhz))
+        self._launch(op.clock_mhz, op.power_w, op.cost.time_s, self.clock.prefill_share(shape, op.clock_mhz))
 
     def _start_run(self) -> None:
         kv = self.kv
@@ -343,18 +349,61 @@ class Instance:
         self._phase = "decode"
         self._decision = decision = self.governor.decide(self)
         if decision.hold_iters < k:
-            k = run.k = decision.hold_iters
+            self._start_table_run(k if k < PLAN_AHEAD else PLAN_AHEAD, b, c0, decision)
+            return
         op = self.clock.choose(BatchShape(decode_seqs=b, decode_ctx=int(c0 + b * (k - 1) / 2)), _DECODE,
                                decision.clock_mhz)
         alpha, beta = self.clock.latency.decode_coeffs(b, op.clock_mhz)
         run.decode(k, b, c0, alpha, beta)
-        self._launch(op, run.run_time(k), 0.0)
+        self._launch(op.clock_mhz, op.power_w, run.run_time(k), 0.0)
 
-    def _launch(self, op: OperatingPoint, duration: float, prefill_share: float) -> None:
+    def _start_table_run(self, k: int, b: int, c0: int, decision: StepDecision) -> None:
+        """Plan a decode run whose governor answers more often than the batch changes: ask it at
+        each hold boundary, showing the iteration's planned start and context. Power at each asked
+        clock is taken at the run's mean context, as for a closed-form run. A run cut short drops
+        the rest of its plan, so a governor may be asked about iterations that never run."""
+        clock = self.clock
+        lat = clock.latency
+        gov = self.governor
+        mid = BatchShape(decode_seqs=b, decode_ctx=int(c0 + b * (k - 1) / 2))
+        points: dict[int | None, tuple[int, float, float, float]] = {}
+        cum: list[float] = []
+        req: list[int | None] = []
+        t0 = self.run.t0
+        t = 0.0
+        i = 0
+        d = decision
+        while True:
+            key = d.clock_mhz
+            p = points.get(key)
+            if p is None:
+                op = clock.choose(mid, _DECODE, key)
+                a, bt = lat.decode_coeffs(b, op.clock_mhz)
+                p = points[key] = (op.clock_mhz, op.power_w, a, bt)
+            a, bt = p[2], p[3]
+            n = i + (d.hold_iters if d.hold_iters < k - i else k - i)
+            while i < n:
+                t += a + bt * (c0 + i * b)
+                cum.append(t)
+                req.append(key)
+                i += 1
+            if i >= k:
+                break
+            self._view_t = t0 + t
+            self._view_ctx = c0 + i * b
+            d = gov.decide(self)
+        self._view_t = None
+        run = self.run
+        run.decode(k, b, c0, 0.0, 0.0)
+        run.table(cum, req, points)
+        first = points[req[0]]
+        self._launch(first[0], first[1], t, 0.0)
+
+    def _launch(self, clock_mhz: int, power_w: float, duration: float, prefill_share: float) -> None:
         now = self.loop.now
         for g in self.gpus:
-            g.set_power(now, op.power_w, prefill_share)
-            g.set_clock(now, op.clock_mhz)
+            g.set_power(now, power_w, prefill_share)
+            g.set_clock(now, clock_mhz)
         self.busy = True
         self.version += 1
         self.run.end = self.run.t0 + duration
@@ -372,6 +421,11 @@ class Instance:
                     t_j = run.t0 + run.run_time(j)
                     self._book_decode(j, t_j)
                     run.rebase(j, t_j)
+                    if run.cum is not None:
+                        p = run.points[run.req[run.off]]
+                        for g in self.gpus:
+                            g.set_power(t_j, p[1], 0.0)
+                            g.set_clock(t_j, p[0])
                 run.k = 1
         if new_shape is None:
             end = run.t0 + run.step_time()
@@ -385,7 +439,10 @@ class Instance:
         decode = run.shape is None
         if run.k == 1 and decode:
             new_shape = BatchShape(decode_seqs=run.b, decode_ctx=run.c0)
-        requested = self._decision.clock_mhz if self._decision is not None else None
+        if run.cum is not None:
+            requested = run.req[run.off]
+        else:
+            requested = self._decision.clock_mhz if self._decision is not None else None
         op = self.clock.choose(new_shape, _DECODE if decode else _MIXED, requested)
         if decode:
             run.alpha, run.beta = self.clock.latency.decode_coeffs(run.b, op.clock_mhz)
@@ -395,7 +452,7 @@ class Instance:
             d_new = op.cost.time_s
             share = self.clock.prefill_share(new_shape, op.clock_mhz)
         run.rescale(now, d_new, remaining)
-        self._launch(op, remaining * d_new, share)
+        self._launch(op.clock_mhz, op.power_w, remaining * d_new, share)
 
     def _book_decode(self, k: int, t_end: float) -> None:
         """Account k completed iterations of the decode batch, the last ending at t_end."""
@@ -415,7 +472,9 @@ class Instance:
         if b > len(joiners):
             hist.add(it_first, b - len(joiners))
         last = it_first
-        if k > 1:
+        if k > 1 and run.cum is not None:
+            last = self._book_table(k, b)
+        elif k > 1:
             d1 = run.alpha + run.beta * (run.c0 + b)
             last = run.alpha + run.beta * (run.c0 + (k - 1) * b)
             hist.add_linear(d1, last, k - 1, b)
@@ -430,6 +489,24 @@ class Instance:
             fin, _, req = heapq.heappop(heap)
             if req in self.running and req.fin == fin:
                 self._finish_decode(req, t_end)
+
+    def _book_table(self, k: int, b: int) -> float:
+        """Iterations 2..k of a table run: their gaps, and each one's power and clock from its start.
+        Returns the longest gap among them."""
+        run = self.run
+        cum, req, points, off = run.cum, run.req, run.points, run.off
+        assert cum is not None
+        base = run.t0 - (cum[off - 1] if off else 0.0)
+        ends = cum[off:off + k]
+        gaps = [e1 - e0 for e0, e1 in zip(ends, ends[1:])]
+        self.itl_hist.add_each(gaps, b)
+        starts = [base + e for e in ends[:-1]]
+        pts = [points[r] for r in req[off + 1:off + k]]
+        watts = [p[1] for p in pts]
+        clocks = [p[0] for p in pts]
+        for g in self.gpus:
+            g.decode_steps(starts, watts, clocks)
+        return max(gaps)
 
     def _detach(self, req: SimRequest) -> int:
         """Take a decoding request out of the running batch with its KV accounted up to the last

@@ -21,7 +21,8 @@ MIXED, DECODE = 0, 1
 
 
 class StepClock:
-    __slots__ = ("spec", "latency", "power", "clocks", "cap_w", "lock_mhz", "top", "throttled", "_hint")
+    __slots__ = ("spec", "latency", "power", "clocks", "cap_w", "lock_mhz", "top", "throttled", "_hint",
+                 "_governed_hint")
 
     def __init__(self, spec: GpuSpec, latency: LatencyModel, power: PowerModel) -> None:
         self.spec = spec
@@ -33,6 +34,8 @@ class StepClock:
         self.top = len(self.clocks) - 1
         self.throttled = False
         self._hint: list[int | None] = [None, None]
+        self._governed_hint: dict[tuple[int, int | None], int] = {}
+        """Search starts per (kind, requested clock), so a governor alternating clocks stays cheap."""
 
     def refresh(self, gpus: Sequence[SimGpu]) -> None:
         """Re-read the caps in force and the clock locks of the instance's GPUs."""
@@ -50,9 +53,14 @@ class StepClock:
         governed = requested_mhz is not None and (lock is None or requested_mhz < lock)
         if governed:
             lock = requested_mhz
-        op = operating_point(self.spec, self.latency, self.power, shape, self.cap_w, lock, self._hint[kind],
-                             self.clocks)
-        self._hint[kind] = op.index
+        if governed:
+            hint = self._governed_hint.get((kind, lock))
+            op = operating_point(self.spec, self.latency, self.power, shape, self.cap_w, lock, hint, self.clocks)
+            self._governed_hint[(kind, lock)] = op.index
+        else:
+            op = operating_point(self.spec, self.latency, self.power, shape, self.cap_w, lock, self._hint[kind],
+                                 self.clocks)
+            self._hint[kind] = op.index
         top = self.top
         if governed:
             while top > 0 and self.clocks[top] > lock:  # type: ignore[operator]
