@@ -39,16 +39,18 @@ class LogHistogram:
 
     def add_each(self, values: list[float], n: float) -> None:
         """Each of `values`, counted n times (a governed run's iteration gaps)."""
+        self.total += n * len(values)
+        self.sum += math.fsum(values) * n
+        b0, b1 = self._bin(min(values)), self._bin(max(values))
         counts = self.counts
+        if b0 == b1:
+            counts[b0] += n * len(values)
+            return
         lo, log_g, top = self.lo, self._log_g, len(self.counts) - 1
         log = math.log
-        total = 0.0
         for v in values:
             b = int(log(v / lo) / log_g) + 1 if v > lo else 0
             counts[b if b < top else top] += n
-            total += v
-        self.total += n * len(values)
-        self.sum += total * n
 
     def add_linear(self, first: float, last: float, iters: int, weight: float) -> None:
         """`iters` values evenly spaced from first to last, each counted `weight` times."""

@@ -364,40 +364,50 @@ class Instance:
         the rest of its plan, so a governor may be asked about iterations that never run."""
         clock = self.clock
         lat = clock.latency
-        gov = self.governor
+        decide = self.governor.decide
         mid = BatchShape(decode_seqs=b, decode_ctx=int(c0 + b * (k - 1) / 2))
         points: dict[int | None, tuple[int, float, float, float]] = {}
+        steps: dict[int | None, tuple[float, float]] = {}
         cum: list[float] = []
         req: list[int | None] = []
+        cum_append, req_append = cum.append, req.append
         t0 = self.run.t0
         t = 0.0
         i = 0
         d = decision
         while True:
             key = d.clock_mhz
-            p = points.get(key)
-            if p is None:
+            st = steps.get(key)
+            if st is None:
                 op = clock.choose(mid, _DECODE, key)
                 a, bt = lat.decode_coeffs(b, op.clock_mhz)
-                p = points[key] = (op.clock_mhz, op.power_w, a, bt)
-            a, bt = p[2], p[3]
-            n = i + (d.hold_iters if d.hold_iters < k - i else k - i)
-            while i < n:
-                t += a + bt * (c0 + i * b)
-                cum.append(t)
-                req.append(key)
+                points[key] = (op.clock_mhz, op.power_w, a, bt)
+                st = steps[key] = (a + bt * c0, bt * b)
+            h = d.hold_iters
+            if h == 1:
+                t += st[0] + st[1] * i
+                cum_append(t)
+                req_append(key)
                 i += 1
+            else:
+                first, grow = st
+                n = i + h if h < k - i else k
+                while i < n:
+                    t += first + grow * i
+                    cum_append(t)
+                    req_append(key)
+                    i += 1
             if i >= k:
                 break
             self._view_t = t0 + t
             self._view_ctx = c0 + i * b
-            d = gov.decide(self)
+            d = decide(self)
         self._view_t = None
         run = self.run
         run.decode(k, b, c0, 0.0, 0.0)
         run.table(cum, req, points)
-        first = points[req[0]]
-        self._launch(first[0], first[1], t, 0.0)
+        first_point = points[req[0]]
+        self._launch(first_point[0], first_point[1], t, 0.0)
 
     def _launch(self, clock_mhz: int, power_w: float, duration: float, prefill_share: float) -> None:
         now = self.loop.now
