@@ -11,11 +11,20 @@ in force and every cap still settling (the `committed` cap), and it
 - when the budget falls below the committed sum, takes caps down proportionally above their minimum.
 Every request is logged with its time, whether applied or refused. Accounting is in integer
 milliwatts, NVML's own unit, so sums are exact; caps are floored to the milliwatt.
+
+Joint actions are ordered. A batch-limit raise submitted together with cap raises for GPUs of the
+same instance is deferred (logged "deferred") until every one of those raises is in force, so the
+larger batch never runs on the old, lower cap: PALS ("Power-Aware LLM Serving", see the issue
+tracker) pairs a larger batch with the watts it needs, and a raised cap is granted only as the
+budget frees up. If such a cap raise is withdrawn (the budget fell, or a later submit lowered the
+cap) the deferred raise is dropped (logged "dropped"). Batch-limit lowers, and raises submitted
+without a cap raise, go at once; a later batch limit for the same instance replaces a deferred one.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from wattserve.seam import (
     Action,
@@ -24,10 +33,21 @@ from wattserve.seam import (
     ActuationRefused,
     Backend,
     BudgetSignal,
+    SetBatchLimit,
     SetPowerCap,
 )
 
 EPS_W = 1e-6
+
+
+@dataclass
+class DeferredLimit:
+    """A batch-limit raise waiting for cap raises: `needs` maps each GPU to the milliwatts that
+    must be in force before the limit is applied."""
+
+    action: SetBatchLimit
+    needs: dict[int, int]
+    submitted_s: float
 
 
 def _mw(watts: float) -> int:
@@ -52,6 +72,9 @@ class BudgetGuard:
         self.in_force = {g.index: _mw_up(g.cap_w) for g in st.gpus}
         self.settling: dict[int, list[int]] = {g.index: [] for g in st.gpus}
         self.pending_raise: dict[int, int] = {}
+        self.instance_gpus = {i.iid: i.gpus for i in st.instances}
+        self.batch_limit = {i.iid: i.max_seqs for i in st.instances}
+        self.deferred: dict[int, DeferredLimit] = {}
         self.min_sum = sum(_mw(lo) for lo, _ in self.ranges.values())
         self.peak_committed_w = self.committed_sum() / 1000.0
         for t in budget.change_times():
@@ -86,6 +109,7 @@ class BudgetGuard:
     def submit(self, actions: list[Action]) -> None:
         now = self.backend.now()
         caps: dict[int, int] = {}
+        limits: list[SetBatchLimit] = []
         for a in actions:
             if isinstance(a, SetPowerCap):
                 lo, hi = self.ranges.get(a.gpu, (None, None))
@@ -96,6 +120,8 @@ class BudgetGuard:
                                            note=f"outside [{lo:g}, {hi:g}] W"))
                 else:
                     caps[a.gpu] = min(_mw(a.watts), _mw(hi))
+            elif isinstance(a, SetBatchLimit):
+                limits.append(a)
             else:
                 self._pass_through(a)
         for g, w in caps.items():
@@ -106,7 +132,33 @@ class BudgetGuard:
                 self._issue(g, w)
             else:
                 self.pending_raise[g] = w
+        raises = {g: min(w, self.target(g)) for g, w in caps.items() if min(w, self.target(g)) > self.in_force[g]}
+        for a in limits:
+            self._submit_limit(a, raises)
         self.enforce()
+
+    def _submit_limit(self, a: SetBatchLimit, raises: dict[int, int]) -> None:
+        self.deferred.pop(a.instance, None)
+        needs = {g: raises[g] for g in self.instance_gpus.get(a.instance, ()) if g in raises}
+        if not needs or a.max_seqs <= self.batch_limit.get(a.instance, a.max_seqs):
+            self._pass_through(a)
+            return
+        now = self.backend.now()
+        self.deferred[a.instance] = DeferredLimit(a, needs, now)
+        self.log.add(Actuation(now, "batchlimit", a.instance, a.max_seqs, "deferred",
+                               note="until the cap raise of GPU(s) " + ",".join(map(str, sorted(needs))) + " is in force"))
+
+    def _release_limits(self) -> None:
+        """Apply deferred batch-limit raises whose watts are in force; drop those whose cap raise was
+        withdrawn."""
+        for iid, d in list(self.deferred.items()):
+            if all(self.in_force[g] >= mw for g, mw in d.needs.items()):
+                del self.deferred[iid]
+                self._pass_through(d.action)
+            elif any(self.in_force[g] < mw and self.target(g) < mw for g, mw in d.needs.items()):
+                del self.deferred[iid]
+                self.log.add(Actuation(self.backend.now(), "batchlimit", iid, d.action.max_seqs, "dropped",
+                                       note="the cap raise it waited for was withdrawn"))
 
     def _pass_through(self, a: Action) -> None:
         now = self.backend.now()
@@ -119,6 +171,8 @@ class BudgetGuard:
             self.log.add(Actuation(now, kind, target, value, "refused", note=str(e)))
             return
         self.log.add(Actuation(now, kind, target, value, "applied", effective_s=t))
+        if isinstance(a, SetBatchLimit):
+            self.batch_limit[a.instance] = a.max_seqs
 
     def _issue(self, gpu: int, mw: int) -> None:
         now = self.backend.now()
@@ -139,6 +193,7 @@ class BudgetGuard:
             s.remove(mw)
         self.in_force[gpu] = mw
         self._try_raises()
+        self._release_limits()
 
     def _try_raises(self) -> None:
         budget = self.effective_budget()
@@ -171,3 +226,4 @@ class BudgetGuard:
                 self.log.add(Actuation(self.backend.now(), "budget", -1, budget / 1000.0, "infeasible",
                                        note=f"budget below the sum of minimum caps {self.min_sum / 1000:g} W"))
         self._try_raises()
+        self._release_limits()

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from wattserve.catalog.gpus import GPUS, GpuSpec
 from wattserve.errors import UsageError
 from wattserve.runtime.power.base import GpuPower
 from wattserve.runtime.router import Router
@@ -16,6 +17,7 @@ from wattserve.seam import (
     Action,
     ActuationRefused,
     BudgetSignal,
+    ClusterInfo,
     ClusterState,
     GpuState,
     InstanceState,
@@ -42,7 +44,8 @@ class RuntimeBackend:
         self.loop = loop or asyncio.get_event_loop()
         self.cap_settle_s = getattr(agent, "settle_s", cap_settle_s)
         self._t0 = time.monotonic()
-        self._last = (self._t0, [agent.energy_j(i) for i in range(agent.count())])
+        self._locked: dict[int, int | None] = {}
+        self._info = self._read_info()
 
     def now(self) -> float:
         return time.monotonic() - self._t0
@@ -53,33 +56,66 @@ class RuntimeBackend:
     def done(self) -> bool:
         return False
 
+    def info(self) -> ClusterInfo:
+        return self._info
+
+    def _read_info(self) -> ClusterInfo:
+        """GPU kind and clock table from the power agent: a modelled agent's catalog GPU; a real
+        agent's device name, and its supported clocks if it reports them (`supported_clocks_mhz`),
+        else the catalog entry of that name, else the clock it runs at now."""
+        a = self.agent
+        spec: GpuSpec | None = getattr(a, "spec", None)
+        if spec is not None:
+            gpu = next((k for k, v in GPUS.items() if v is spec), spec.name)
+        else:
+            gpu = a.name(0)
+            spec = GPUS.get(gpu.lower())
+        read = getattr(a, "supported_clocks_mhz", None)
+        if read is not None:
+            clocks = tuple(sorted(int(c) for c in read(0)))
+        elif spec is not None:
+            clocks = tuple(spec.clocks)
+        else:
+            clocks = (int(a.clock_mhz(0)),)
+        lo, hi = a.cap_range_w(0)
+        return ClusterInfo(gpu=gpu, model=self.router.model, tp=1, clocks_mhz=clocks, cap_min_w=lo, cap_max_w=hi,
+                           instance_gpus=tuple((w.wid,) for w in self.router.workers))
+
     def observe(self) -> ClusterState:
+        """Reads the power agent, the router and the workers' latest stats (sent every 0.25 s, so
+        worker-side fields are that stale); it keeps no per-observer state."""
+        r = self.router
         now_abs = time.monotonic()
-        t_prev, e_prev = self._last
-        energy = [self.agent.energy_j(i) for i in range(self.agent.count())]
-        dt = now_abs - t_prev
-        self._last = (now_abs, energy)
+        top = self._info.clock_max_mhz
         gpus = []
-        for i, w in enumerate(self.router.workers):
+        for i, w in enumerate(r.workers):
             lo, hi = self.agent.cap_range_w(i)
             in_force = getattr(self.agent, "cap_in_force_w", self.agent.power_cap_w)(i)
-            gpus.append(GpuState(i, w.wid, in_force, self.agent.power_cap_w(i), lo, hi, self.agent.clock_mhz(i),
-                                 0, None, (energy[i] - e_prev[i]) / dt if dt > 0 else self.agent.power_w(i),
-                                 "sw_power_cap" in self.agent.throttle_reasons(i)))
-        recent = [r for r in self.router.recent if r[0] >= now_abs - WINDOW_S]
+            energy = self.agent.energy_j(i)
+            gpus.append(GpuState(
+                index=i, instance=w.wid, cap_w=in_force, cap_target_w=self.agent.power_cap_w(i), cap_min_w=lo,
+                cap_max_w=hi, clock_mhz=int(self.agent.clock_mhz(i)), clock_max_mhz=top,
+                locked_clock_mhz=self._locked.get(i), power_w=_draw_now_w(self.agent, i), energy_j=energy,
+                throttled="sw_power_cap" in self.agent.throttle_reasons(i)))
+        recent = [x for x in r.recent if x[0] >= now_abs - WINDOW_S]
         insts = []
-        for w in self.router.workers:
+        for w in r.workers:
             ttft = [v for _, k, wid, v in recent if k == "ttft" and wid == w.wid]
             tpot = [v for _, k, wid, v in recent if k == "tpot" and wid == w.wid]
+            s = w.stats
+            kv_total = int(s.get("kv_blocks", 0))
             insts.append(InstanceState(
                 iid=w.wid, role=w.role, switching_to=w.switching_to, gpus=(w.wid,),
-                waiting=int(w.stats.get("waiting", 0)), waiting_tokens=0, running=int(w.stats.get("running", 0)),
-                kv_usage=float(w.stats.get("kv_usage", 0.0)), max_seqs=int(w.stats.get("max_num_seqs", 0)),
+                waiting=int(s.get("waiting", 0)), waiting_tokens=int(s.get("waiting_tokens", 0)),
+                prefilling=int(s.get("prefilling", 0)), running=int(s.get("decoding", s.get("running", 0))),
+                kv_usage=min(1.0, int(s.get("kv_blocks_used", 0)) / kv_total) if kv_total else 0.0,
+                max_seqs=int(s.get("max_num_seqs", 0)),
                 ttft_p90_s=float(np.percentile(ttft, 90)) if ttft else None,
                 tpot_p90_s=float(np.percentile(tpot, 90)) if tpot else None,
-                recent_completions=len(ttft) + len(tpot), oldest_wait_s=0.0))
-        return ClusterState(self.now(), self.budget.at(self.now()), self.slo_ttft_s, self.slo_tpot_s, tuple(insts),
-                            tuple(gpus))
+                oldest_wait_s=r.oldest_wait_s(w, now_abs), prompt_tokens=int(s.get("prompt_tokens", 0)),
+                output_tokens=w.output_tokens, completed=w.completed))
+        now = now_abs - self._t0
+        return ClusterState(now, self.budget.at(now), self.slo_ttft_s, self.slo_tpot_s, tuple(insts), tuple(gpus))
 
     def apply(self, action: Action) -> float:
         now = self.now()
@@ -89,6 +125,7 @@ class RuntimeBackend:
                 return now + self.cap_settle_s
             if isinstance(action, SetClock):
                 self.agent.lock_clock(action.gpu, action.mhz)
+                self._locked[action.gpu] = action.mhz
                 return now
             if isinstance(action, SetRole):
                 self.router.set_role(action.instance, action.role)
@@ -101,3 +138,11 @@ class RuntimeBackend:
         except UsageError as e:
             raise ActuationRefused(str(e)) from None
         raise ActuationRefused(f"unknown action {action!r}")
+
+
+def _draw_now_w(agent: GpuPower, i: int) -> float:
+    """The agent's power reading now. The modelled agent re-estimates on every read from the busy
+    time since its previous read, so a second read microseconds after `energy_j` would see no busy
+    time and report idle; its latest estimate (`last_w`, just refreshed by `energy_j`) is the draw now."""
+    last = getattr(agent, "last_w", None) if agent.modelled else None
+    return float(last[i]) if last is not None else float(agent.power_w(i))

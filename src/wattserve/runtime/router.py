@@ -3,8 +3,10 @@
 A request's life: dispatched to a prefill-capable worker (colocated: it runs to the end there;
 prefill: it stops after the first token and its KV is handed to a decode worker picked then). A
 worker changing role hands back queued prompts (requeue), and migrates decoding requests with their
-KV (migrated); the router places them elsewhere. Routing policies are the simulator's:
-round_robin and least_loaded.
+KV (migrated); the router places them elsewhere. Routing policies are the simulator's
+(`wattserve.routing`: round_robin and least_loaded), applied to each worker's `LoadView`: prompt
+tokens and decoding sequences from the router's own placements (exact and current), KV blocks from
+the worker's latest stats.
 """
 
 from __future__ import annotations
@@ -17,13 +19,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from wattserve.errors import UsageError
+from wattserve.routing import ROUTERS, make_policy
 from wattserve.runtime import wire
 from wattserve.runtime.engine.sequence import SamplingParams
 from wattserve.runtime.metrics import ServerMetrics
 from wattserve.runtime.transport import transport_for
 from wattserve.seam import check_role_change
 
-ROUTING = ("round_robin", "least_loaded")
+ROUTING = ROUTERS
 
 
 @dataclass
@@ -44,6 +47,8 @@ class RequestState:
 
 
 class WorkerClient:
+    """The router's handle on one worker, and that worker's `LoadView` for the routing policy."""
+
     def __init__(self, wid: int, role: str, host: str, port: int, proc: Any = None) -> None:
         self.wid = wid
         self.role = role
@@ -54,9 +59,33 @@ class WorkerClient:
         self.stats: dict[str, Any] = {"wid": wid, "role": role, "running": 0, "waiting": 0, "kv_usage": 0.0,
                                       "kv_blocks_used": 0, "kv_blocks": 0, "busy_s": 0.0}
         self.inflight = 0
+        self.prefill_queue: dict[str, int] = {}
+        """Prompt tokens of each request placed here that has not produced its first token."""
+        self.decoding: set[str] = set()
+        """Requests placed here past their first token (decoding, joining or arriving with KV)."""
+        self.output_tokens = 0
+        """Tokens this worker produced, counted as their events arrive (monotonic)."""
+        self.completed = 0
+        """Requests whose last token this worker produced (monotonic)."""
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
         self.role_ready = asyncio.Event()
+
+    @property
+    def pending_prefill_tokens(self) -> int:
+        return sum(self.prefill_queue.values())
+
+    @property
+    def decode_load(self) -> int:
+        return len(self.decoding)
+
+    @property
+    def kv_live_blocks(self) -> int:
+        return int(self.stats.get("kv_blocks_used", 0))
+
+    @property
+    def kv_blocks(self) -> int:
+        return int(self.stats.get("kv_blocks", 0))
 
     async def connect(self) -> None:
         self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
@@ -68,18 +97,17 @@ class WorkerClient:
 
 class Router:
     def __init__(self, workers: list[WorkerClient], model: str, routing: str = "least_loaded") -> None:
-        if routing not in ROUTING:
-            raise UsageError(f"router: unknown value {routing!r}; allowed: {', '.join(ROUTING)}")
+        self.policy = make_policy(routing)
         self.workers = workers
         self.model = model
         self.routing = routing
         self.requests: dict[str, RequestState] = {}
         self.metrics = ServerMetrics(model)
         self._ids = itertools.count()
-        self._rr = itertools.count()
         self._tasks: list[asyncio.Task] = []
         self.recent: deque[tuple[float, str, int, float]] = deque(maxlen=4096)
-        """(time, "ttft" | "tpot", worker, seconds) of recently finished requests, for controllers."""
+        """(time, "ttft" | "tpot", worker, seconds): a TTFT when a first token arrives (the worker that
+        produced it), a TPOT when a request finishes (the worker that produced its last token)."""
 
     async def start(self, stats_period_s: float = 0.25) -> None:
         for w in self.workers:
@@ -114,20 +142,27 @@ class Router:
     def decoders(self, exclude: int | None = None) -> list[WorkerClient]:
         return [w for w in self.workers if w.role == "decode" and w.switching_to is None and w.wid != exclude]
 
-    def _pick(self, cands: list[WorkerClient]) -> WorkerClient:
-        if not cands:
-            raise RuntimeError("no worker available for this phase")
-        if self.routing == "round_robin":
-            return cands[next(self._rr) % len(cands)]
-        return min(cands, key=lambda w: (w.inflight, w.stats.get("kv_usage", 0.0), w.wid))
-
-    def _move(self, st: RequestState, w: WorkerClient | None) -> None:
+    def _move(self, st: RequestState, w: WorkerClient | None, stage: str = "done") -> None:
+        """Place a request on a worker in a stage ('prefill' or 'decode'), or take it off (None)."""
         if st.wid is not None:
-            self.workers[st.wid].inflight -= 1
+            old = self.workers[st.wid]
+            old.inflight -= 1
+            old.prefill_queue.pop(st.rid, None)
+            old.decoding.discard(st.rid)
         st.wid = None if w is None else w.wid
+        st.stage = stage
         if w is not None:
             w.inflight += 1
             st.workers.append(w.wid)
+            if stage == "prefill":
+                w.prefill_queue[st.rid] = len(st.prompt_ids)
+            else:
+                w.decoding.add(st.rid)
+
+    def oldest_wait_s(self, w: WorkerClient, now: float) -> float:
+        """Seconds since the oldest request placed on `w` and still without a first token arrived."""
+        created = [self.requests[r].created for r in w.prefill_queue if r in self.requests]
+        return now - min(created) if created else 0.0
 
     # ---- requests ----
     def submit(self, prompt_ids: list[int], params: SamplingParams) -> RequestState:
@@ -138,26 +173,37 @@ class Router:
         return st
 
     def _dispatch(self, st: RequestState) -> None:
-        w = self._pick(self.prefillers())
-        self._move(st, w)
-        st.stage = "prefill"
+        cands = self.prefillers()
+        if not cands:
+            raise RuntimeError("no worker available for prefill")
+        w = self.policy.pick_prefill(cands, st)
+        self._move(st, w, "prefill")
         w.send({"op": "add", "rid": st.rid, "token_ids": st.prompt_ids, "params": asdict(st.params),
                 "prefill_only": w.role == "prefill"})
 
     def _import(self, st: RequestState, token_ids: list[int], prompt_len: int, params: dict[str, Any],
                 handle: dict[str, Any], payload: bytes, exclude: int | None) -> None:
-        w = self._pick(self.decoders(exclude))
-        self._move(st, w)
-        st.stage = "decode"
+        cands = self.decoders(exclude)
+        if not cands:
+            raise RuntimeError("no worker available for decode")
+        w = self.policy.pick_decode(cands, st)
+        self._move(st, w, "decode")
         st.in_transit = None
         w.send({"op": "import", "rid": st.rid, "token_ids": token_ids, "prompt_len": prompt_len, "params": params,
                 "handle": handle}, payload)
 
     def _token(self, st: RequestState, tok: int) -> None:
         now = time.monotonic()
+        if st.wid is not None:
+            self.workers[st.wid].output_tokens += 1
         if st.first_token_t is None:
             st.first_token_t = now
             self.metrics.ttft.observe(now - st.created)
+            if st.wid is not None:
+                w = self.workers[st.wid]
+                w.prefill_queue.pop(st.rid, None)
+                w.decoding.add(st.rid)
+                self.recent.append((now, "ttft", st.wid, now - st.created))
         elif st.last_token_t is not None:
             self.metrics.itl.observe(now - st.last_token_t)
         st.last_token_t = now
@@ -166,7 +212,8 @@ class Router:
 
     def _finish(self, st: RequestState, reason: str) -> None:
         st.finish_reason = reason
-        st.stage = "done"
+        if st.wid is not None:
+            self.workers[st.wid].completed += 1
         self._move(st, None)
         self.requests.pop(st.rid, None)
         self.metrics.e2e.observe(time.monotonic() - st.created)
@@ -174,11 +221,9 @@ class Router:
         self.metrics.prompt_tokens += len(st.prompt_ids)
         self.metrics.generation_tokens += st.n_tokens
         now = time.monotonic()
-        if st.first_token_t is not None and st.workers:
-            self.recent.append((now, "ttft", st.workers[0], st.first_token_t - st.created))
-            if st.n_tokens > 1 and st.last_token_t is not None:
-                tpot = (st.last_token_t - st.first_token_t) / (st.n_tokens - 1)
-                self.recent.append((now, "tpot", st.workers[-1], tpot))
+        if st.first_token_t is not None and st.workers and st.n_tokens > 1 and st.last_token_t is not None:
+            tpot = (st.last_token_t - st.first_token_t) / (st.n_tokens - 1)
+            self.recent.append((now, "tpot", st.workers[-1], tpot))
         st.queue.put_nowait(("done", reason))
 
     async def _read(self, w: WorkerClient) -> None:
@@ -245,7 +290,6 @@ class Router:
         if st.in_transit is not None:
             transport_for(st.in_transit[0]).discard(st.in_transit[0])
         self._move(st, None)
-        st.stage = "done"
         st.finish_reason = "abort"
 
     # ---- roles ----

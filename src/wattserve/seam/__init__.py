@@ -18,11 +18,13 @@ from wattserve.seam.governor import (
     StepGovernor,
     StepView,
 )
+from wattserve.seam.info import ClusterInfo
 from wattserve.seam.roles import check_role_change
 from wattserve.seam.state import PHASES, ClusterState, GpuState, InstanceState
 
 __all__ = [
-    "Action", "Actuation", "ActuationLog", "ActuationRefused", "Backend", "BudgetSignal", "ClusterState",
+    "Action", "Actuation", "ActuationLog", "ActuationRefused", "Backend", "BudgetSignal", "ClusterInfo",
+    "ClusterState",
     "GpuState", "HOLD_UNTIL_CHANGE", "InstanceState", "PHASES", "STEP_PHASES", "SetBatchLimit", "SetClock",
     "SetComputeShare", "SetPowerCap", "SetRole", "StepDecision", "StepGovernor", "StepView", "UNGOVERNED",
     "check_role_change",

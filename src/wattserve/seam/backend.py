@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from wattserve.seam.actions import Action
+from wattserve.seam.info import ClusterInfo
 from wattserve.seam.state import ClusterState
 
 
@@ -20,7 +21,14 @@ class Backend(Protocol):
 
     def call_at(self, t: float, fn: Callable[[], None]) -> None: ...
 
-    def observe(self) -> ClusterState: ...
+    def observe(self) -> ClusterState:
+        """A fresh snapshot. It has no side effects: any number of controllers may observe, and
+        each takes its own differences of the monotonic counters."""
+        ...
+
+    def info(self) -> ClusterInfo:
+        """What does not change while the cluster runs (GPU kind, model, TP, clocks, cap range)."""
+        ...
 
     def apply(self, action: Action) -> float:
         """Start the action; return the time it takes effect. Raises ActuationRefused."""

@@ -1,5 +1,6 @@
 """The simulator behind the control seam: observations from simulated state, actions through the
-cluster's actuators (with their modelled delays)."""
+cluster's actuators (with their modelled delays). Observing has no side effects: counters are read
+as of the observation's instant, including the part of a closed-form decode run already done."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from wattserve.seam import (
     Action,
     ActuationRefused,
     BudgetSignal,
+    ClusterInfo,
     ClusterState,
     GpuState,
     InstanceState,
@@ -23,6 +25,8 @@ from wattserve.seam import (
     SetRole,
 )
 from wattserve.sim.cluster import CAP_SETTLE_S, RECONFIG_S, Cluster
+from wattserve.sim.gpu import SimGpu
+from wattserve.sim.instance import Instance
 
 WINDOW_S = 5.0
 
@@ -39,8 +43,6 @@ class SimBackend:
         self.reconfig_s = reconfig_s
         self.migrate = migrate
         self.window_s = window_s
-        self._last_obs_t = 0.0
-        self._last_energy = [0.0] * len(cluster.gpus)
 
     def now(self) -> float:
         return self.cluster.loop.now
@@ -51,40 +53,49 @@ class SimBackend:
     def done(self) -> bool:
         return self.cluster.done()
 
-    def _p90(self, window: deque[tuple[float, float]], now: float) -> tuple[float | None, int]:
-        while window and window[0][0] < now - self.window_s:
-            window.popleft()
-        if not window:
-            return None, 0
-        return float(np.percentile([v for _, v in window], 90)), len(window)
+    def info(self) -> ClusterInfo:
+        c = self.cluster
+        g = c.gpu_spec
+        return ClusterInfo(gpu=g.name, model=c.model.name, tp=c.spec.tp, clocks_mhz=tuple(g.clocks),
+                           cap_min_w=g.cap_min_w, cap_max_w=g.cap_max_w,
+                           instance_gpus=tuple(tuple(x.index for x in i.gpus) for i in c.instances))
+
+    def _p90(self, window: deque[tuple[float, float]], now: float) -> float | None:
+        cut = now - self.window_s
+        vals = []
+        for t, v in reversed(window):
+            if t < cut:
+                break
+            vals.append(v)
+        return float(np.percentile(vals, 90)) if vals else None
 
     def observe(self) -> ClusterState:
+        """Reads the simulated state and changes nothing, so any number of controllers may observe."""
         c = self.cluster
         now = self.now()
-        dt = now - self._last_obs_t
         gpus = []
-        for g in c.gpus:
-            energy = g.energy_j + g.power_w * (now - g._t)
-            avg = (energy - self._last_energy[g.index]) / dt if dt > 0 else g.power_w
-            self._last_energy[g.index] = energy
-            inst = c._instance_of_gpu[g.index]
-            gpus.append(GpuState(g.index, inst.iid, g.cap_w, g.cap_target_w, g.spec.cap_min_w, g.spec.cap_max_w,
-                                 g.clock_mhz, g.spec.clock_max_mhz, g.locked_clock_mhz, avg,
-                                 inst.throttled and inst.busy))
-        self._last_obs_t = now
+        for inst in c.instances:
+            busy_throttled = bool(inst.throttled and inst.busy)
+            for g in inst.gpus:
+                gpus.append(GpuState(
+                    index=g.index, instance=inst.iid, cap_w=g.cap_w, cap_target_w=g.cap_target_w,
+                    cap_min_w=g.spec.cap_min_w, cap_max_w=g.spec.cap_max_w, clock_mhz=int(g.clock_mhz),
+                    clock_max_mhz=g.spec.clock_max_mhz, locked_clock_mhz=g.locked_clock_mhz, power_w=g.power_w,
+                    energy_j=_energy_at(g, now), throttled=busy_throttled))
+        gpus.sort(key=lambda s: s.index)
         insts = []
         for i in c.instances:
-            ttft, n1 = self._p90(i.recent_ttft, now)
-            tpot, n2 = self._p90(i.recent_tpot, now)
-            oldest = now - i.waiting[0].arrival if i.waiting else 0.0
-            if i.active:
-                oldest = max(oldest, now - min(r.arrival for r in i.active))
+            unstarted = [r.arrival for r in i.waiting if r.t_first_token < 0]
+            unstarted += [r.arrival for r in i.active if r.t_first_token < 0]
             insts.append(InstanceState(
                 iid=i.iid, role=i.role, switching_to=i.switching_to, gpus=tuple(g.index for g in i.gpus),
                 waiting=len(i.waiting) + len(i.incoming) + len(i.pending_join),
-                waiting_tokens=i.pending_prefill_tokens, running=len(i.running),
+                waiting_tokens=i.pending_prefill_tokens, prefilling=len(i.active), running=len(i.running),
                 kv_usage=i.kv_live_blocks / i.kv_blocks if i.kv_blocks else 0.0, max_seqs=i.max_seqs,
-                ttft_p90_s=ttft, tpot_p90_s=tpot, recent_completions=n1 + n2, oldest_wait_s=oldest))
+                ttft_p90_s=self._p90(i.recent_ttft, now), tpot_p90_s=self._p90(i.recent_tpot, now),
+                oldest_wait_s=now - min(unstarted) if unstarted else 0.0,
+                prompt_tokens=int(getattr(i, "prompt_tokens", 0)), output_tokens=_output_tokens(i, now),
+                completed=int(getattr(i, "completed", 0))))
         return ClusterState(now, self.budget.at(now), self.slo_ttft_s, self.slo_tpot_s, tuple(insts), tuple(gpus))
 
     def apply(self, action: Action) -> float:
@@ -110,3 +121,22 @@ class SimBackend:
         except (UsageError, IndexError) as e:
             raise ActuationRefused(str(e)) from None
         raise ActuationRefused(f"unknown action {action!r}")
+
+
+def _energy_at(g: SimGpu, now: float) -> float:
+    """Energy from the start to `now`: what is booked plus the current draw since the last change."""
+    f = getattr(g, "energy_at", None)
+    return float(f(now)) if f is not None else g.energy_j + g.power_w * (now - g._t)
+
+
+def _output_tokens(inst: Instance, now: float) -> int:
+    """Tokens generated so far, counting the iterations of a closed-form decode run done by `now`
+    (the instance books a run's tokens when it ends or splits)."""
+    f = getattr(inst, "output_tokens_at", None)
+    if f is not None:
+        return int(f(now))
+    n = int(getattr(inst, "output_tokens", 0))
+    run = getattr(inst, "run", None)
+    if run is not None and inst.busy and run.shape is None and run.k > 1:
+        n += run.b * run.iters_done(now - run.t0)
+    return n
