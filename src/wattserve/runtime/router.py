@@ -70,6 +70,8 @@ class WorkerClient:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
         self.role_ready = asyncio.Event()
+        self.stats_ready = asyncio.Event()
+        """Set once the worker has reported its stats: until then `stats` holds placeholders."""
 
     @property
     def pending_prefill_tokens(self) -> int:
@@ -114,6 +116,7 @@ class Router:
             await w.connect()
             self._tasks.append(asyncio.create_task(self._read(w)))
         self._tasks.append(asyncio.create_task(self._poll(stats_period_s)))
+        await asyncio.wait_for(asyncio.gather(*(w.stats_ready.wait() for w in self.workers)), 60)
 
     async def close(self) -> None:
         for w in self.workers:
@@ -241,6 +244,7 @@ class Router:
         ev = h["ev"]
         if ev == "stats":
             w.stats = h
+            w.stats_ready.set()
             return
         if ev == "role_ready":
             w.role = h["role"]

@@ -56,7 +56,7 @@ class SimBackend:
     def info(self) -> ClusterInfo:
         c = self.cluster
         g = c.gpu_spec
-        return ClusterInfo(gpu=g.name, model=c.model.name, tp=c.spec.tp, clocks_mhz=tuple(g.clocks),
+        return ClusterInfo(gpu=c.spec.gpu, model=c.spec.model, tp=c.spec.tp, clocks_mhz=tuple(g.clocks),
                            cap_min_w=g.cap_min_w, cap_max_w=g.cap_max_w,
                            instance_gpus=tuple(tuple(x.index for x in i.gpus) for i in c.instances))
 
