@@ -57,6 +57,8 @@ class Worker:
         self.writer: asyncio.StreamWriter | None = None
         self.wake = asyncio.Event()
         self.started = time.monotonic()
+        self.prompt_tokens = 0
+        """Prompt tokens prefilled here, recomputation after preemption included (monotonic)."""
 
     def send(self, header: dict[str, Any], payload: bytes = b"") -> None:
         if self.writer is not None and not self.writer.is_closing():
@@ -69,7 +71,27 @@ class Worker:
                 "kv_blocks_used": e.cache.used_blocks, "kv_blocks": e.cache.num_blocks, "busy_s": e.busy_s,
                 "steps": e.steps, "tokens": e.tokens_computed, "uptime_s": time.monotonic() - self.started,
                 "max_num_seqs": e.scheduler.max_num_seqs, "pid": os.getpid(),
-                "governor_clock_mhz": e.governor_clock_mhz}
+                "governor_clock_mhz": e.governor_clock_mhz, **self.load()}
+
+    def load(self) -> dict[str, int]:
+        """The scheduler's queues in the seam's terms (`wattserve.seam.state.InstanceState`): a
+        running sequence with more than one token left to compute is prefilling (a prompt chunk or a
+        recomputation), one with a single token left is decoding."""
+        sch = self.engine.scheduler
+        prefilling = [s for s in sch.running if s.uncomputed > 1]
+        return {"prefilling": len(prefilling), "decoding": len(sch.running) - len(prefilling),
+                "waiting_tokens": sum(s.uncomputed for s in sch.waiting) + sum(s.uncomputed for s in prefilling),
+                "prompt_tokens": self.prompt_tokens}
+
+    def _step(self) -> list[Any]:
+        """One engine step, counting the prompt tokens it computed: every token computed except one
+        per sequence that was decoding (a single token left) before the step and produced a token."""
+        e = self.engine
+        decoding = {s.seq_id for s in e.scheduler.running if s.uncomputed == 1}
+        before = e.tokens_computed
+        outs = e.step()
+        self.prompt_tokens += e.tokens_computed - before - sum(1 for o in outs if o.seq_id in decoding)
+        return outs
 
     async def handle(self, h: dict[str, Any], payload: bytes) -> None:
         op = h["op"]
@@ -142,7 +164,7 @@ class Worker:
                 self.wake.clear()
                 await self.wake.wait()
                 continue
-            for o in self.engine.step():
+            for o in self._step():
                 if o.finish_reason == "prefilled" and o.kv is not None:
                     handle, data = self.transport.put(o.kv)
                     self.send({"ev": "prefilled", "rid": o.seq_id, "token": o.token, "handle": handle}, data)
