@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from wattserve.control import BudgetGuard, ControlLoop, make_controller
 from wattserve.control.policies import RapidController, StaticController
 from wattserve.metrics.power_series import cluster_caps
-from wattserve.metrics.records import COMPLETED
+from wattserve.results.records import COMPLETED
 from wattserve.schema.cluster import ClusterConfig
 from wattserve.seam import (
     ActuationLog,
@@ -23,6 +23,7 @@ from wattserve.seam import (
     ClusterState,
     GpuState,
     InstanceState,
+    SetBatchLimit,
     SetPowerCap,
     SetRole,
 )
@@ -59,9 +60,10 @@ def test_sum_of_caps_never_exceeds_budget(steps, acts, start) -> None:
     guard = BudgetGuard(backend, signal, log)
     for t, gpu, watts in acts:
         backend.call_at(t, lambda gpu=gpu, watts=watts: guard.submit([SetPowerCap(gpu, watts)]))
-    cluster.run()
+    end = cluster.run().end_s
     t, s = in_force_sum(cluster)
     check_t = np.union1d(t, np.array(signal.times))
+    check_t = check_t[check_t <= end]
     for x in check_t:
         i = np.searchsorted(t, x, side="right") - 1
         assert s[i] <= signal.at(x) + 1e-6, (x, s[i], signal.at(x))
@@ -70,7 +72,7 @@ def test_sum_of_caps_never_exceeds_budget(steps, acts, start) -> None:
             assert 200.0 - 1e-9 <= float(e.value) <= 700.0 + 1e-9
     refused = [e for e in log.entries if e.status == "refused"]
     assert all("outside [200, 700] W" in e.note for e in refused)
-    assert len(refused) == sum(1 for _, _, w in acts if w < 200 or w > 700)
+    assert len(refused) == sum(1 for t, _, w in acts if t < end and (w < 200 or w > 700))
     assert np.all(cluster.records.status == COMPLETED)
 
 
@@ -102,9 +104,14 @@ def test_budget_drop_is_met_before_it_happens() -> None:
 
 def state(caps: dict[int, float], throttled: dict[int, bool], ttft: float, tpot: float,
           waiting_p: int = 0) -> ClusterState:
-    gpus = tuple(GpuState(i, i, c, c, 200, 700, 1980, 1980, None, c, throttled[i]) for i, c in caps.items())
-    insts = tuple(InstanceState(i, "prefill" if i < 2 else "decode", None, (i,), waiting_p if i < 2 else 0, 0, 4,
-                                0.2, 256, ttft if i < 2 else None, tpot if i >= 2 else None, 10, 0.0)
+    gpus = tuple(GpuState(index=i, instance=i, cap_w=c, cap_target_w=c, cap_min_w=200, cap_max_w=700,
+                          clock_mhz=1980, clock_max_mhz=1980, locked_clock_mhz=None, power_w=c, energy_j=100.0 * c,
+                          throttled=throttled[i]) for i, c in caps.items())
+    insts = tuple(InstanceState(iid=i, role="prefill" if i < 2 else "decode", switching_to=None, gpus=(i,),
+                                waiting=waiting_p if i < 2 else 0, waiting_tokens=0, prefilling=0, running=4,
+                                kv_usage=0.2, max_seqs=256, ttft_p90_s=ttft if i < 2 else None,
+                                tpot_p90_s=tpot if i >= 2 else None, oldest_wait_s=0.0, prompt_tokens=1000,
+                                output_tokens=500, completed=10)
                   for i in caps)
     return ClusterState(10.0, sum(caps.values()), 1.0, 0.05, insts, gpus)
 
@@ -151,7 +158,7 @@ def test_role_switch_mid_run_loses_nothing() -> None:
     assert [i.role for i in cluster.instances] == ["decode", "prefill", "prefill", "decode"]
     assert sum(i.role_changes for i in cluster.instances) == 2
     for inst in cluster.instances:
-        assert inst.kv_peak_blocks <= inst.kv_blocks and inst.kv_seqs == 0
+        assert inst.kv.peak <= inst.kv_blocks and inst.kv.seqs == 0
 
 
 @pytest.mark.parametrize(("policy", "start_caps"), [
@@ -213,3 +220,78 @@ def test_small_budget_steps_are_not_rounded_away() -> None:
     t, s = in_force_sum(cluster)
     for x in np.union1d(t, signal.times):
         assert s[np.searchsorted(t, x, side="right") - 1] <= signal.at(x) + 1e-6
+
+
+class ClockedBackend:
+    """Two one-GPU instances on a hand-driven clock: every call_at runs when `advance` reaches it."""
+
+    cap_settle_s = 0.5
+
+    def __init__(self, caps: tuple[float, float] = (500.0, 500.0)) -> None:
+        self.t = 0.0
+        self.caps = list(caps)
+        self.timers: list[tuple[float, int, object]] = []
+        self.applied: list[tuple[float, object]] = []
+
+    def now(self) -> float:
+        return self.t
+
+    def call_at(self, t: float, fn) -> None:
+        self.timers.append((t, len(self.timers), fn))
+
+    def advance(self, until: float) -> None:
+        while True:
+            due = sorted(x for x in self.timers if x[0] <= until)
+            if not due:
+                break
+            self.timers.remove(due[0])
+            self.t = due[0][0]
+            due[0][2]()
+        self.t = until
+
+    def observe(self) -> ClusterState:
+        return state({0: self.caps[0], 1: self.caps[1]}, {0: False, 1: False}, 0.1, 0.01)
+
+    def info(self):
+        raise NotImplementedError
+
+    def apply(self, action) -> float:
+        self.applied.append((self.t, action))
+        return self.t + self.cap_settle_s if isinstance(action, SetPowerCap) else self.t
+
+    def done(self) -> bool:
+        return False
+
+
+def test_batch_limit_raise_waits_for_its_watts() -> None:
+    backend = ClockedBackend()
+    guard = BudgetGuard(backend, BudgetSignal.constant(1000.0))
+    guard.submit([SetPowerCap(0, 400.0)])
+    guard.submit([SetPowerCap(1, 600.0), SetBatchLimit(1, 512), SetBatchLimit(0, 8)])
+    assert [a for _, a in backend.applied] == [SetPowerCap(0, 400.0), SetBatchLimit(0, 8)]
+    assert [e.status for e in guard.log.entries if e.kind == "batchlimit"] == ["deferred", "applied"]
+    backend.advance(0.5)
+    assert backend.applied[-1] == (0.5, SetPowerCap(1, 600.0))
+    backend.advance(0.99)
+    assert SetBatchLimit(1, 512) not in [a for _, a in backend.applied]
+    backend.advance(2.0)
+    assert backend.applied[-1] == (1.0, SetBatchLimit(1, 512))
+    assert guard.log.entries[-1].kind == "batchlimit" and guard.log.entries[-1].status == "applied"
+
+
+def test_deferred_batch_limit_is_dropped_with_its_cap_raise() -> None:
+    backend = ClockedBackend()
+    guard = BudgetGuard(backend, BudgetSignal.constant(1000.0))
+    guard.submit([SetPowerCap(1, 700.0), SetBatchLimit(1, 512)])
+    assert backend.applied == []
+    guard.submit([SetPowerCap(1, 450.0)])
+    backend.advance(5.0)
+    assert SetBatchLimit(1, 512) not in [a for _, a in backend.applied]
+    assert [e.status for e in guard.log.entries if e.kind == "batchlimit"] == ["deferred", "dropped"]
+
+
+def test_batch_limit_raise_without_cap_raise_goes_at_once() -> None:
+    backend = ClockedBackend()
+    guard = BudgetGuard(backend, BudgetSignal.constant(1000.0))
+    guard.submit([SetPowerCap(0, 450.0), SetBatchLimit(1, 512)])
+    assert backend.applied[-1] == (0.0, SetBatchLimit(1, 512))
