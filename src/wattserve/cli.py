@@ -113,6 +113,7 @@ def _write_outputs(out: Path, res: Any, scenario: Any, summary: dict[str, Any], 
         met = slo_met(res, scenario.slo.ttft_ms, scenario.slo.tpot_ms)
         outputs.write_requests_csv(stage / "requests.csv", res, met)
         outputs.write_power_csv(stage / "power.csv", res)
+        outputs.write_clocks_csv(stage / "clocks.csv", res)
         if plots:
             from wattserve.metrics import plots as pl
 

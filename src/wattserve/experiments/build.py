@@ -47,17 +47,18 @@ def build_run(scenario: Scenario, workload: Workload | None = None,
     wl = workload if workload is not None else build_workload(scenario.workload, scenario.seed)
     cluster_cfg = scenario.cluster
     ctl = scenario.control
+    slo = scenario.slo
+    slo_s = (slo.ttft_ms and slo.ttft_ms / 1e3, slo.tpot_ms and slo.tpot_ms / 1e3)
     if ctl.policy is None or ctl.budget_w is None:
-        return SimRun(scenario, wl, Cluster(cluster_cfg, wl))
+        return SimRun(scenario, wl, Cluster(cluster_cfg, wl, slo_s=slo_s))
     controller = make_controller(ctl.policy, **(controller_params or {}))
     gpu = get_gpu(cluster_cfg.gpu)
     cluster_cfg = cluster_cfg.model_copy(update={
         "power_cap_w": min(gpu.cap_max_w, ctl.budget_w / cluster_cfg.num_gpus),
         "prefill_cap_w": None, "decode_cap_w": None})
-    cluster = Cluster(cluster_cfg, wl)
+    cluster = Cluster(cluster_cfg, wl, slo_s=slo_s)
     budget = BudgetSignal.constant(ctl.budget_w)
-    slo = scenario.slo
-    backend = SimBackend(cluster, budget, slo.ttft_ms and slo.ttft_ms / 1e3, slo.tpot_ms and slo.tpot_ms / 1e3)
+    backend = SimBackend(cluster, budget, *slo_s)
     log = ActuationLog()
     guard = BudgetGuard(backend, budget, log)
     ControlLoop(backend, guard, [controller]).start()

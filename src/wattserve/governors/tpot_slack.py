@@ -22,6 +22,15 @@ class TpotSlackGovernor:
     margin: float = 0.8
     hold_iters: int = 1
     _last: int | None = field(default=None, repr=False)
+    """Index of the clock chosen last time: the search starts there, since the context (and so the
+    answer) moves by at most a step or two between iterations."""
+    _decisions: dict[int | None, StepDecision] = field(default_factory=dict, repr=False)
+
+    def _decision(self, mhz: int | None) -> StepDecision:
+        d = self._decisions.get(mhz)
+        if d is None:
+            d = self._decisions[mhz] = StepDecision(mhz, self.hold_iters)
+        return d
 
     def decide(self, view: StepView) -> StepDecision:
         slo = view.slo_tpot_s
@@ -31,14 +40,27 @@ class TpotSlackGovernor:
         target = slo * self.margin
         clocks = view.gpu.clocks
         shape = view.shape
-        lo, hi = 0, len(clocks) - 1
-        if view.latency.iteration(shape, clocks[hi]).time_s > target:
-            return StepDecision(None, self.hold_iters)
+        lat = view.latency
+
+        def meets(i: int) -> bool:
+            return lat.iteration(shape, clocks[i]).time_s <= target
+
+        top = len(clocks) - 1
+        last = self._last
+        if last is not None and meets(last):
+            if last == 0 or not meets(last - 1):
+                return self._decision(clocks[last])
+            lo, hi = 0, last - 1
+        else:
+            lo, hi = (last + 1 if last is not None else 0), top
+            if not meets(top):
+                self._last = None
+                return self._decision(None)
         while lo < hi:
             mid = (lo + hi) // 2
-            if view.latency.iteration(shape, clocks[mid]).time_s <= target:
+            if meets(mid):
                 hi = mid
             else:
                 lo = mid + 1
-        self._last = clocks[lo]
-        return StepDecision(clocks[lo], self.hold_iters)
+        self._last = lo
+        return self._decision(clocks[lo])
