@@ -27,7 +27,7 @@ def test_simulate_writes_outputs_and_rerun_is_identical(tmp_path: Path) -> None:
     p = run("simulate", "--duration", "60", "--rate", "8", "--out", str(out), "--json")
     assert p.returncode == 0, p.stderr
     names = {f.name for f in out.iterdir()}
-    assert names == {"config.yaml", "summary.json", "requests.csv", "power.csv", "latency_cdf.png",
+    assert names == {"config.yaml", "summary.json", "requests.csv", "power.csv", "clocks.csv", "latency_cdf.png",
                      "cluster_power.png"}
     s = json.loads((out / "summary.json").read_text())
     for key in ("completed", "failed", "duration", "request_throughput", "output_throughput", "mean_ttft_ms",
