@@ -169,7 +169,7 @@ def test_the_walk_sees_the_package(edges: list[ImportEdge]) -> None:
     assert "wattserve.sim.cluster" in mods and "wattserve.runtime.engine.engine" in mods
     pairs = {(e.src, e.dst) for e in edges}
     assert ("wattserve.sim.cluster", "wattserve.schema.cluster") in pairs
-    assert ("wattserve.runtime.power.base", "wattserve.runtime.power.nvml") in pairs, "imports inside functions count"
+    assert ("wattserve.runtime.power.select", "wattserve.runtime.power.nvml") in pairs, "imports inside functions count"
 
 
 def test_every_unit_has_a_layer() -> None:
@@ -185,8 +185,6 @@ def test_no_import_cycle_between_units(edges: list[ImportEdge]) -> None:
     assert cycles(graph_of(edges, by_unit=True)) == []
 
 
-@pytest.mark.xfail(strict=False, reason="runtime.power.base.select_power imports nvml, which imports base's "
-                                        "GpuPowerError: select_power belongs in its own module (server.py imports it)")
 def test_no_import_cycle_between_modules_anywhere(edges: list[ImportEdge]) -> None:
     assert cycles(graph_of(edges)) == []
 

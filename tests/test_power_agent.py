@@ -7,9 +7,10 @@ import signal
 import pytest
 from fake_nvml import FakeNvml
 
-from wattserve.runtime.power.base import GpuPowerError, select_power
+from wattserve.runtime.power.base import GpuPowerError
 from wattserve.runtime.power.modelled import ModelledGpuPower
 from wattserve.runtime.power.nvml import NvmlGpuPower
+from wattserve.runtime.power.select import select_power
 
 
 class Clock:

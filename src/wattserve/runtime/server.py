@@ -59,8 +59,9 @@ async def serve(a: ServeConfig, stop: asyncio.Event | None = None) -> None:
     from wattserve.runtime.backend import RuntimeBackend
     from wattserve.runtime.engine.config import get_config
     from wattserve.runtime.engine.tokenizer import load_tokenizer
-    from wattserve.runtime.power.base import samples, select_power
+    from wattserve.runtime.power.base import samples
     from wattserve.runtime.power.modelled import ModelledGpuPower
+    from wattserve.runtime.power.select import select_power
     from wattserve.runtime.transport import make_transport
     from wattserve.seam import BudgetSignal
 

@@ -56,21 +56,3 @@ def effective_lock(locked_mhz: int | None, requested_mhz: int | None) -> int | N
 def samples(agent: GpuPower) -> list[dict[str, Any]]:
     return [{"gpu": i, "power_w": agent.power_w(i), "cap_w": agent.power_cap_w(i), "clock_mhz": agent.clock_mhz(i),
              "energy_j": agent.energy_j(i), "modelled": agent.modelled} for i in range(agent.count())]
-
-
-def select_power(backend: str, count: int, modelled_factory: Any) -> tuple[GpuPower, str]:
-    """'nvml', 'modelled' or 'auto'. Auto uses NVML when it finds enough GPUs and otherwise falls
-    back to the model, and says so in the returned note; it never falls back silently."""
-    if backend not in ("auto", "nvml", "modelled"):
-        raise GpuPowerError(f"power_backend: unknown value {backend!r}; allowed: auto, modelled, nvml")
-    if backend == "modelled":
-        return modelled_factory(), "power figures are modelled (--power-backend modelled)"
-    try:
-        from wattserve.runtime.power.nvml import NvmlGpuPower
-
-        agent = NvmlGpuPower(indices=list(range(count)))
-        return agent, f"power through NVML on {count} GPU(s)"
-    except GpuPowerError as e:
-        if backend == "nvml":
-            raise
-        return modelled_factory(), f"NVML unavailable ({e}); falling back to modelled power figures"
