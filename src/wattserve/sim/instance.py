@@ -116,9 +116,9 @@ class Instance:
     def kv_live_blocks(self) -> int:
         """KV in use now, counting the decode iterations of the current run completed so far."""
         run = self.run
-        if self.busy and run.shape is None and run.k > 1:
-            return self.kv.used_blocks(run.b * run.iters_done(self.loop.now - run.t0))
-        return self.kv.used_blocks()
+        kv = self.kv
+        extra = run.b * run.iters_done(self.loop.now - run.t0) if self.busy and run.shape is None and run.k > 1 else 0
+        return (kv.other + kv.run + extra + kv.seqs * (kv.block_size - 1)) // kv.block_size
 
     @property
     def throttled(self) -> bool:
@@ -353,8 +353,9 @@ class Instance:
             return
         op = self.clock.choose(BatchShape(decode_seqs=b, decode_ctx=int(c0 + b * (k - 1) / 2)), _DECODE,
                                decision.clock_mhz)
-        alpha, beta = self.clock.latency.decode_coeffs(b, op.clock_mhz)
-        run.decode(k, b, c0, alpha, beta)
+        run.alpha, run.beta = alpha, beta = self.clock.latency.decode_coeffs(b, op.clock_mhz)
+        run.k = k
+        run.d0 = alpha + beta * c0
         self._launch(op.clock_mhz, op.power_w, run.run_time(k), 0.0)
 
     def _start_table_run(self, k: int, b: int, c0: int, decision: StepDecision) -> None:
@@ -413,7 +414,8 @@ class Instance:
         now = self.loop.now
         for g in self.gpus:
             g.set_power(now, power_w, prefill_share)
-            g.set_clock(now, clock_mhz)
+            if g.clock_mhz != clock_mhz:
+                g.set_clock(now, clock_mhz)
         self.busy = True
         self.version += 1
         self.run.end = self.run.t0 + duration
