@@ -25,8 +25,6 @@ from wattserve.seam import (
     SetRole,
 )
 from wattserve.sim.cluster import CAP_SETTLE_S, RECONFIG_S, Cluster
-from wattserve.sim.gpu import SimGpu
-from wattserve.sim.instance import Instance
 
 WINDOW_S = 5.0
 
@@ -81,7 +79,7 @@ class SimBackend:
                     index=g.index, instance=inst.iid, cap_w=g.cap_w, cap_target_w=g.cap_target_w,
                     cap_min_w=g.spec.cap_min_w, cap_max_w=g.spec.cap_max_w, clock_mhz=int(g.clock_mhz),
                     clock_max_mhz=g.spec.clock_max_mhz, locked_clock_mhz=g.locked_clock_mhz, power_w=g.power_w,
-                    energy_j=_energy_at(g, now), throttled=busy_throttled))
+                    energy_j=g.energy_at(now), throttled=busy_throttled))
         gpus.sort(key=lambda s: s.index)
         insts = []
         for i in c.instances:
@@ -94,8 +92,7 @@ class SimBackend:
                 kv_usage=i.kv_live_blocks / i.kv_blocks if i.kv_blocks else 0.0, max_seqs=i.max_seqs,
                 ttft_p90_s=self._p90(i.recent_ttft, now), tpot_p90_s=self._p90(i.recent_tpot, now),
                 oldest_wait_s=now - min(unstarted) if unstarted else 0.0,
-                prompt_tokens=int(getattr(i, "prompt_tokens", 0)), output_tokens=_output_tokens(i, now),
-                completed=int(getattr(i, "completed", 0))))
+                prompt_tokens=i.prompt_tokens, output_tokens=i.output_tokens_at(now), completed=i.completed))
         return ClusterState(now, self.budget.at(now), self.slo_ttft_s, self.slo_tpot_s, tuple(insts), tuple(gpus))
 
     def apply(self, action: Action) -> float:
@@ -121,22 +118,3 @@ class SimBackend:
         except (UsageError, IndexError) as e:
             raise ActuationRefused(str(e)) from None
         raise ActuationRefused(f"unknown action {action!r}")
-
-
-def _energy_at(g: SimGpu, now: float) -> float:
-    """Energy from the start to `now`: what is booked plus the current draw since the last change."""
-    f = getattr(g, "energy_at", None)
-    return float(f(now)) if f is not None else g.energy_j + g.power_w * (now - g._t)
-
-
-def _output_tokens(inst: Instance, now: float) -> int:
-    """Tokens generated so far, counting the iterations of a closed-form decode run done by `now`
-    (the instance books a run's tokens when it ends or splits)."""
-    f = getattr(inst, "output_tokens_at", None)
-    if f is not None:
-        return int(f(now))
-    n = int(getattr(inst, "output_tokens", 0))
-    run = getattr(inst, "run", None)
-    if run is not None and inst.busy and run.shape is None and run.k > 1:
-        n += run.b * run.iters_done(now - run.t0)
-    return n

@@ -120,6 +120,14 @@ class Instance:
         extra = run.b * run.iters_done(self.loop.now - run.t0) if self.busy and run.shape is None and run.k > 1 else 0
         return (kv.other + kv.run + extra + kv.seqs * (kv.block_size - 1)) // kv.block_size
 
+    def output_tokens_at(self, now: float) -> int:
+        """Output tokens generated here by `now`, counting the iterations of the decode run in flight
+        that have ended (a run's tokens are booked when it ends or splits)."""
+        run = self.run
+        if self.busy and run.shape is None and run.k > 1:
+            return self.output_tokens + run.b * run.iters_done(now - run.t0)
+        return self.output_tokens
+
     @property
     def throttled(self) -> bool:
         return self.clock.throttled
