@@ -145,7 +145,7 @@ def test_sim_observation_has_no_side_effects() -> None:
     assert len(pairs) == 3 and all(a == b for a, b in pairs)
 
 
-async def _runtime_states(n: int) -> tuple[list[ClusterState], ClusterInfo, list[list[float]]]:
+async def _runtime_states(n: int) -> tuple[list[ClusterState], ClusterInfo, list[list[float]], list[tuple]]:
     from wattserve.runtime.backend import RuntimeBackend
     from wattserve.runtime.engine.sequence import SamplingParams
     from wattserve.runtime.power.modelled import ModelledGpuPower
@@ -171,15 +171,20 @@ async def _runtime_states(n: int) -> tuple[list[ClusterState], ClusterInfo, list
         await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(n))), 120)
         await asyncio.sleep(0.3)
         rec.states.append(backend.observe())
-        return rec.states, backend.info(), rec.watts
+        seen_by_engines = [(w.stats["cap_w"], w.stats["locked_clock_mhz"]) for w in router.workers]
+        return rec.states, backend.info(), rec.watts, seen_by_engines
     finally:
         await router.close()
 
 
 def test_runtime_conforms() -> None:
     pytest.importorskip("torch")
-    states, info, watts = asyncio.run(_runtime_states(24))
+    states, info, watts, seen_by_engines = asyncio.run(_runtime_states(24))
     check_states(states, info, 24)
+    last = states[-1]
+    assert seen_by_engines == [(g.cap_w, g.locked_clock_mhz) for g in last.gpus], \
+        "each worker's step governor sees the cap in force and the clock lock of its GPU"
+    assert seen_by_engines[0][1] == info.clocks_mhz[len(info.clocks_mhz) // 2]
     assert info.model == "tiny" and info.tp == 1
     assert sum(i.output_tokens for i in states[-1].instances) == sum(8 + i % 24 for i in range(24))
     assert all(w >= 0 for row in watts for w in row)

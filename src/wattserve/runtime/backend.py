@@ -122,10 +122,13 @@ class RuntimeBackend:
         try:
             if isinstance(action, SetPowerCap):
                 self.agent.set_power_cap(action.gpu, action.watts)
-                return now + self.cap_settle_s
+                settled = now + self.cap_settle_s
+                self.call_at(settled, lambda g=action.gpu: self._tell_limits(g))
+                return settled
             if isinstance(action, SetClock):
                 self.agent.lock_clock(action.gpu, action.mhz)
                 self._locked[action.gpu] = action.mhz
+                self._tell_limits(action.gpu)
                 return now
             if isinstance(action, SetRole):
                 self.router.set_role(action.instance, action.role)
@@ -138,6 +141,12 @@ class RuntimeBackend:
         except UsageError as e:
             raise ActuationRefused(str(e)) from None
         raise ActuationRefused(f"unknown action {action!r}")
+
+
+    def _tell_limits(self, gpu: int) -> None:
+        """The worker's step governor sees the cap in force and the clock lock (its StepView)."""
+        cap = getattr(self.agent, "cap_in_force_w", self.agent.power_cap_w)(gpu)
+        self.router.set_limits(gpu, float(cap), self._locked.get(gpu))
 
 
 def _draw_now_w(agent: GpuPower, i: int) -> float:

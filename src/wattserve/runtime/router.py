@@ -310,3 +310,9 @@ class Router:
 
     def set_batch_limit(self, wid: int, n: int) -> None:
         self.workers[wid].send({"op": "set_batch_limit", "max_seqs": n})
+
+    def set_limits(self, wid: int, cap_w: float, locked_clock_mhz: int | None) -> None:
+        """Tell a worker the cap in force and the clock lock on its GPU, for its step governor."""
+        w = self.workers[wid]
+        if w.writer is not None and not w.writer.is_closing():
+            w.send({"op": "limits", "cap_w": cap_w, "locked_clock_mhz": locked_clock_mhz})

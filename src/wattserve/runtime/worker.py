@@ -71,7 +71,8 @@ class Worker:
                 "kv_blocks_used": e.cache.used_blocks, "kv_blocks": e.cache.num_blocks, "busy_s": e.busy_s,
                 "steps": e.steps, "tokens": e.tokens_computed, "uptime_s": time.monotonic() - self.started,
                 "max_num_seqs": e.scheduler.max_num_seqs, "pid": os.getpid(),
-                "governor_clock_mhz": e.governor_clock_mhz, **self.load()}
+                "governor_clock_mhz": e.governor_clock_mhz, "cap_w": e.cap_w, "locked_clock_mhz": e.locked_clock_mhz,
+                **self.load()}
 
     def load(self) -> dict[str, int]:
         """The scheduler's queues in the seam's terms (`wattserve.seam.state.InstanceState`): a
