@@ -8,7 +8,7 @@ import pytest
 
 from wattserve.errors import UsageError
 from wattserve.routing import LeastLoaded, LoadView, RoundRobin, make_policy
-from wattserve.sim.router import make_router
+from wattserve.routing import make_policy as make_router
 
 
 @dataclass
@@ -44,7 +44,7 @@ def test_round_robin_keeps_one_counter_per_phase() -> None:
 
 
 def test_unknown_policy_is_a_usage_error() -> None:
-    with pytest.raises(UsageError, match="allowed: least_loaded, round_robin"):
+    with pytest.raises(UsageError, match="router: unknown value .random.; allowed: round_robin, least_loaded"):
         make_policy("random")
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, TypeVar
 
-from wattserve.errors import unknown
+from wattserve.registry import Registry
 
 
 class LoadView(Protocol):
@@ -106,12 +106,8 @@ class LeastLoaded:
         return best
 
 
-ROUTERS = ("round_robin", "least_loaded")
+ROUTERS: Registry[RoutingPolicy] = Registry("router", {"round_robin": RoundRobin, "least_loaded": LeastLoaded})
 
 
 def make_policy(name: str) -> RoutingPolicy:
-    if name == "round_robin":
-        return RoundRobin()
-    if name == "least_loaded":
-        return LeastLoaded()
-    raise unknown("router", name, ROUTERS)
+    return ROUTERS.make(name)

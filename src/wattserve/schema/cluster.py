@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from wattserve.governors.registry import GOVERNORS
 from wattserve.schema.base import Strict, flag
-from wattserve.schema.choices import GPUS, MODELS, ROUTERS, check
+from wattserve.schema.choices import GPUS, MODELS, ROUTERS, GovernorName, GpuName, ModelName, RouterName
 
 
 class EngineConfig(Strict):
@@ -23,19 +23,15 @@ class EngineConfig(Strict):
     prefill_token_budget: int = Field(8192, ge=16, description="tokens per iteration on prefill instances")
     block_size: Literal[8, 16, 32] = Field(16, description="KV block size, tokens")
     mem_util: float = Field(0.9, gt=0.1, le=1.0, description="share of GPU memory for weights and KV")
-    governor: str = Field("max-clock", description="step governor each instance asks for its clock before "
+    governor: GovernorName = Field("max-clock", description="step governor each instance asks for its clock before "
                           "every iteration", json_schema_extra=flag("governor", GOVERNORS.names()))
     """The step governor each instance asks before every iteration (see wattserve.governors)."""
 
-    @field_validator("governor")
-    @classmethod
-    def _governor(cls, v: str) -> str:
-        return check(GOVERNORS, v)
 
 
 class ClusterConfig(Strict):
-    gpu: str = Field("h100", description="GPU kind", json_schema_extra=flag("gpu", GPUS.names()))
-    model: str = Field("llama-3.1-8b", description="served model", json_schema_extra=flag("model", MODELS.names()))
+    gpu: GpuName = Field("h100", description="GPU kind", json_schema_extra=flag("gpu", GPUS.names()))
+    model: ModelName = Field("llama-3.1-8b", description="served model", json_schema_extra=flag("model", MODELS.names()))
     tp: Literal[1, 2, 4, 8] = Field(1, description="tensor-parallel GPUs per instance",
                                     json_schema_extra=flag("tp"))
     prefill: int = Field(4, ge=0, description="prefill instances", json_schema_extra=flag("prefill"))
@@ -49,26 +45,14 @@ class ClusterConfig(Strict):
     decode_cap_w: float | None = Field(None, gt=0, description="per-GPU cap on decode instances, W",
                                        json_schema_extra=flag("decode-cap"))
     clock_mhz: int | None = Field(None, gt=0, description="locked SM clock, MHz", json_schema_extra=flag("clock"))
-    router: str = Field("least_loaded", description="request router", json_schema_extra=flag("router", ROUTERS.names()))
+    router: RouterName = Field("least_loaded", description="request router", json_schema_extra=flag("router", ROUTERS.names()))
     gpus_per_node: int = Field(8, ge=1, description="GPUs per node (tensor parallelism stays in one node)")
     engine: EngineConfig = Field(default_factory=EngineConfig)
     max_run_iters: int | None = Field(None, ge=1)
     """Cap on decode iterations the simulator jumps at once; 1 steps every iteration (to verify the jumps)."""
 
-    @field_validator("gpu")
-    @classmethod
-    def _gpu(cls, v: str) -> str:
-        return check(GPUS, v)
 
-    @field_validator("model")
-    @classmethod
-    def _model(cls, v: str) -> str:
-        return check(MODELS, v)
 
-    @field_validator("router")
-    @classmethod
-    def _router(cls, v: str) -> str:
-        return check(ROUTERS, v)
 
     @model_validator(mode="after")
     def _shape(self) -> ClusterConfig:

@@ -5,23 +5,19 @@ has nobody to hold it."""
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from wattserve.control.registry import CONTROLLERS
 from wattserve.schema.base import Strict, flag
-from wattserve.schema.choices import check
+from wattserve.schema.choices import PolicyName
 
 
 class ControlConfig(Strict):
     budget_w: float | None = Field(None, gt=0, description="cluster power budget, W (run a --policy under it)",
                                    json_schema_extra=flag("budget"))
-    policy: str | None = Field(None, description="power policy run under the budget (needs --budget)",
+    policy: PolicyName | None = Field(None, description="power policy run under the budget (needs --budget)",
                                json_schema_extra=flag("policy", CONTROLLERS.names()))
 
-    @field_validator("policy")
-    @classmethod
-    def _policy(cls, v: str | None) -> str | None:
-        return None if v is None else check(CONTROLLERS, v)
 
     @model_validator(mode="after")
     def _both(self) -> ControlConfig:

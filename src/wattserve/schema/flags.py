@@ -80,6 +80,8 @@ def _unwrap(ann: Any) -> tuple[str, tuple[str, ...]]:
     args = [a for a in typing.get_args(ann) if a is not type(None)] \
         if typing.get_origin(ann) in (typing.Union, types.UnionType) else [ann]
     (inner,) = args
+    if typing.get_origin(inner) is typing.Annotated:
+        inner = typing.get_args(inner)[0]
     if typing.get_origin(inner) is typing.Literal:
         values = typing.get_args(inner)
         return type(values[0]).__name__, tuple(str(v) for v in values)

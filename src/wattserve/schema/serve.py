@@ -7,11 +7,20 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from wattserve.governors.registry import GOVERNORS
 from wattserve.schema.base import flag
-from wattserve.schema.choices import GPUS, MODELS, ROUTERS, TRANSPORTS, check
+from wattserve.schema.choices import (
+    GPUS,
+    ROUTERS,
+    TRANSPORTS,
+    GovernorName,
+    GpuName,
+    ModelName,
+    RouterName,
+    TransportName,
+)
 from wattserve.schema.control import ControlConfig
 from wattserve.schema.runtime_engine import RuntimeEngineConfig
 from wattserve.schema.slo import SloConfig
@@ -31,20 +40,20 @@ class ServeConfig(RuntimeEngineConfig):
     max_prompt_tokens: int = Field(2048, ge=1, description="longest prompt accepted, tokens",
                                    json_schema_extra=flag("max-prompt-tokens"))
     max_tokens: int = Field(2048, ge=1, description="largest max_tokens a request may ask for")
-    kv_transport: str = Field("shm", description="how KV travels from prefill to decode workers",
+    kv_transport: TransportName = Field("shm", description="how KV travels from prefill to decode workers",
                               json_schema_extra=flag("kv-transport", TRANSPORTS.names()))
     threads: int = Field(1, ge=1, description="torch threads per worker", json_schema_extra=flag("threads-per-worker"))
-    router: str = Field("least_loaded", description="request router",
+    router: RouterName = Field("least_loaded", description="request router",
                         json_schema_extra=flag("router", ROUTERS.names()))
-    governor: str = Field("max-clock", description="step governor each worker asks for its clock before every step",
+    governor: GovernorName = Field("max-clock", description="step governor each worker asks for its clock before every step",
                           json_schema_extra=flag("governor", GOVERNORS.names()))
     control: ControlConfig = Field(default_factory=ControlConfig)
-    gpu: str = Field("h100", description="GPU whose power model stands in for CPU workers",
+    gpu: GpuName = Field("h100", description="GPU whose power model stands in for CPU workers",
                      json_schema_extra=flag("gpu", GPUS.names()))
     power_backend: Literal["auto", "nvml", "modelled"] = Field(
         "auto", description="GPU power agent (auto: NVML on GPUs, modelled on CPU)",
         json_schema_extra=flag("power-backend"))
-    power_as_model: str = Field("llama-3.1-8b", description="catalog model whose iterations the modelled power "
+    power_as_model: ModelName = Field("llama-3.1-8b", description="catalog model whose iterations the modelled power "
                                 "agent assumes")
     slo: SloConfig = Field(default_factory=SloConfig)
 
@@ -58,30 +67,10 @@ class ServeConfig(RuntimeEngineConfig):
             data.setdefault("decode", 0)
         return data
 
-    @field_validator("kv_transport")
-    @classmethod
-    def _transport(cls, v: str) -> str:
-        return check(TRANSPORTS, v)
 
-    @field_validator("router")
-    @classmethod
-    def _router(cls, v: str) -> str:
-        return check(ROUTERS, v)
 
-    @field_validator("governor")
-    @classmethod
-    def _governor(cls, v: str) -> str:
-        return check(GOVERNORS, v)
 
-    @field_validator("gpu")
-    @classmethod
-    def _gpu(cls, v: str) -> str:
-        return check(GPUS, v)
 
-    @field_validator("power_as_model")
-    @classmethod
-    def _power_model(cls, v: str) -> str:
-        return check(MODELS, v)
 
     def engine_fields(self) -> dict[str, Any]:
         """This server's RuntimeEngineConfig fields, to build each worker's EngineArgs from."""

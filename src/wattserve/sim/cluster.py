@@ -20,6 +20,7 @@ from wattserve.perf.power import UtilizationPowerModel
 from wattserve.results.histogram import LogHistogram
 from wattserve.results.records import RequestRecords
 from wattserve.results.sim_result import GpuTrace, InstanceTrace, LinkTrace, SimResult
+from wattserve.routing import make_policy
 from wattserve.schema.cluster import ClusterConfig
 from wattserve.seam.governor import StepGovernor
 from wattserve.seam.roles import check_role_change
@@ -28,7 +29,6 @@ from wattserve.sim.gpu import SimGpu, check_cap, check_clock
 from wattserve.sim.instance import Instance
 from wattserve.sim.link import Link
 from wattserve.sim.request import SimRequest
-from wattserve.sim.router import make_router
 from wattserve.workload.workload import Workload
 
 CAP_SETTLE_S = 0.3
@@ -55,7 +55,7 @@ class Cluster:
         self.loop = EventLoop()
         self.itl_hist = LogHistogram()
         self.records = RequestRecords(workload.arrival_s, workload.prompt_tokens, workload.output_tokens)
-        self.router = make_router(spec.router)
+        self.router = make_policy(spec.router)
         latency = RooflineLatencyModel(self.gpu_spec, self.model, spec.tp)
         power = UtilizationPowerModel.for_gpu(self.gpu_spec)
         eng = spec.engine
