@@ -119,3 +119,25 @@ def test_a_result_is_plain_data() -> None:
     back = pickle.loads(pickle.dumps(res))
     np.testing.assert_array_equal(back.records.finish, res.records.finish)
     assert "wattserve.sim" not in pickle.dumps(res).decode("latin-1")
+
+
+def test_the_simulator_view_has_every_member_of_the_step_view_protocol() -> None:
+    members = {n for n in vars(StepView) if not n.startswith("_")} - {"register", "name"}
+    seen: list[dict] = []
+
+    class Look:
+        name = "look"
+
+        def decide(self, view: StepView) -> StepDecision:
+            values = {m: getattr(view, m) for m in members}
+            seen.append({m: (v() if callable(v) else v) for m, v in values.items()})
+            return StepDecision(None)
+
+    Cluster(ClusterConfig(prefill=1, decode=1), workload(num_requests=20), governor=Look,
+            slo_s=(1.0, 0.05)).run()
+    assert members and seen
+    phases = {s["phase"] for s in seen}
+    assert phases == {"prefill", "decode"}
+    for s in seen:
+        assert 0.0 <= s["kv_usage"] <= 1.0 and s["slo_tpot_s"] == 0.05 and s["cap_w"] == 700
+        assert s["shape"].tokens > 0 and s["now_s"] >= 0

@@ -91,6 +91,18 @@ class DecodeRun:
         full = k * (a + bt * c0) + bt * b * k * (k - 1) / 2.0
         return full - (1.0 - self.first_scale) * self.d0
 
+    def table_steps(self, k: int) -> tuple[list[float], list[float], list[float], list[int]]:
+        """Iterations 2..k of a table run from `off`: their durations, start times, power (W) and
+        clocks (MHz)."""
+        cum, req, points, off = self.cum, self.req, self.points, self.off
+        assert cum is not None
+        base = self.t0 - (cum[off - 1] if off else 0.0)
+        ends = cum[off:off + k]
+        gaps = [e1 - e0 for e0, e1 in zip(ends, ends[1:])]
+        starts = [base + e for e in ends[:-1]]
+        pts = [points[r] for r in req[off + 1:off + k]]
+        return gaps, starts, [p[1] for p in pts], [p[0] for p in pts]
+
     def step_time(self) -> float:
         if self.shape is not None:
             return self.first_scale * self.d0

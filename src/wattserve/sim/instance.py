@@ -8,7 +8,8 @@ of requests it preempted).
 The instance schedules; its parts count. `KvLedger` holds the KV blocks, `DecodeRun` the closed-form
 state of the step in flight (a run of k decode iterations is one event, split when anything pokes
 it), `StepClock` the clock, time and power a step runs at. Before every step the instance asks its
-`StepGovernor`, showing itself as the `StepView`; the answer holds for `hold_iters` iterations.
+`StepGovernor`, showing it an `InstanceView`; the answer holds for `hold_iters` iterations (a run
+planned iteration by iteration when that is shorter than the run: `governed_plan`).
 Everything outside the instance (routing, hand-off links, completion) goes through its `Host`.
 """
 
@@ -16,9 +17,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Sequence
 
-from wattserve.catalog.gpus import GpuSpec
 from wattserve.catalog.models import BatchShape
 from wattserve.perf.latency import LatencyModel
 from wattserve.perf.power import PowerModel
@@ -27,6 +26,7 @@ from wattserve.results.suffix_max import SuffixMax
 from wattserve.seam.governor import StepDecision, StepGovernor
 from wattserve.sim.decode_run import DecodeRun
 from wattserve.sim.events import EventLoop
+from wattserve.sim.governed_plan import plan_table
 from wattserve.sim.gpu import SimGpu
 from wattserve.sim.host import Host
 from wattserve.sim.kv_ledger import KvLedger
@@ -34,13 +34,12 @@ from wattserve.sim.request import DECODE, DONE, PREFILL, QUEUED, TRANSFER, SimRe
 from wattserve.sim.step_clock import DECODE as _DECODE
 from wattserve.sim.step_clock import MIXED as _MIXED
 from wattserve.sim.step_clock import StepClock
+from wattserve.sim.step_view import InstanceView
 
 ROLES = ("colocated", "prefill", "decode")
 PLAN_AHEAD = 32
 """Most iterations a governed run plans at once; pokes cut runs short, and planning far past them
 would ask the governor about iterations that never run."""
-RECENT_S = 5.0
-"""How far back `recent_ttft_s` / `recent_tpot_s` look (the control seam's window)."""
 
 
 class Instance:
@@ -95,9 +94,7 @@ class Instance:
         self.completed = 0
         """Requests that finished here (monotonic)."""
         self._decision: StepDecision | None = None
-        self._phase = "decode"
-        self._view_t: float | None = None
-        self._view_ctx = 0
+        self.view = InstanceView(self)
 
     # ---- load, as routers see it ----
     @property
@@ -131,54 +128,6 @@ class Instance:
     @property
     def throttled(self) -> bool:
         return self.clock.throttled
-
-    # ---- the StepView the governor sees ----
-    @property
-    def now_s(self) -> float:
-        return self.loop.now if self._view_t is None else self._view_t
-
-    @property
-    def phase(self) -> str:
-        return self._phase
-
-    @property
-    def shape(self) -> BatchShape:
-        if self._view_t is not None:
-            return BatchShape(decode_seqs=self.run.b, decode_ctx=self._view_ctx)
-        return self.run.current_shape()
-
-    @property
-    def kv_usage(self) -> float:
-        return self.kv_live_blocks / self.kv.blocks if self.kv.blocks else 0.0
-
-    @property
-    def cap_w(self) -> float:
-        return self.clock.cap_w
-
-    @property
-    def locked_clock_mhz(self) -> int | None:
-        return self.clock.lock_mhz
-
-    @property
-    def gpu(self) -> GpuSpec:
-        return self.clock.spec
-
-    @property
-    def latency(self) -> LatencyModel:
-        return self.clock.latency
-
-    @property
-    def power(self) -> PowerModel:
-        return self.clock.power
-
-    def queued_prompts(self) -> Sequence[tuple[float, int]]:
-        return [(r.arrival, r.target) for r in self.waiting]
-
-    def recent_ttft_s(self) -> Sequence[float]:
-        return _recent(self.recent_ttft, self.loop.now)
-
-    def recent_tpot_s(self) -> Sequence[float]:
-        return _recent(self.recent_tpot, self.loop.now)
 
     # ---- entry points ----
     def enqueue_prefill(self, req: SimRequest, wake: bool = True) -> None:
@@ -326,8 +275,8 @@ class Instance:
                            decode_seqs=b, decode_ctx=t_run + b)
         run = self.run
         run.mixed(shape, chunks, b, t_run + b, 0.0)
-        self._phase = "mixed" if b else "prefill"
-        self._decision = decision = self.governor.decide(self)
+        self.view.phase = "mixed" if b else "prefill"
+        self._decision = decision = self.governor.decide(self.view)
         op = self.clock.choose(shape, _MIXED, decision.clock_mhz)
         run.d0 = op.cost.time_s
         self._launch(op.clock_mhz, op.power_w, op.cost.time_s, self.clock.prefill_share(shape, op.clock_mhz))
@@ -354,8 +303,8 @@ class Instance:
         c0 = kv.run + b
         run = self.run
         run.decode(k, b, c0, 0.0, 0.0)
-        self._phase = "decode"
-        self._decision = decision = self.governor.decide(self)
+        self.view.phase = "decode"
+        self._decision = decision = self.governor.decide(self.view)
         if decision.hold_iters < k:
             self._start_table_run(k if k < PLAN_AHEAD else PLAN_AHEAD, b, c0, decision)
             return
@@ -367,56 +316,12 @@ class Instance:
         self._launch(op.clock_mhz, op.power_w, run.run_time(k), 0.0)
 
     def _start_table_run(self, k: int, b: int, c0: int, decision: StepDecision) -> None:
-        """Plan a decode run whose governor answers more often than the batch changes: ask it at
-        each hold boundary, showing the iteration's planned start and context. Power at each asked
-        clock is taken at the run's mean context, as for a closed-form run. A run cut short drops
-        the rest of its plan, so a governor may be asked about iterations that never run."""
-        clock = self.clock
-        lat = clock.latency
-        decide = self.governor.decide
-        mid = BatchShape(decode_seqs=b, decode_ctx=int(c0 + b * (k - 1) / 2))
-        points: dict[int | None, tuple[int, float, float, float]] = {}
-        steps: dict[int | None, tuple[float, float]] = {}
-        cum: list[float] = []
-        req: list[int | None] = []
-        cum_append, req_append = cum.append, req.append
-        t0 = self.run.t0
-        t = 0.0
-        i = 0
-        d = decision
-        while True:
-            key = d.clock_mhz
-            st = steps.get(key)
-            if st is None:
-                op = clock.choose(mid, _DECODE, key)
-                a, bt = lat.decode_coeffs(b, op.clock_mhz)
-                points[key] = (op.clock_mhz, op.power_w, a, bt)
-                st = steps[key] = (a + bt * c0, bt * b)
-            h = d.hold_iters
-            if h == 1:
-                t += st[0] + st[1] * i
-                cum_append(t)
-                req_append(key)
-                i += 1
-            else:
-                first, grow = st
-                n = i + h if h < k - i else k
-                while i < n:
-                    t += first + grow * i
-                    cum_append(t)
-                    req_append(key)
-                    i += 1
-            if i >= k:
-                break
-            self._view_t = t0 + t
-            self._view_ctx = c0 + i * b
-            d = decide(self)
-        self._view_t = None
         run = self.run
+        cum, req, points = plan_table(self.governor, self.view, self.clock, decision, k, b, c0, run.t0)
         run.decode(k, b, c0, 0.0, 0.0)
         run.table(cum, req, points)
-        first_point = points[req[0]]
-        self._launch(first_point[0], first_point[1], t, 0.0)
+        first = points[req[0]]
+        self._launch(first[0], first[1], cum[-1], 0.0)
 
     def _launch(self, clock_mhz: int, power_w: float, duration: float, prefill_share: float) -> None:
         now = self.loop.now
@@ -513,17 +418,8 @@ class Instance:
     def _book_table(self, k: int, b: int) -> float:
         """Iterations 2..k of a table run: their gaps, and each one's power and clock from its start.
         Returns the longest gap among them."""
-        run = self.run
-        cum, req, points, off = run.cum, run.req, run.points, run.off
-        assert cum is not None
-        base = run.t0 - (cum[off - 1] if off else 0.0)
-        ends = cum[off:off + k]
-        gaps = [e1 - e0 for e0, e1 in zip(ends, ends[1:])]
+        gaps, starts, watts, clocks = self.run.table_steps(k)
         self.itl_hist.add_each(gaps, b)
-        starts = [base + e for e in ends[:-1]]
-        pts = [points[r] for r in req[off + 1:off + k]]
-        watts = [p[1] for p in pts]
-        clocks = [p[0] for p in pts]
         for g in self.gpus:
             g.decode_steps(starts, watts, clocks)
         return max(gaps)
@@ -649,11 +545,6 @@ class Instance:
         self.token_budget = self.token_budgets[self.role]
         self.host.role_changed(self)
         self.poke()
-
-
-def _recent(window: deque[tuple[float, float]], now: float) -> list[float]:
-    lo = now - RECENT_S
-    return [v for t, v in window if t >= lo]
 
 
 __all__ = ["DONE", "Instance", "ROLES"]

@@ -1,0 +1,116 @@
+"""What a simulated instance shows its step governor (`wattserve.seam.StepView`).
+
+A read-only window on the instance, made once per instance. While a governed decode run is planned
+ahead, `at()` moves the window to the planned iteration (its start time and context), so a governor
+sees each iteration as it would when it runs.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from typing import Protocol
+
+from wattserve.catalog.gpus import GpuSpec
+from wattserve.catalog.models import BatchShape
+from wattserve.perf.latency import LatencyModel
+from wattserve.perf.power import PowerModel
+from wattserve.sim.decode_run import DecodeRun
+from wattserve.sim.events import EventLoop
+from wattserve.sim.kv_ledger import KvLedger
+from wattserve.sim.request import SimRequest
+from wattserve.sim.step_clock import StepClock
+
+RECENT_S = 5.0
+"""How far back `recent_ttft_s` / `recent_tpot_s` look (the control seam's window)."""
+
+
+class Viewed(Protocol):
+    """What the view reads of an instance."""
+
+    loop: EventLoop
+    run: DecodeRun
+    kv: KvLedger
+    clock: StepClock
+    slo_ttft_s: float | None
+    slo_tpot_s: float | None
+    waiting: deque[SimRequest]
+    recent_ttft: deque[tuple[float, float]]
+    recent_tpot: deque[tuple[float, float]]
+
+    @property
+    def kv_live_blocks(self) -> int: ...
+
+
+class InstanceView:
+    __slots__ = ("_inst", "phase", "_t", "_ctx")
+
+    def __init__(self, inst: Viewed) -> None:
+        self._inst = inst
+        self.phase = "decode"
+        """'prefill', 'decode' or 'mixed': set by the instance before it asks."""
+        self._t: float | None = None
+        self._ctx = 0
+
+    def at(self, t: float | None, ctx: int = 0) -> None:
+        """Show the planned iteration starting at t with total decode context ctx (None: now)."""
+        self._t = t
+        self._ctx = ctx
+
+    @property
+    def now_s(self) -> float:
+        return self._inst.loop.now if self._t is None else self._t
+
+    @property
+    def shape(self) -> BatchShape:
+        run = self._inst.run
+        if self._t is not None:
+            return BatchShape(decode_seqs=run.b, decode_ctx=self._ctx)
+        return run.current_shape()
+
+    @property
+    def kv_usage(self) -> float:
+        inst = self._inst
+        return inst.kv_live_blocks / inst.kv.blocks if inst.kv.blocks else 0.0
+
+    @property
+    def cap_w(self) -> float:
+        return self._inst.clock.cap_w
+
+    @property
+    def locked_clock_mhz(self) -> int | None:
+        return self._inst.clock.lock_mhz
+
+    @property
+    def slo_ttft_s(self) -> float | None:
+        return self._inst.slo_ttft_s
+
+    @property
+    def slo_tpot_s(self) -> float | None:
+        return self._inst.slo_tpot_s
+
+    @property
+    def gpu(self) -> GpuSpec:
+        return self._inst.clock.spec
+
+    @property
+    def latency(self) -> LatencyModel:
+        return self._inst.clock.latency
+
+    @property
+    def power(self) -> PowerModel:
+        return self._inst.clock.power
+
+    def queued_prompts(self) -> Sequence[tuple[float, int]]:
+        return [(r.arrival, r.target) for r in self._inst.waiting]
+
+    def recent_ttft_s(self) -> Sequence[float]:
+        return _recent(self._inst.recent_ttft, self.now_s)
+
+    def recent_tpot_s(self) -> Sequence[float]:
+        return _recent(self._inst.recent_tpot, self.now_s)
+
+
+def _recent(window: deque[tuple[float, float]], now: float) -> list[float]:
+    lo = now - RECENT_S
+    return [v for t, v in window if lo <= t <= now]
