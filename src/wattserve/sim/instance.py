@@ -37,7 +37,7 @@ from wattserve.sim.step_clock import StepClock
 from wattserve.sim.step_view import InstanceView
 
 ROLES = ("colocated", "prefill", "decode")
-PLAN_AHEAD = 32
+PLAN_AHEAD = 64
 """Most iterations a governed run plans at once; pokes cut runs short, and planning far past them
 would ask the governor about iterations that never run."""
 
