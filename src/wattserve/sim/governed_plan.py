@@ -57,7 +57,8 @@ def plan_table(governor: StepGovernor, view: InstanceView, clock: StepClock, fir
                 i += 1
         if i >= k:
             break
-        view.at(t0 + t, c0 + i * b)
+        view.planned_t = t0 + t
+        view.planned_ctx = c0 + i * b
         d = decide(view)
-    view.at(None)
+    view.planned_t = None
     return cum, req, points

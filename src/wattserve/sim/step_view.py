@@ -1,8 +1,8 @@
 """What a simulated instance shows its step governor (`wattserve.seam.StepView`).
 
 A read-only window on the instance, made once per instance. While a governed decode run is planned
-ahead, `at()` moves the window to the planned iteration (its start time and context), so a governor
-sees each iteration as it would when it runs.
+ahead, `planned_t` and `planned_ctx` move the window to the planned iteration (its start time and
+context), so a governor sees each iteration as it would when it runs.
 """
 
 from __future__ import annotations
@@ -43,29 +43,26 @@ class Viewed(Protocol):
 
 
 class InstanceView:
-    __slots__ = ("_inst", "phase", "_t", "_ctx")
+    __slots__ = ("_inst", "phase", "planned_t", "planned_ctx")
 
     def __init__(self, inst: Viewed) -> None:
         self._inst = inst
         self.phase = "decode"
         """'prefill', 'decode' or 'mixed': set by the instance before it asks."""
-        self._t: float | None = None
-        self._ctx = 0
-
-    def at(self, t: float | None, ctx: int = 0) -> None:
-        """Show the planned iteration starting at t with total decode context ctx (None: now)."""
-        self._t = t
-        self._ctx = ctx
+        self.planned_t: float | None = None
+        """Start of the planned iteration shown (None: the step about to start now)."""
+        self.planned_ctx = 0
+        """Total decode context of the planned iteration shown."""
 
     @property
     def now_s(self) -> float:
-        return self._inst.loop.now if self._t is None else self._t
+        return self._inst.loop.now if self.planned_t is None else self.planned_t
 
     @property
     def shape(self) -> BatchShape:
         run = self._inst.run
-        if self._t is not None:
-            return BatchShape(decode_seqs=run.b, decode_ctx=self._ctx)
+        if self.planned_t is not None:
+            return BatchShape(decode_seqs=run.b, decode_ctx=self.planned_ctx)
         return run.current_shape()
 
     @property
