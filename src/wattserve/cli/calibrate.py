@@ -1,0 +1,33 @@
+"""`wattserve calibrate`: model error against ML.ENERGY, Vidur and Splitwise measurements."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from wattserve.cli.parser import DEFAULT_DATA
+from wattserve.errors import UsageError
+
+
+def add(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("calibrate", help="model error against ML.ENERGY, Vidur and Splitwise data",
+                       description="Compare the latency and power models with measurements and print (or write) "
+                                   "the markdown table in docs/calibration.md.")
+    p.add_argument("--data", default=str(DEFAULT_DATA), help="the shared data folder (default ../shared/data)")
+    p.add_argument("--out", help="write the markdown here instead of printing it")
+    p.set_defaults(func=cmd_calibrate)
+
+
+def cmd_calibrate(args: argparse.Namespace, started: float) -> int:
+    from wattserve.perf.calibration import markdown_report
+
+    data = Path(args.data)
+    if not (data / "anchors/mlenergy/v3_leaderboard/v3_configs_flat.csv").is_file():
+        raise UsageError(f"data: {str(data)!r} has no anchors/mlenergy/v3_leaderboard/v3_configs_flat.csv; "
+                         "point --data at the shared data folder")
+    text = markdown_report(data)
+    if args.out:
+        Path(args.out).write_text(text)
+    else:
+        print(text, end="")
+    return 0

@@ -1,0 +1,96 @@
+"""`wattserve simulate`: one scenario in the simulator; outputs staged and moved in when complete."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+
+def add(sub: argparse._SubParsersAction) -> None:
+    from wattserve.schema.flag_table import SIMULATE
+    from wattserve.schema.flags import add_flags
+
+    p = sub.add_parser("simulate", help="simulate a cluster serving a workload (default: 8x H100, 4P/4D)",
+                       description="Simulate a GPU cluster serving an LLM. With no arguments, runs the embedded "
+                                   "default: 8x H100, Llama-3.1-8B, 4 prefill + 4 decode, an Azure-conversation-"
+                                   "shaped workload for 600 s, SLO TTFT 1 s / TPOT 50 ms. The flags set fields "
+                                   "of the scenario schema (wattserve.schema) and override --config.")
+    p.add_argument("--config", help="scenario YAML (flags override its fields); a run's DIR/config.yaml reruns it")
+    groups = add_flags(p, SIMULATE)
+    s = groups["SLO and output"]
+    s.add_argument("--out", help="folder for config.yaml, summary.json, requests.csv, power.csv and plots")
+    s.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    s.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
+    p.set_defaults(func=cmd_simulate)
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    from wattserve.schema.flag_table import SIMULATE
+    from wattserve.schema.flags import overrides
+
+    o = overrides(args, SIMULATE)
+    if args.colocated:
+        o.setdefault("cluster.prefill", 0)
+        o.setdefault("cluster.decode", 0)
+    return o
+
+
+def cmd_simulate(args: argparse.Namespace, started: float) -> int:
+    from wattserve.experiments.build import build_run
+    from wattserve.metrics.summary import summarize, terminal_table
+    from wattserve.progress import progress_bar
+    from wattserve.schema.loading import load_scenario, scenario_yaml
+
+    scenario = load_scenario(args.config, _overrides(args))
+    run = build_run(scenario)
+    workload = run.workload
+    update, close = progress_bar(float(workload.arrival_s[-1]) if len(workload) else 0.0)
+    try:
+        res = run.run(progress=update)
+    finally:
+        close()
+    summary = summarize(res, scenario.slo.ttft_ms, scenario.slo.tpot_ms, time.perf_counter() - started)
+    if run.log is not None:
+        from wattserve.experiments.run_metrics import caps_sum_peak
+
+        summary.update({"policy": scenario.control.policy, "budget_w": scenario.control.budget_w,
+                        "max_sum_caps_w": caps_sum_peak(res),
+                        "cap_changes": run.log.count("cap"), "role_changes": run.log.count("role")})
+    summary["scenario"] = scenario.name
+    summary["workload"] = workload.name
+    summary["num_prompts"] = len(workload)
+    if args.out:
+        _write_outputs(Path(args.out), res, scenario, summary, scenario_yaml(scenario), not args.no_plots, run.log,
+                       scenario.control.budget_w)
+        summary["wall_time_s"] = time.perf_counter() - started
+    if args.json:
+        print(json.dumps(summary, indent=2, default=float))
+    else:
+        print(terminal_table(summary, f"wattserve simulate: {scenario.name}"))
+        if args.out:
+            print(f"results in {args.out}/")
+    return 0
+
+
+def _write_outputs(out: Path, res: Any, scenario: Any, summary: dict[str, Any], cfg_yaml: str,
+                   plots: bool, log: Any = None, budget_w: float | None = None) -> None:
+    from wattserve.metrics import outputs
+    from wattserve.metrics.summary import slo_met
+
+    with outputs.staged_dir(out) as stage:
+        (stage / "config.yaml").write_text(cfg_yaml)
+        met = slo_met(res, scenario.slo.ttft_ms, scenario.slo.tpot_ms)
+        outputs.write_requests_csv(stage / "requests.csv", res, met)
+        outputs.write_power_csv(stage / "power.csv", res)
+        outputs.write_clocks_csv(stage / "clocks.csv", res)
+        if plots:
+            from wattserve.metrics import plots as pl
+
+            pl.latency_cdfs(stage / "latency_cdf.png", res, scenario.slo.ttft_ms, scenario.slo.tpot_ms)
+            pl.cluster_power_plot(stage / "cluster_power.png", res, budget_w)
+        if log is not None:
+            outputs.write_actuations_csv(stage / "actuations.csv", log)
+        outputs.write_json(stage / "summary.json", summary)
