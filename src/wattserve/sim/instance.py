@@ -73,6 +73,8 @@ class Instance:
         self.pending_join: deque[SimRequest] = deque()
         self.incoming: deque[tuple[SimRequest, Instance]] = deque()
         self.g = 0
+        self.t_booked = 0.0
+        """End of the last decode iteration booked: the last token time of every running request."""
         self.version = 0
         self.busy = False
         self.pending_prefill_tokens = 0
@@ -404,6 +406,7 @@ class Instance:
             last = run.alpha + run.beta * (run.c0 + (k - 1) * b)
             hist.add_linear(d1, last, k - 1, b)
         self.g += k
+        self.t_booked = t_end
         self.kv.run += b * k
         self.iterations += k
         self.output_tokens += b * k
@@ -425,13 +428,16 @@ class Instance:
         return max(gaps)
 
     def _detach(self, req: SimRequest) -> int:
-        """Take a decoding request out of the running batch with its KV accounted up to the last
-        completed iteration; returns the KV tokens it holds (prompt + generated - 1)."""
+        """Take a decoding request out of the running batch with its KV and its last token time
+        accounted up to the last completed iteration (so the next gap, after migration or
+        recomputation, starts there); returns the KV tokens it holds (prompt + generated - 1)."""
         del self.running[req]
         generated = req.output - (req.fin - self.g)
         kv = req.prompt + generated - 1
         self.kv.run -= kv
         req.generated = generated
+        if self.g > req.g_join:
+            req.t_last_token = self.t_booked
         rm = self.runmax.query(req.g_join)
         if rm > req.max_itl:
             req.max_itl = rm
