@@ -96,7 +96,8 @@ class StepView(Protocol):
         ...
 
     def queued_prompts(self) -> Sequence[tuple[float, int]]:
-        """(arrival time s, prompt tokens) of the prompts queued here, oldest first."""
+        """(arrival time s, tokens its prefill must compute) of the prompts queued here, oldest
+        first: the prompt, or after a recompute preemption the prompt plus the tokens generated."""
         ...
 
     def recent_ttft_s(self) -> Sequence[float]:

@@ -105,7 +105,7 @@ class EngineStepView:
         return self.profile.power
 
     def queued_prompts(self) -> Seq[tuple[float, int]]:
-        return sorted((s.arrival_s, s.prompt_len) for s in self.queue())
+        return sorted((s.arrival_s, s.uncomputed) for s in self.queue())
 
     def recent_ttft_s(self) -> Seq[float]:
         return self.window.ttft(self.now_s)
