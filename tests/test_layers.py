@@ -217,3 +217,27 @@ def test_the_checks_catch_an_upward_import_and_a_cycle(tmp_path: Path) -> None:
     sim = [e for e in edges if e.src.startswith("wattserve.sim.") and e.dst.startswith("wattserve.sim.")]
     assert cycles(graph_of(sim)) == [["wattserve.sim.cluster", "wattserve.sim.instance"]]
     assert cycles(graph_of(edges, by_unit=True)) == [["catalog", "sim"]]
+
+
+def _doc_layers() -> list[set[str]]:
+    """The units named at the start of each line of docs/architecture.md's layer diagram (before the
+    first run of two spaces), top first."""
+    import re
+
+    text = (SRC.parent / "docs" / "architecture.md").read_text()
+    block = text.split("## Layers", 1)[1].split("```", 2)[1]
+    layers = []
+    for line in block.splitlines():
+        if not line or line[0].isspace():
+            continue
+        head = re.split(r"\s{2,}", line.strip())[0]
+        names = [re.fullmatch(r"(\w+)(?:/|\.py),?", token) for token in head.split()]
+        if names and all(names):
+            layers.append({m.group(1) for m in names if m})
+    return layers
+
+
+def test_the_layers_are_the_ones_the_architecture_document_names() -> None:
+    documented = list(reversed(_doc_layers()))
+    tested = [set(layer) - {"__main__", "__init__"} for layer in LAYERS]
+    assert documented == [layer for layer in tested if layer]
