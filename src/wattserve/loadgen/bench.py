@@ -10,40 +10,25 @@ when it reports them (stream_options.include_usage), else from the chunks.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import random
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from wattserve.errors import UsageError
+from wattserve.schema.bench import BenchConfig
+
+if TYPE_CHECKING:
+    from wattserve.workload import Workload
 
 WORDS = ("power", "budget", "token", "decode", "prefill", "cluster", "watt", "clock", "cache", "serve")
-
-
-@dataclass
-class BenchArgs:
-    base_url: str = "http://127.0.0.1:8000"
-    endpoint: str = "/v1/completions"
-    model: str | None = None
-    num_prompts: int = 100
-    request_rate: float = float("inf")
-    burstiness: float = 1.0
-    max_concurrency: int | None = None
-    random_input_len: int = 128
-    random_output_len: int = 64
-    trace: str | None = None
-    goodput: dict[str, float] = field(default_factory=dict)
-    percentile_metrics: tuple[str, ...] = ("ttft", "tpot", "itl")
-    metric_percentiles: tuple[float, ...] = (99.0,)
-    ignore_eos: bool = False
-    api_key: str | None = None
-    seed: int = 0
-    timeout_s: float = 600.0
 
 
 @dataclass
@@ -58,32 +43,20 @@ class Outcome:
     error: str = ""
 
 
-def parse_goodput(items: list[str] | None) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for item in items or []:
-        name, _, value = item.partition(":")
-        if name not in ("ttft", "tpot", "e2el") or not value:
-            raise UsageError(f"goodput: {item!r} must look like ttft:MS, tpot:MS or e2el:MS")
-        try:
-            out[name] = float(value)
-        except ValueError:
-            raise UsageError(f"goodput: {item!r}: {value!r} is not a number of milliseconds") from None
-    return out
-
-
 def make_prompt(n_tokens: int, rng: random.Random) -> str:
     """About n_tokens tokens of text for BPE tokenizers (one word and a space each)."""
     return " ".join(rng.choice(WORDS) for _ in range(max(1, n_tokens)))
 
 
-def plan(a: BenchArgs) -> list[tuple[float, str, int]]:
-    """(send time offset, prompt, max_tokens) for each request."""
+def plan(a: BenchConfig, trace: Workload | None = None) -> list[tuple[float, str, int]]:
+    """(send time offset, prompt, max_tokens) for each request; `trace` is a.trace already loaded
+    (see `load`), so that a bad trace is refused before anything else happens."""
     rng = random.Random(a.seed)
     nprng = np.random.default_rng(a.seed)
     if a.trace:
         from wattserve.workload import load_trace
 
-        w = load_trace(a.trace)
+        w = trace if trace is not None else load_trace(a.trace)
         if a.request_rate != float("inf"):
             w = w.rescale(a.request_rate)
         w = w.head(a.num_prompts)
@@ -97,7 +70,7 @@ def plan(a: BenchArgs) -> list[tuple[float, str, int]]:
     return [(float(t), make_prompt(a.random_input_len, rng), a.random_output_len) for t in times]
 
 
-async def one(session: Any, a: BenchArgs, prompt: str, max_tokens: int) -> Outcome:
+async def one(session: Any, a: BenchConfig, prompt: str, max_tokens: int) -> Outcome:
     import aiohttp
 
     chat = "chat" in a.endpoint
@@ -158,10 +131,10 @@ async def one(session: Any, a: BenchArgs, prompt: str, max_tokens: int) -> Outco
     return out
 
 
-async def run(a: BenchArgs) -> dict[str, Any]:
+async def run(a: BenchConfig, trace: Workload | None = None) -> dict[str, Any]:
     import aiohttp
 
-    reqs = plan(a)
+    reqs = plan(a, trace)
     sem = asyncio.Semaphore(a.max_concurrency) if a.max_concurrency else None
     timeout = aiohttp.ClientTimeout(total=a.timeout_s)
     async with aiohttp.ClientSession(timeout=timeout) as session:
@@ -181,17 +154,18 @@ async def run(a: BenchArgs) -> dict[str, Any]:
     return summarize(a, outs, duration)
 
 
-def summarize(a: BenchArgs, outs: list[Outcome], duration: float) -> dict[str, Any]:
+def summarize(a: BenchConfig, outs: list[Outcome], duration: float) -> dict[str, Any]:
     ok = [o for o in outs if o.ok]
     ttft = np.array([o.ttft for o in ok])
     tpot = np.array([(o.latency - o.ttft) / (o.output_tokens - 1) for o in ok if o.output_tokens > 1])
     itl = np.array([x for o in ok for x in o.itls])
     e2el = np.array([o.latency for o in ok])
+    slos = a.slos
     good = 0
     for o in ok:
         t = (o.latency - o.ttft) / (o.output_tokens - 1) if o.output_tokens > 1 else 0.0
-        if all(v * 1e3 <= a.goodput[k] for k, v in (("ttft", o.ttft), ("tpot", t), ("e2el", o.latency))
-               if k in a.goodput):
+        if all(v * 1e3 <= slos[k] for k, v in (("ttft", o.ttft), ("tpot", t), ("e2el", o.latency))
+               if k in slos):
             good += 1
     total_in = sum(o.prompt_tokens for o in ok)
     total_out = sum(o.output_tokens for o in ok)
@@ -202,7 +176,7 @@ def summarize(a: BenchArgs, outs: list[Outcome], duration: float) -> dict[str, A
         "max_concurrency": a.max_concurrency, "duration": duration, "completed": len(ok),
         "failed": len(outs) - len(ok), "total_input_tokens": total_in, "total_output_tokens": total_out,
         "request_throughput": len(ok) / duration if duration else 0.0,
-        "request_goodput": good / duration if duration and a.goodput else None,
+        "request_goodput": good / duration if duration and slos else None,
         "output_throughput": total_out / duration if duration else 0.0,
         "total_token_throughput": (total_in + total_out) / duration if duration else 0.0,
         "errors": [o.error for o in outs if not o.ok],
@@ -212,12 +186,12 @@ def summarize(a: BenchArgs, outs: list[Outcome], duration: float) -> dict[str, A
         res[f"mean_{name}_ms"] = float(ms.mean()) if len(ms) else 0.0
         res[f"median_{name}_ms"] = float(np.median(ms)) if len(ms) else 0.0
         res[f"std_{name}_ms"] = float(ms.std()) if len(ms) else 0.0
-        for p in a.metric_percentiles:
+        for p in a.percentiles:
             res[f"p{p:g}_{name}_ms"] = float(np.percentile(ms, p)) if len(ms) else 0.0
     return res
 
 
-def report(res: dict[str, Any], a: BenchArgs) -> str:
+def report(res: dict[str, Any], a: BenchConfig) -> str:
     lines = ["{s:{c}^{n}}".format(s=" Serving Benchmark Result ", n=50, c="=")]
 
     def row(k: str, v: Any) -> None:
@@ -234,21 +208,76 @@ def report(res: dict[str, Any], a: BenchArgs) -> str:
     row("Output token throughput (tok/s):", res["output_throughput"])
     names = {"ttft": "Time to First Token", "tpot": "Time per Output Token (excl. 1st token)",
              "itl": "Inter-token Latency", "e2el": "End-to-end Latency"}
-    for m in a.percentile_metrics:
+    for m in a.metrics:
         lines.append("{s:{c}^{n}}".format(s=names[m], n=50, c="-"))
         row(f"Mean {m.upper()} (ms):", res[f"mean_{m}_ms"])
         row(f"Median {m.upper()} (ms):", res[f"median_{m}_ms"])
-        for p in a.metric_percentiles:
+        for p in a.percentiles:
             row(f"P{p:g} {m.upper()} (ms):", res[f"p{p:g}_{m}_ms"])
     lines.append("=" * 50)
     return "\n".join(lines)
 
 
-def save(res: dict[str, Any], a: BenchArgs, result_dir: str | None, filename: str | None) -> Path:
-    d = Path(result_dir or ".")
+def result_folder(a: BenchConfig) -> Path:
+    """The folder --save-result will write to, refused now if the result could not be written
+    there, so that a long run is not thrown away at its end. A missing folder is fine when its
+    nearest existing parent is a writable folder (it is created when the result is saved)."""
+    d = Path(a.result_dir or ".")
+    if d.exists() and not d.is_dir():
+        raise UsageError(f"--result-dir: {str(d)!r} is a file; allowed: a folder (created if missing)")
+    existing = d
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"--result-dir: {str(existing)!r} (in {str(d)!r}) is a file; allowed: a folder "
+                         "(created if missing)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"--result-dir: cannot write to {str(existing)!r}; allowed: a writable folder")
+    if a.result_filename is not None:
+        if Path(a.result_filename).name != a.result_filename or a.result_filename in (".", ".."):
+            raise UsageError(f"--result-filename: {a.result_filename!r}; allowed: a file name without folders "
+                             "(the folder is --result-dir)")
+        if (d / a.result_filename).is_dir():
+            raise UsageError(f"--result-filename: {str(d / a.result_filename)!r} is a folder; allowed: a file name")
+    return d
+
+
+def load_trace_of(a: BenchConfig) -> Workload | None:
+    """The --trace workload, read before anything is sent (a bad trace is a one-line error)."""
+    if not a.trace:
+        return None
+    from wattserve.workload import load_trace
+
+    return load_trace(a.trace)
+
+
+async def check_server(a: BenchConfig, timeout_s: float = 10.0) -> None:
+    """Refuse a server that does not accept connections before the run, rather than after sending
+    every request into a closed port (at a low --request-rate that takes the whole run)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(a.base_url)
+    try:
+        host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError as e:
+        raise UsageError(f"--base-url: {a.base_url!r}: {e}") from None
+    if not host:
+        raise UsageError(f"--base-url: {a.base_url!r} names no host; allowed: http://HOST[:PORT]")
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout_s)
+    except (OSError, asyncio.TimeoutError) as e:
+        why = "timed out" if isinstance(e, asyncio.TimeoutError) else (e.strerror or str(e))
+        raise UsageError(f"--base-url: cannot connect to {host}:{port} ({why}); is the server running?") from None
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+
+
+def save(res: dict[str, Any], a: BenchConfig) -> Path:
+    d = Path(a.result_dir or ".")
     d.mkdir(parents=True, exist_ok=True)
     rate = res["request_rate"]
-    name = filename or f"openai-{rate}qps-{a.model or 'model'}-{res['date']}.json"
+    name = a.result_filename or f"openai-{rate}qps-{a.model or 'model'}-{res['date']}.json"
     p = d / name
     tmp = p.with_suffix(p.suffix + ".partial")
     tmp.write_text(json.dumps(res, indent=2) + "\n")

@@ -19,7 +19,8 @@ from typing import Any, NamedTuple
 GROUP_TITLES = {"cluster": "cluster", "control": "power control", "workload": "workload", "slo": "SLO and output",
                 "": "SLO and output"}
 TABLES = {"SIMULATE": ("wattserve.schema.scenario:Scenario", ("cluster", "control", "workload", "slo", "")),
-          "SERVE": ("wattserve.schema.serve:ServeConfig", ("", "control", "slo"))}
+          "SERVE": ("wattserve.schema.serve:ServeConfig", ("", "control", "slo")),
+          "BENCH": ("wattserve.schema.bench:BenchConfig", ("",))}
 """Each generated table: its model and the order of its sections."""
 _TYPES: dict[str, type] = {"int": int, "float": float, "str": str}
 
@@ -37,11 +38,13 @@ class Flag(NamedTuple):
 
 
 def add_flags(parser: argparse.ArgumentParser, flags: tuple[Flag, ...],
-              titles: dict[str, str | None] | None = None) -> dict[str, Any]:
+              titles: dict[str, str | None] | None = None,
+              metavars: dict[str, str] | None = None) -> dict[str, Any]:
     """Add `flags` in argument groups titled by section (a section titled None goes in the parser's
     own options); returns the groups by title. Defaults are None so that only the flags given
     override a config file or the model's defaults; the schema validates the values (names through
-    the registries, so aliases work and errors name the field)."""
+    the registries, so aliases work and errors name the field). A bool field is a switch (given:
+    True), a list field takes one or more values; `metavars` overrides a flag's placeholder."""
     titles = dict(GROUP_TITLES) if titles is None else titles
     groups: dict[str, Any] = {}
     for f in flags:
@@ -52,8 +55,13 @@ def add_flags(parser: argparse.ArgumentParser, flags: tuple[Flag, ...],
             if title not in groups:
                 groups[title] = parser.add_argument_group(title)
             target = groups[title]
-        target.add_argument(f"--{f.name}", type=_TYPES[f.type], help=f.help,
-                                   metavar=_metavar(f))
+        metavar = (metavars or {}).get(f.name) or _metavar(f)
+        if f.type == "bool":
+            target.add_argument(f"--{f.name}", action="store_true", default=None, help=f.help)
+        elif f.type == "list":
+            target.add_argument(f"--{f.name}", nargs="+", help=f.help, metavar=metavar)
+        else:
+            target.add_argument(f"--{f.name}", type=_TYPES[f.type], help=f.help, metavar=metavar)
     return groups
 
 
@@ -73,6 +81,53 @@ def overrides(args: argparse.Namespace, flags: tuple[Flag, ...]) -> dict[str, An
         if value is not None:
             out[f.path] = value
     return out
+
+
+_RANGE_ERRORS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal", "finite_number")
+
+
+def flag_error(e: Any, flags: tuple[Flag, ...], model: Any) -> str:
+    """One line for the first error of a pydantic ValidationError `e` raised by `model`, naming
+    the flag (`--max-num-seqs`) rather than the field path (`max_num_seqs`) since that is what the
+    user typed, and stating a number's allowed range from the field's own bounds."""
+    err = e.errors()[0]
+    path = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
+    names = {f.path: f"--{f.name}" for f in flags}
+    where = names.get(path, path)
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    value = err.get("input")
+    more = f" [+{len(e.errors()) - 1} more]" if len(e.errors()) > 1 else ""
+    if err["type"] == "literal_error":
+        return f"{where}: {value!r} is not allowed; allowed: {err['ctx']['expected']}{more}"
+    if err["type"] in _RANGE_ERRORS:
+        shown = f"{value:g}" if isinstance(value, float) else repr(value)
+        return f"{where}: {shown} is not allowed; allowed: {_allowed(model, path)}{more}"
+    got = f" (got {value!r})" if err["type"] != "value_error" and value is not None \
+        and not isinstance(value, dict) else ""
+    return f"{where + ': ' if where else ''}{msg}{got}{more}"
+
+
+def _allowed(model: Any, path: str) -> str:
+    """The range of a numeric field, from its bounds: "an integer from 0 to 65535", "a finite number > 0"."""
+    field = None
+    for part in path.split("."):
+        field = model.model_fields[part]
+        model = field.annotation
+    assert field is not None
+    kind, _ = _unwrap(field.annotation)
+    bounds = {k: getattr(m, k) for m in field.metadata for k in ("gt", "ge", "lt", "le") if hasattr(m, k)}
+    finite = not any(getattr(m, "allow_inf_nan", False) for m in field.metadata)
+    noun = "an integer" if kind == "int" else "a finite number" if finite else "a number"
+    if "ge" in bounds and "le" in bounds:
+        return f"{noun} from {_number(bounds['ge'])} to {_number(bounds['le'])}"
+    ops = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+    limits = " and ".join(f"{ops[k]} {_number(v)}" for k, v in bounds.items())
+    return f"{noun} {limits}" if limits else noun
+
+
+def _number(v: float) -> str:
+    """A bound as typed: 1000000 rather than 1e+06, 0.5 as is."""
+    return str(int(v)) if float(v).is_integer() else f"{v:g}"
 
 
 def _unwrap(ann: Any) -> tuple[str, tuple[str, ...]]:
