@@ -26,18 +26,19 @@ def cmd_serve(args: argparse.Namespace, started: float) -> int:
     from pydantic import ValidationError
 
     from wattserve.schema.flag_table import SERVE
-    from wattserve.schema.flags import overrides
-    from wattserve.schema.loading import apply_overrides, format_error
+    from wattserve.schema.flags import flag_error, overrides
+    from wattserve.schema.loading import apply_overrides
     from wattserve.schema.serve import ServeConfig
 
     try:
         config = ServeConfig.model_validate(apply_overrides({}, overrides(args, SERVE)))
     except ValidationError as e:
-        raise UsageError(format_error(e, "serve")) from None
+        raise UsageError(flag_error(e, SERVE, ServeConfig)) from None
     try:
-        from wattserve.runtime.server import serve
+        from wattserve.runtime.server import check_inputs, serve
     except ImportError as e:
-        raise UsageError(f"serve: the runtime needs torch and aiohttp ({e.name} is missing); "
+        raise UsageError(f"the runtime needs torch and aiohttp ({e.name} is missing); "
                          "pip install 'wattserve[runtime]'") from None
+    check_inputs(config)
     asyncio.run(serve(config))
     return 0

@@ -29,6 +29,69 @@ def _roles(a: ServeConfig) -> list[str]:
     return roles
 
 
+def check_inputs(a: ServeConfig) -> None:
+    """Refuse what the schema cannot see (the model's name among the runtime's, the weights folder,
+    the torch device) in this process, before any worker is spawned: a worker's failure would
+    otherwise surface as its own traceback-shaped message after seconds of start-up."""
+    import torch
+
+    from wattserve.catalog.models import MODELS
+    from wattserve.runtime.engine.config import SMALL_CONFIGS
+
+    names = [*SMALL_CONFIGS, *MODELS]
+    if a.model.lower() not in names:
+        raise UsageError(f"--model: unknown value {a.model!r}; allowed: {', '.join(names)}")
+    if a.weights != "dummy":
+        w = Path(a.weights)
+        if not w.is_dir():
+            raise UsageError(f"--weights: {a.weights!r} is not a folder; allowed: dummy or a folder of HF "
+                             "safetensors")
+        if not any(w.glob("*.safetensors")):
+            raise UsageError(f"--weights: no *.safetensors files in {a.weights!r}; allowed: dummy or a folder "
+                             "of HF safetensors")
+    try:
+        device = torch.device(a.device)
+    except RuntimeError:
+        raise UsageError(f"--device: {a.device!r} is not a torch device; allowed: cpu, cuda, cuda:N") from None
+    roles = _roles(a)
+    modelled = a.power_backend == "modelled" or a.power_backend == "auto" and a.device == "cpu"
+    if modelled and a.control.budget_w is not None:
+        from wattserve.catalog.gpus import GPUS
+
+        lo = len(roles) * GPUS[a.gpu].cap_min_w
+        if a.control.budget_w < lo:
+            raise UsageError(f"--budget: {a.control.budget_w:g} W is below the sum of the minimum caps; "
+                             f"allowed: >= {lo:g} W for {len(roles)} worker(s) of {a.gpu}")
+    _check_listen(a.host, a.port)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise UsageError(f"--device: {a.device!r} asked for, but torch sees no CUDA device; allowed: cpu")
+        wanted = len(roles) if device.index is None else device.index + 1
+        if wanted > count:
+            need = f"{len(roles)} worker(s), one GPU each" if device.index is None else f"cuda:{device.index}"
+            raise UsageError(f"--device: {need} asked for, but torch sees {count} CUDA device(s)")
+
+
+def _check_listen(host: str, port: int) -> None:
+    """Bind the API's address once, as aiohttp will (SO_REUSEADDR), so that a busy port or an unknown
+    host is refused before the workers load their weights."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise UsageError(f"--host: cannot resolve {host!r} ({e.strerror}); allowed: an address of this "
+                         "machine, e.g. 127.0.0.1 or 0.0.0.0") from None
+    family, kind, proto, _, addr = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(addr)
+        except OSError as e:
+            raise UsageError(f"--host/--port: cannot listen on {host}:{port} ({e.strerror})") from None
+
+
 async def start_workers(a: ServeConfig) -> list[WorkerClient]:
     roles = _roles(a)
     base = a.engine_fields()
@@ -72,6 +135,7 @@ async def serve(a: ServeConfig, stop: asyncio.Event | None = None) -> None:
     router = Router(clients, a.model, a.router)
     agent = None
     runner = None
+    listening = False
     try:
         await router.start()
         n = len(clients)
@@ -84,7 +148,8 @@ async def serve(a: ServeConfig, stop: asyncio.Event | None = None) -> None:
         if a.control.budget_w is not None:
             lo = sum(agent.cap_range_w(i)[0] for i in range(n))
             if a.control.budget_w < lo:
-                raise UsageError(f"budget: {a.control.budget_w:g} W is below the sum of the minimum caps ({lo:g} W)")
+                raise UsageError(f"--budget: {a.control.budget_w:g} W is below the sum of the minimum caps; "
+                                 f"allowed: >= {lo:g} W for {n} worker(s)")
         api = Api(router, load_tokenizer(None if a.weights == "dummy" else Path(a.weights)), a.model,
                   a.max_prompt_tokens, a.max_tokens, a.api_key, lambda: samples(agent))
         runner = web.AppRunner(api.app(), handler_cancellation=True, access_log=None)
@@ -93,7 +158,7 @@ async def serve(a: ServeConfig, stop: asyncio.Event | None = None) -> None:
         try:
             await site.start()
         except OSError as e:
-            raise UsageError(f"port: cannot listen on {a.host}:{a.port} ({e.strerror})") from None
+            raise UsageError(f"--host/--port: cannot listen on {a.host}:{a.port} ({e.strerror})") from None
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         if a.control.policy is not None and a.control.budget_w is not None:
             budget = BudgetSignal.constant(a.control.budget_w)
@@ -105,6 +170,7 @@ async def serve(a: ServeConfig, stop: asyncio.Event | None = None) -> None:
         roles = ", ".join(f"{w.wid}:{w.role}" for w in clients)
         print(f"wattserve serve: {a.model} on {n} worker(s) [{roles}], listening on http://{a.host}:{port}",
               flush=True)
+        listening = True
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
@@ -115,4 +181,5 @@ async def serve(a: ServeConfig, stop: asyncio.Event | None = None) -> None:
         await router.close()
         if agent is not None:
             agent.restore()
-        print("wattserve serve: stopped", file=sys.stderr, flush=True)
+        if listening:
+            print("wattserve serve: stopped", file=sys.stderr, flush=True)

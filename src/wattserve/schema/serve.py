@@ -67,11 +67,6 @@ class ServeConfig(RuntimeEngineConfig):
             data.setdefault("decode", 0)
         return data
 
-
-
-
-
-
     def engine_fields(self) -> dict[str, Any]:
         """This server's RuntimeEngineConfig fields, to build each worker's EngineArgs from."""
         return self.model_dump(include=set(RuntimeEngineConfig.model_fields))

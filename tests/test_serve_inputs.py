@@ -1,0 +1,112 @@
+"""`wattserve serve` with bad input, as a user runs it: one line on stderr naming the flag and the
+allowed values, exit 2, no traceback, and no process left behind; every check happens before a
+worker is spawned, so each case ends in seconds.
+
+Each run gets its own process group, so that "no process left" means no process at all in it (a
+worker spawned and orphaned by a refused run would still be in the group)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from wattserve.cli import build_parser
+from wattserve.schema.flag_table import SERVE
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def serve(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    proc = subprocess.Popen([sys.executable, "-m", "wattserve", "serve", "--port", "0", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env={**os.environ, **(env or {})})
+    try:
+        out, err = proc.communicate(timeout=60)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+            left = True
+        except ProcessLookupError:
+            left = False
+    assert not left, f"processes of a refused run were left running: {err}"
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        yield s.getsockname()[1]
+
+
+def assert_refused(p: subprocess.CompletedProcess, expect: str) -> None:
+    assert p.returncode == 2, (p.returncode, p.stdout, p.stderr)
+    assert "Traceback" not in p.stderr
+    assert p.stdout == "", "a refused run started something"
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1, p.stderr
+    assert expect in lines[0], lines[0]
+
+
+CASES = [
+    ("budget-inf", ["--budget", "inf", "--policy", "rapid"], "--budget: inf is not allowed; allowed: a finite number > 0"),
+    ("budget-nan", ["--budget", "nan", "--policy", "rapid"], "--budget: nan is not allowed; allowed: a finite number > 0"),
+    ("budget-without-policy", ["--budget", "4000"], "give both a policy (--policy NAME) and a budget (--budget W)"),
+    ("policy-without-budget", ["--policy", "rapid"], "give both a policy (--policy NAME) and a budget (--budget W)"),
+    ("policy-unknown", ["--budget", "4000", "--policy", "nosuch"], "--policy: unknown policy 'nosuch'; allowed:"),
+    ("port-negative", ["--port", "-1"], "--port: -1 is not allowed; allowed: an integer from 0 to 65535"),
+    ("port-too-large", ["--port", "70000"], "--port: 70000 is not allowed; allowed: an integer from 0 to 65535"),
+    ("max-num-seqs-zero", ["--max-num-seqs", "0"], "--max-num-seqs: 0 is not allowed; allowed: an integer >= 1"),
+    ("governor-unknown", ["--governor", "nosuch"], "--governor: unknown governor 'nosuch'; allowed: max-clock"),
+    ("kv-transport-unknown", ["--kv-transport", "nosuch"], "--kv-transport: unknown kv_transport 'nosuch'; allowed:"),
+    ("model-unknown", ["--model", "nosuch"], "--model: unknown value 'nosuch'; allowed: tiny"),
+    ("weights-missing", ["--weights", "{missing}"], "--weights: '{missing}' is not a folder; allowed: dummy"),
+    ("weights-empty-folder", ["--weights", "{empty}"], "--weights: no *.safetensors files"),
+    ("device-unknown", ["--device", "nosuch"], "--device: 'nosuch' is not a torch device; allowed: cpu"),
+    ("colocated-and-prefill", ["--colocated", "1", "--prefill", "1"], "--colocated N or --prefill/--decode"),
+    ("budget-below-min-caps", ["--budget", "10", "--policy", "rapid"], "--budget: 10 W is below the sum of the minimum"),
+]
+
+
+@pytest.mark.parametrize(("args", "expect"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_exit_2_and_nothing_left(args: list[str], expect: str, tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    (tmp_path / "empty").mkdir()
+    paths = {"missing": str(tmp_path / "missing"), "empty": str(tmp_path / "empty")}
+    assert_refused(serve(*(a.format(**paths) for a in args)), expect.format(**paths))
+
+
+def test_cuda_without_a_gpu_is_refused() -> None:
+    """CUDA_VISIBLE_DEVICES="" hides every GPU, so the case holds on a machine that has one."""
+    pytest.importorskip("torch")
+    p = serve("--device", "cuda", env={"CUDA_VISIBLE_DEVICES": ""})
+    assert_refused(p, "--device: 'cuda' asked for, but torch sees no CUDA device; allowed: cpu")
+
+
+def test_a_busy_port_is_refused_before_the_workers_start(busy_port: int) -> None:
+    pytest.importorskip("torch")
+    assert_refused(serve("--port", str(busy_port)), f"--host/--port: cannot listen on 127.0.0.1:{busy_port}")
+
+
+def test_help_describes_every_flag() -> None:
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    actions = [a for a in sub.choices["serve"]._actions if a.option_strings and a.dest != "help"]
+    assert {a.option_strings[0] for a in actions} == {f"--{f.name}" for f in SERVE}
+    for a in actions:
+        assert a.help and len(a.help) > 10, a.option_strings
+
+
+def test_readme_lists_every_serve_flag() -> None:
+    text = README.read_text()
+    section = text[text.index("`serve`'s flags:"):]
+    listed = set(re.findall(r"--[a-z][a-z-]*", section[:section.index("\n\n")]))
+    assert {f"--{f.name}" for f in SERVE} <= listed, {f"--{f.name}" for f in SERVE} - listed
