@@ -65,6 +65,7 @@ CASES = [
     ("base-url-not-http", ["--base-url", "ftp://x"], "--base-url: 'ftp://x'"),
     ("result-dir-is-a-file", ["--save-result", "--result-dir", "{file}"], "--result-dir:"),
     ("result-dir-under-a-file", ["--save-result", "--result-dir", "{file}/sub"], "--result-dir:"),
+    ("result-dir-empty", ["--save-result", "--result-dir", ""], "--result-dir: '' is not a path"),
     ("result-filename-with-folder", ["--save-result", "--result-filename", "a/b.json"], "--result-filename:"),
     ("trace-binary", ["--trace", "{binary}"], "not UTF-8"),
     ("trace-latin-1", ["--trace", "{latin1}"], "not UTF-8"),
@@ -85,6 +86,20 @@ def test_bad_input_is_one_line_exit_2_and_no_file(args: list[str], expect: str, 
     argv = [a.format(**paths) for a in args]
     p = bench(tmp_path, "--base-url", closed_url, "--num-prompts", "2", *argv)
     assert_refused(p, tmp_path, before, expect)
+
+
+def test_an_unwritable_result_folder_is_refused_before_the_run(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Permissions cannot be taken away from root, so os.access stands in for a read-only folder."""
+    from wattserve.errors import UsageError
+    from wattserve.loadgen import bench as loadgen
+    from wattserve.schema.bench import BenchConfig
+
+    real = loadgen.os.access
+    monkeypatch.setattr(loadgen.os, "access", lambda p, mode: Path(p) != tmp_path and real(p, mode))
+    with pytest.raises(UsageError, match="--result-dir: cannot write to"):
+        loadgen.result_folder(BenchConfig(save_result=True, result_dir=str(tmp_path / "new" / "deeper")))
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_closed_port_is_one_line_and_no_table(closed_url: str, tmp_path: Path) -> None:

@@ -128,7 +128,7 @@ class BenchConfig(Strict):
     @classmethod
     def _nonempty(cls, v: str | None) -> str | None:
         if v is not None and not v.strip():
-            raise ValueError("is empty; give a path")
+            raise ValueError(f"{v!r} is not a path; allowed: a non-empty path")
         return v
 
     @model_validator(mode="after")
