@@ -47,6 +47,8 @@ def assert_refused(p: subprocess.CompletedProcess, cwd: Path, before: set[Path],
 CASES = [
     ("request-rate-nan", ["--request-rate", "nan"], "--request-rate: nan"),
     ("request-rate-zero", ["--request-rate", "0"], "--request-rate: 0 is not allowed"),
+    ("request-rate-tiny", ["--request-rate", "1e-300"], "--request-rate: the arrivals span 1"),
+    ("request-rate-overflows", ["--request-rate", "1e-310"], "--request-rate: the arrivals span more seconds"),
     ("endpoint-embeddings", ["--endpoint", "/v1/embeddings"], "allowed: '/v1/completions' or '/v1/chat/completions'"),
     ("random-input-len-negative", ["--random-input-len", "-1"], "--random-input-len: -1"),
     ("random-output-len-zero", ["--random-output-len", "0"], "--random-output-len: 0"),

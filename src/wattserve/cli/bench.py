@@ -28,7 +28,16 @@ def cmd_bench(args: argparse.Namespace, started: float) -> int:
 
     from pydantic import ValidationError
 
-    from wattserve.loadgen.bench import check_server, load_trace_of, report, result_folder, run, save
+    from wattserve.loadgen.bench import (
+        check_plan,
+        check_server,
+        load_trace_of,
+        plan,
+        report,
+        result_folder,
+        run,
+        save,
+    )
     from wattserve.schema.bench import BenchConfig
     from wattserve.schema.flag_table import BENCH
     from wattserve.schema.flags import flag_error, overrides
@@ -38,11 +47,13 @@ def cmd_bench(args: argparse.Namespace, started: float) -> int:
         a = BenchConfig.model_validate(apply_overrides({}, overrides(args, BENCH)))
     except ValidationError as e:
         raise UsageError(flag_error(e, BENCH, BenchConfig)) from None
-    trace = load_trace_of(a)
+    reqs = plan(a, load_trace_of(a))
+    about = check_plan(a, reqs)
     if a.save_result or a.result_dir is not None or a.result_filename is not None:
         result_folder(a)
     asyncio.run(check_server(a))
-    res = asyncio.run(run(a, trace))
+    print(about, flush=True)
+    res = asyncio.run(run(a, reqs))
     if res["completed"] == 0:
         first = res["errors"][0] if res["errors"] else "no response"
         raise UsageError(f"no request succeeded ({res['failed']} failed); first error: {first}")

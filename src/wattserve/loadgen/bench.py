@@ -28,6 +28,9 @@ from wattserve.schema.bench import BenchConfig
 if TYPE_CHECKING:
     from wattserve.workload import Workload
 
+MAX_SPAN_S = 10_000_000.0
+"""Longest span of arrivals a run may plan (about four months: a week-long trace fits); beyond it a
+tiny --request-rate would have the run sleep for ever, or overflow."""
 WORDS = ("power", "budget", "token", "decode", "prefill", "cluster", "watt", "clock", "cache", "serve")
 
 
@@ -65,8 +68,9 @@ def plan(a: BenchConfig, trace: Workload | None = None) -> list[tuple[float, str
     if a.request_rate == float("inf"):
         times = np.zeros(a.num_prompts)
     else:
-        gaps = nprng.gamma(a.burstiness, 1.0 / (a.request_rate * a.burstiness), size=a.num_prompts)
-        times = np.cumsum(gaps) - gaps[0]
+        with np.errstate(over="ignore", invalid="ignore"):
+            gaps = nprng.gamma(a.burstiness, 1.0 / (a.request_rate * a.burstiness), size=a.num_prompts)
+            times = np.cumsum(gaps) - gaps[0]
     return [(float(t), make_prompt(a.random_input_len, rng), a.random_output_len) for t in times]
 
 
@@ -131,10 +135,25 @@ async def one(session: Any, a: BenchConfig, prompt: str, max_tokens: int) -> Out
     return out
 
 
-async def run(a: BenchConfig, trace: Workload | None = None) -> dict[str, Any]:
+def check_plan(a: BenchConfig, reqs: list[tuple[float, str, int]]) -> str:
+    """Refuse a plan whose arrivals never end (a rate so low that the gaps overflow), and say up
+    front how many requests the run sends over how long, so a long run is no surprise."""
+    if not reqs:
+        raise UsageError(f"--trace: {a.trace!r} has no requests to send")
+    span = reqs[-1][0]
+    if not span <= MAX_SPAN_S:
+        over = f"{span:,.3g} s" if np.isfinite(span) else "more seconds than a float holds"
+        where = "--trace" if a.trace and a.request_rate == float("inf") else "--request-rate"
+        raise UsageError(f"{where}: the arrivals span {over}; allowed: arrivals within {MAX_SPAN_S:,.0f} s "
+                         "(raise --request-rate, or inf: all at once)")
+    rate = "all at once" if a.request_rate == float("inf") and not a.trace else \
+        f"arrivals over {span:,.1f} s"
+    return f"wattserve bench: {len(reqs)} requests to {a.base_url.rstrip('/')}{a.endpoint}, {rate}"
+
+
+async def run(a: BenchConfig, reqs: list[tuple[float, str, int]]) -> dict[str, Any]:
     import aiohttp
 
-    reqs = plan(a, trace)
     sem = asyncio.Semaphore(a.max_concurrency) if a.max_concurrency else None
     timeout = aiohttp.ClientTimeout(total=a.timeout_s)
     async with aiohttp.ClientSession(timeout=timeout) as session:
