@@ -16,7 +16,8 @@ def add(sub: argparse._SubParsersAction) -> None:
                                    "OpenAI-compatible API, the GPU power agent and, with --policy and --budget, "
                                    "the power controllers. --model tiny serves a test-sized model on CPU. The "
                                    "flags set fields of wattserve.schema.serve.ServeConfig.")
-    add_flags(p, SERVE, {"": None, "control": "power control", "slo": "SLO"})
+    add_flags(p, SERVE, {"": None, "control": "power control", "slo": "SLO"},
+              metavars={"weights": "DIR", "device": "DEVICE", "host": "ADDR", "api-key": "KEY"})
     p.set_defaults(func=cmd_serve)
 
 
