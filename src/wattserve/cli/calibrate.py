@@ -13,21 +13,29 @@ def add(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("calibrate", help="model error against ML.ENERGY, Vidur and Splitwise data",
                        description="Compare the latency and power models with measurements and print (or write) "
                                    "the markdown table in docs/calibration.md.")
-    p.add_argument("--data", default=str(DEFAULT_DATA), help="the shared data folder (default ../shared/data)")
-    p.add_argument("--out", help="write the markdown here instead of printing it")
+    p.add_argument("--data", default=str(DEFAULT_DATA), metavar="DIR",
+                   help=f"the shared data folder [default {DEFAULT_DATA}, beside the repository]")
+    p.add_argument("--out", metavar="FILE", help="write the markdown to this file instead of printing it "
+                   "[default: print]")
     p.set_defaults(func=cmd_calibrate)
 
 
 def cmd_calibrate(args: argparse.Namespace, started: float) -> int:
+    from wattserve.metrics.outputs import check_out_file
     from wattserve.perf.calibration import markdown_report
 
+    if args.out:
+        check_out_file(Path(args.out))
     data = Path(args.data)
     if not (data / "anchors/mlenergy/v3_leaderboard/v3_configs_flat.csv").is_file():
         raise UsageError(f"data: {str(data)!r} has no anchors/mlenergy/v3_leaderboard/v3_configs_flat.csv; "
                          "point --data at the shared data folder")
     text = markdown_report(data)
     if args.out:
-        Path(args.out).write_text(text)
+        try:
+            Path(args.out).write_text(text)
+        except OSError as e:
+            raise UsageError(f"out: cannot write {args.out!r} ({e.strerror})") from None
     else:
         print(text, end="")
     return 0

@@ -16,14 +16,19 @@ def add(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="every policy of a named scenario across a sweep of request rates",
                        description="Run a named scenario (rapid-mi300x, rapid-h100) for every policy across its "
                                    "rate sweep, in a process pool. Writes compare.json, compare.md and plots.")
-    p.add_argument("--scenario", required=True)
-    p.add_argument("--out", help="results folder (default runs/compare-<scenario>)")
-    p.add_argument("--data", default=str(DEFAULT_DATA), help="shared data folder, for trace workloads")
-    p.add_argument("--policies", help="comma-separated subset of the scenario's policies")
-    p.add_argument("--workloads", help="comma-separated subset of the scenario's workloads")
-    p.add_argument("--rates", help="comma-separated request rates (req/s) instead of the scenario's")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--jobs", type=int, help="worker processes (default: all cores)")
+    p.add_argument("--scenario", required=True, metavar="NAME",
+                   help="named scenario [allowed: rapid-mi300x, rapid-h100]")
+    p.add_argument("--out", metavar="DIR", help="results folder [default runs/compare-<scenario>]")
+    p.add_argument("--data", default=str(DEFAULT_DATA), metavar="DIR",
+                   help=f"shared data folder, for trace workloads [default {DEFAULT_DATA}, beside the repository]")
+    p.add_argument("--policies", metavar="A,B", help="comma-separated subset of the scenario's policies "
+                   "[default: all of them]")
+    p.add_argument("--workloads", metavar="A,B", help="comma-separated subset of the scenario's workloads "
+                   "[default: all of them]")
+    p.add_argument("--rates", metavar="R1,R2", help="comma-separated request rates, req/s, each > 0, instead of "
+                   "the scenario's sweep [default: the scenario's rates]")
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="random seed, >= 0 [default 0]")
+    p.add_argument("--jobs", type=int, metavar="N", help="worker processes, >= 1 [default: all cores]")
     p.set_defaults(func=cmd_compare)
 
 
@@ -37,22 +42,38 @@ def _csv_list(value: str | None, allowed: Sequence[str], field: str) -> list[str
     return items
 
 
+def _rates(text: str) -> list[float]:
+    """The rates of `--rates`: every item a finite number > 0; an empty list is refused rather than
+    read as "the default sweep", which would run far more than was asked."""
+    import math
+
+    items = [r.strip() for r in text.split(",")]
+    if not any(items):
+        raise UsageError("rates: empty; give comma-separated request rates like 2,4,8 (or leave --rates out)")
+    out = []
+    for item in items:
+        try:
+            rate = float(item)
+        except ValueError:
+            raise UsageError(f"rates: {item!r} is not a number; give comma-separated request rates like 2,4,8") from None
+        if rate != rate:
+            raise UsageError(f"rates: {item!r} is not a number")
+        if not math.isfinite(rate) or rate <= 0:
+            raise UsageError(f"rates: {item!r} must be a finite rate > 0 req/s")
+        out.append(rate)
+    return out
+
+
 def cmd_compare(args: argparse.Namespace, started: float) -> int:
     from wattserve.experiments.compare import markdown, plots, run_compare
     from wattserve.experiments.scenarios import get_scenario
-    from wattserve.metrics.outputs import staged_dir, write_json
+    from wattserve.metrics.outputs import check_out_dir, staged_dir, write_json
 
     sc = get_scenario(args.scenario)
     policies = _csv_list(args.policies, sc.policies, "policies")
     workloads = _csv_list(args.workloads, sc.workloads, "workloads")
-    if args.rates:
-        try:
-            given = [float(r) for r in args.rates.split(",")]
-        except ValueError:
-            raise UsageError(f"rates: {args.rates!r} is not a comma-separated list of numbers") from None
-        if not given or min(given) <= 0:
-            raise UsageError("rates: every rate must be > 0 req/s")
-        rates = {w: given for w in workloads}
+    if args.rates is not None:
+        rates = {w: _rates(args.rates) for w in workloads}
     else:
         rates = {w: list(sc.rates[w]) for w in workloads}
     if any(w.startswith("azure") for w in workloads):
@@ -61,7 +82,10 @@ def cmd_compare(args: argparse.Namespace, started: float) -> int:
                 raise UsageError(f"data: {args.data!r} has no traces/azure_llm_2023/; point --data at the shared data")
     if args.jobs is not None and args.jobs < 1:
         raise UsageError(f"jobs: {args.jobs} must be >= 1")
+    if args.seed < 0:
+        raise UsageError(f"seed: {args.seed} must be >= 0")
     out = Path(args.out or f"runs/compare-{sc.name}")
+    check_out_dir(out)
 
     def progress(done: int, total: int) -> None:
         if sys.stderr.isatty():

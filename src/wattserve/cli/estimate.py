@@ -14,17 +14,25 @@ def add(sub: argparse._SubParsersAction) -> None:
                        description="Predict one iteration: B prompts of N tokens each (--prefill-tokens N "
                                    "[--prefill-batch B]) or B decode sequences of C context tokens each "
                                    "(--decode-batch B --context C).")
-    p.add_argument("--gpu", default="h100")
-    p.add_argument("--model", default="llama-3.1-8b")
-    p.add_argument("--tp", type=int, default=1)
-    p.add_argument("--prefill-tokens", type=int)
-    p.add_argument("--prefill-batch", type=int, default=1)
-    p.add_argument("--decode-batch", type=int)
-    p.add_argument("--context", type=int)
+    from wattserve.schema.flag_table import SIMULATE
+
+    schema_help = {f.name: f.help for f in SIMULATE}
+    p.add_argument("--gpu", default="h100", metavar="NAME", help=schema_help["gpu"])
+    p.add_argument("--model", default="llama-3.1-8b", metavar="NAME", help=schema_help["model"])
+    p.add_argument("--tp", type=int, default=1, metavar="N", help=schema_help["tp"])
+    p.add_argument("--prefill-tokens", type=int, metavar="N",
+                   help="prompt tokens of each sequence in a prefill iteration, >= 1 (or give --decode-batch)")
+    p.add_argument("--prefill-batch", type=int, default=1, metavar="B",
+                   help="prompts in the prefill iteration, >= 1 [default 1]")
+    p.add_argument("--decode-batch", type=int, metavar="B",
+                   help="sequences in a decode iteration, >= 1; needs --context (or give --prefill-tokens)")
+    p.add_argument("--context", type=int, metavar="C", help="context tokens of each decode sequence, >= 1")
     lim = p.add_mutually_exclusive_group()
-    lim.add_argument("--clock", type=int, help="locked SM clock, MHz")
-    lim.add_argument("--power-cap", type=float, help="power cap, W")
-    p.add_argument("--json", action="store_true")
+    lim.add_argument("--clock", type=int, metavar="MHZ",
+                     help="locked SM clock, MHz, within the GPU's clock range [default: as the cap allows]")
+    lim.add_argument("--power-cap", type=float, metavar="W",
+                     help="power cap, W, within the GPU's cap range [default: the GPU's TDP]")
+    p.add_argument("--json", action="store_true", help="print the estimate as one JSON object instead of lines")
     p.set_defaults(func=cmd_estimate)
 
 

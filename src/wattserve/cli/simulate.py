@@ -39,15 +39,27 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_simulate(args: argparse.Namespace, started: float) -> int:
+    """Wall time, on screen and in summary.json alike, runs from the command's start to the end of the
+    simulation: building and simulating, not writing the result files."""
+    import sys
+
     from wattserve.experiments.build import build_run
+    from wattserve.metrics.outputs import check_out_dir
     from wattserve.metrics.summary import summarize, terminal_table
     from wattserve.progress import progress_bar
+    from wattserve.schema.flag_table import SIMULATE
     from wattserve.schema.loading import load_scenario, scenario_yaml
 
-    scenario = load_scenario(args.config, _overrides(args))
+    scenario = load_scenario(args.config, _overrides(args), {f.path: f"--{f.name}" for f in SIMULATE})
+    if args.out:
+        check_out_dir(Path(args.out))
     run = build_run(scenario)
     workload = run.workload
-    update, close = progress_bar(float(workload.arrival_s[-1]) if len(workload) else 0.0)
+    if sys.stderr.isatty():
+        print(f"simulating {len(workload):,} requests ({workload.name}, {float(workload.arrival_s[-1]):,.0f} s of "
+              f"arrivals) on {scenario.cluster.num_gpus} GPUs", file=sys.stderr)
+    cluster = run.cluster
+    update, close = progress_bar(len(workload), lambda: cluster.completed + cluster.failed)
     try:
         res = run.run(progress=update)
     finally:
@@ -65,11 +77,10 @@ def cmd_simulate(args: argparse.Namespace, started: float) -> int:
     if args.out:
         _write_outputs(Path(args.out), res, scenario, summary, scenario_yaml(scenario), not args.no_plots, run.log,
                        scenario.control.budget_w)
-        summary["wall_time_s"] = time.perf_counter() - started
     if args.json:
         print(json.dumps(summary, indent=2, default=float))
     else:
-        print(terminal_table(summary, f"wattserve simulate: {scenario.name}"))
+        print(terminal_table(summary, "wattserve simulate"))
         if args.out:
             print(f"results in {args.out}/")
     return 0

@@ -106,6 +106,7 @@ def plots(res: dict[str, Any], out: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     workloads = sorted({r["workload"] for r in res["runs"]})
     for w in workloads:
@@ -140,6 +141,7 @@ def plots(res: dict[str, Any], out: Path) -> None:
         a1.legend(fontsize=7, ncol=3)
         a1.grid(alpha=0.3)
         a2.set_ylabel("prefill instances")
+        a2.yaxis.set_major_locator(MaxNLocator(integer=True))
         a2.set_xlabel("time (s)")
         a2.legend(fontsize=7, ncol=3)
         a2.grid(alpha=0.3)

@@ -24,12 +24,48 @@ REQUEST_COLUMNS = ("request_id", "arrival_s", "prompt_tokens", "output_tokens", 
                    "preemptions", "slo_met")
 
 
-@contextlib.contextmanager
-def staged_dir(out: Path) -> Iterator[Path]:
-    """Yield a staging folder beside `out`; on success its files replace those in `out`."""
+OWNED = ("config.yaml", "summary.json", "requests.csv", "power.csv", "clocks.csv", "actuations.csv",
+         "latency_cdf.png", "cluster_power.png", "compare.json", "compare.md", "attainment_vs_rate_*.png",
+         "power_roles_*.png")
+"""The files a wattserve run writes into its folder (glob patterns). A new run into the same folder
+removes all of them first, so no file of an earlier run (an actuations.csv, a plot it did not make this
+time) sits beside the new ones as if it belonged to them; other files are left alone."""
+
+
+def check_out_dir(out: Path, field: str = "out") -> None:
+    """Refuse, before any work, a results folder that cannot be written: a file in its place, a folder
+    without write permission, or a parent that is not a folder. Creates nothing."""
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise UsageError(f"out: {str(out)!r} exists and is not a folder")
+        raise UsageError(f"{field}: {str(out)!r} exists and is not a folder")
+    probe = out.resolve()
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UsageError(f"{field}: {str(probe)!r} is not a folder, so {str(out)!r} cannot be created in it")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UsageError(f"{field}: {str(probe)!r} is not writable")
+
+
+def check_out_file(path: Path, field: str = "out") -> None:
+    """Refuse, before any work, a result file that cannot be written: a folder in its place, a
+    missing parent folder, or one without write permission."""
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{field}: {str(path)!r} is a folder; give a file name")
+    parent = path.resolve().parent
+    if not parent.is_dir():
+        raise UsageError(f"{field}: the folder {str(parent)!r} does not exist")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UsageError(f"{field}: {str(path)!r} is not writable")
+
+
+@contextlib.contextmanager
+def staged_dir(out: Path) -> Iterator[Path]:
+    """Yield a staging folder beside `out`; on success the files of any earlier run (OWNED) are
+    removed from `out` and the staged files moved in."""
+    out = Path(out)
+    check_out_dir(out)
     parent = out.resolve().parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -39,6 +75,10 @@ def staged_dir(out: Path) -> Iterator[Path]:
     try:
         yield stage
         out.mkdir(parents=True, exist_ok=True)
+        for pattern in OWNED:
+            for old in out.glob(pattern):
+                if old.is_file() or old.is_symlink():
+                    old.unlink()
         for f in stage.iterdir():
             os.replace(f, out / f.name)
     finally:

@@ -44,22 +44,26 @@ def latency_cdfs(path: Path, res: SimResult, ttft_ms: float | None, tpot_ms: flo
 
 
 def cluster_power_plot(path: Path, res: SimResult, budget_w: float | None = None) -> None:
+    """The legend sits below the axes, where it can cover neither the budget line nor the power
+    series; the averaging bin width is given in the legend."""
     plt = _pyplot()
     t, w = cluster_power(res.gpus)
-    centers, avg = binned_average(t, w, res.end_s, min(600, max(10, int(res.end_s))))
-    fig, ax = plt.subplots(figsize=(10, 3.6))
+    bins = min(600, max(10, int(res.end_s)))
+    centers, avg = binned_average(t, w, res.end_s, bins)
+    width_s = res.end_s / bins if bins else 0.0
+    fig, ax = plt.subplots(figsize=(10, 4.2))
     ax.step(t, w, where="post", lw=0.4, alpha=0.35, color="tab:blue", label="instantaneous")
-    ax.plot(centers, avg, lw=1.6, color="tab:blue", label="average per bin")
+    ax.plot(centers, avg, lw=1.6, color="tab:blue", label=f"average per {width_s:.3g} s bin")
     caps = sum(g.cap_w for g in res.gpus)
     ax.axhline(budget_w if budget_w is not None else caps, color="tab:red", ls="--", lw=1.2,
                label=(f"budget {budget_w:,.0f} W" if budget_w is not None else f"power limit {caps:,.0f} W (sum of caps)"))
     ax.axhline(sum(g.idle_w for g in res.gpus), color="gray", ls=":", lw=1, label="all idle")
     ax.set_xlabel("time (s)")
     ax.set_ylabel("cluster GPU power (W)")
-    ax.set_ylim(0, max(caps, float(w.max())) * 1.1)
-    ax.legend(loc="upper right", fontsize=8)
+    ax.set_ylim(0, max(caps, budget_w or 0.0, float(w.max()) if len(w) else 0.0) * 1.1)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=4, fontsize=8, frameon=False)
     ax.grid(alpha=0.3)
-    fig.suptitle("Cluster power over time (modelled)")
+    fig.suptitle(f"Cluster power over time (modelled; averaged over {width_s:.3g} s bins)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

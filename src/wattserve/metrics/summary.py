@@ -100,7 +100,22 @@ def summarize(res: SimResult, ttft_ms: float | None, tpot_ms: float | None, wall
     return s
 
 
+def header(s: dict[str, Any], title: str) -> str:
+    """`title` with what the run was: the scenario's name, its workload, and its budget and policy
+    (or that it ran without one), so that two tables side by side say which run is which."""
+    parts = [str(s.get("scenario", "default"))]
+    if s.get("workload"):
+        parts.append(str(s["workload"]))
+    if s.get("budget_w") is not None:
+        parts.append(f"budget {s['budget_w']:,.0f} W, policy {s.get('policy')}")
+    else:
+        parts.append("no budget")
+    return f"{title}: {', '.join(parts)}"
+
+
 def terminal_table(s: dict[str, Any], title: str) -> str:
+    """The summary as `vllm bench serve` prints it; the header names the run (see `header`). Wall
+    time is summary.json's own `wall_time_s`, so screen and file agree."""
     def f(v: Any, nd: int = 2) -> str:
         return "n/a" if v is None else (f"{v:,.{nd}f}" if isinstance(v, float) else f"{v:,}")
 
@@ -124,7 +139,7 @@ def terminal_table(s: dict[str, Any], title: str) -> str:
     ]
     width = max(len(k) for k, _ in rows) + 2
     bar = "=" * (width + 40)
-    lines = [f"{(' ' + title + ' '):=^{len(bar)}}"]
+    lines = [f"{(' ' + header(s, title) + ' '):=^{len(bar)}}"]
     lines += [f"{k:<{width}}{v}" for k, v in rows]
     lines.append(bar)
     return "\n".join(lines)

@@ -3,6 +3,7 @@ into one `Scenario`; and writing the resolved one back. Errors name the field an
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -13,14 +14,34 @@ from wattserve.errors import UsageError
 from wattserve.schema.scenario import Scenario
 
 
-def format_error(e: ValidationError, what: str = "config") -> str:
+def _message(err: Any) -> str:
+    """pydantic's message in the user's terms: NaN is "not a number" (not "should be finite"), and a
+    section given as a list or a scalar is "a mapping of fields" (not a class name)."""
+    kind, value = err.get("type"), err.get("input")
+    if kind == "finite_number" and isinstance(value, float):
+        return f"not a number (got {value})" if value != value else f"must be a finite number (got {value})"
+    if kind in ("model_type", "dict_type", "model_attributes_type"):
+        return f"should be a mapping of fields (got {type(value).__name__} {value!r})"[:200]
+    msg = err["msg"].removeprefix("Value error, ")
+    if kind != "value_error" and "input" in err and not isinstance(value, dict):
+        msg += f" (got {value!r})"
+    return msg
+
+
+def format_error(e: ValidationError, what: str = "config", flags: dict[str, str] | None = None) -> str:
+    """One line naming the field: as `--flag` where `flags` (dotted path -> flag) says the value came
+    from one, else as the dotted YAML path under `what`."""
     err = e.errors()[0]
     loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
-    msg = err["msg"].removeprefix("Value error, ")
-    extra = f" (got {err['input']!r})" if err.get("type") not in ("value_error",) and "input" in err \
-        and not isinstance(err["input"], dict) else ""
+    msg = _message(err)
+    head = msg.split(": ", 1)[0]
+    text = msg if loc and head.startswith(loc) and ": " in msg else f"{loc + ': ' if loc else ''}{msg}"
+    from_flag = False
+    for path, flag in sorted((flags or {}).items(), key=lambda kv: -len(kv[0])):
+        text, n = re.subn(rf"(?<![\w.-]){re.escape(path)}(?![\w])", flag, text)
+        from_flag = from_flag or n > 0
     more = f" [+{len(e.errors()) - 1} more]" if len(e.errors()) > 1 else ""
-    return f"{what}: {loc + ': ' if loc else ''}{msg}{extra}{more}"
+    return f"{text}{more}" if from_flag and text.startswith("--") else f"{what}: {text}{more}"
 
 
 def read_yaml(path: str | Path, field: str = "config") -> dict[str, Any]:
@@ -59,12 +80,28 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str
     return data
 
 
-def load_scenario(path: str | Path | None, overrides: dict[str, Any] | None = None) -> Scenario:
+def load_scenario(path: str | Path | None, overrides: dict[str, Any] | None = None,
+                  flags: dict[str, str] | None = None) -> Scenario:
+    """The scenario of the YAML at `path` with `overrides` (dotted path -> value) applied; `flags`
+    (dotted path -> "--flag") names the flags that gave those overrides, for the error message.
+    A relative trace path is resolved against the working folder (as it always was read), so that
+    the config.yaml a run writes holds an absolute path and reruns from any folder."""
     data = read_yaml(path) if path is not None else {}
+    wl = data.get("workload")
+    if isinstance(wl, dict) and isinstance(wl.get("trace"), str):
+        wl["trace"] = _resolved(wl["trace"])
+    given = overrides or {}
+    if isinstance(given.get("workload.trace"), str):
+        given = {**given, "workload.trace": _resolved(given["workload.trace"])}
     try:
-        return Scenario.model_validate(apply_overrides(data, overrides or {}))
+        return Scenario.model_validate(apply_overrides(data, given))
     except ValidationError as e:
-        raise UsageError(format_error(e)) from None
+        flagged = {p: f for p, f in (flags or {}).items() if p in given}
+        raise UsageError(format_error(e, flags=flagged)) from None
+
+
+def _resolved(trace: str) -> str:
+    return str(Path(trace).expanduser().resolve())
 
 
 def scenario_yaml(s: Scenario) -> str:

@@ -15,7 +15,7 @@ from wattserve.schema.workload import WorkloadConfig
 
 class Scenario(Strict):
     name: str = "default"
-    seed: int = Field(0, description="random seed", json_schema_extra=flag("seed"))
+    seed: int = Field(0, ge=0, le=2**63 - 1, description="random seed", json_schema_extra=flag("seed"))
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     workload: WorkloadConfig = Field(default_factory=WorkloadConfig)
     slo: SloConfig = Field(default_factory=SloConfig)
@@ -29,4 +29,16 @@ class Scenario(Strict):
         if budget is not None and budget < self.cluster.num_gpus * gpu.cap_min_w:
             raise ValueError(f"control.budget_w: {budget:g} W is below {self.cluster.num_gpus} x "
                              f"{gpu.cap_min_w:g} W, the sum of {gpu.name}'s minimum caps")
+        return self
+
+    @model_validator(mode="after")
+    def _policy_sets_caps(self) -> Scenario:
+        """A policy sets every GPU's cap itself under the budget, so a fixed cap given beside it would
+        be silently overridden: refuse the pair instead of choosing a winner."""
+        c = self.cluster
+        given = [name for name, v in (("power_cap_w", c.power_cap_w), ("prefill_cap_w", c.prefill_cap_w),
+                                      ("decode_cap_w", c.decode_cap_w)) if v is not None]
+        if self.control.policy is not None and given:
+            raise ValueError(f"cluster.{given[0]}: a fixed cap cannot be combined with a power policy "
+                             f"({self.control.policy!r} sets every cap itself under the budget); drop one of them")
         return self

@@ -49,6 +49,12 @@ def _quantiles(q: LengthDist) -> LengthConfig:
     return LengthConfig(kind="quantiles", values=list(q.values), percents=list(q.percents))
 
 
+MAX_REQUESTS = 20_000_000
+"""The most requests one run may simulate. The simulator keeps a record of every request (about
+0.5-1 KB with its arrays and objects), so this bounds a run at roughly 10-20 GB; beyond it numpy would
+fail deep inside generation (asking for terabytes) instead of naming the field at fault."""
+
+
 class WorkloadConfig(Strict):
     trace: str | None = Field(None, description="Azure CSV or Mooncake JSONL trace file",
                               json_schema_extra=flag("trace"))
@@ -75,3 +81,24 @@ class WorkloadConfig(Strict):
         if self.trace is None and "trace" in (self.prompt.kind, self.output.kind):
             raise ValueError("length kind 'trace' needs workload.trace")
         return self
+
+    def expected_requests(self) -> float | None:
+        """How many requests the synthetic arrivals will hold (None for a trace, whose file decides)."""
+        if self.trace is not None and "trace" not in (self.prompt.kind, self.output.kind):
+            return None
+        if self.num_requests is not None:
+            return float(self.num_requests) * self.repeat
+        return (self.rate or AZURE_CONV.rate) * (self.duration_s or float(AZURE_CONV.duration_s or 0)) * self.repeat
+
+    @model_validator(mode="after")
+    def _fits_memory(self) -> WorkloadConfig:
+        n = self.expected_requests()
+        if n is None or n <= MAX_REQUESTS:
+            return self
+        if self.num_requests is not None:
+            raise ValueError(f"workload.num_requests: {self.num_requests:,} x repeat {self.repeat} requests is more "
+                             f"than the {MAX_REQUESTS:,} a run can hold in memory")
+        raise ValueError(f"workload.rate x workload.duration_s: about {n:,.0f} requests (rate "
+                         f"{self.rate or AZURE_CONV.rate:g}/s for {self.duration_s or AZURE_CONV.duration_s:g} s, "
+                         f"x repeat {self.repeat}) is more than the {MAX_REQUESTS:,} a run can hold in memory; "
+                         "lower the rate or the duration")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from datetime import datetime
 from pathlib import Path
 
@@ -32,6 +33,22 @@ def _positive_int(value: str, where: str, field: str, minimum: int = 1) -> int:
     if v < minimum:
         raise UsageError(f"{where}: {field} {v} must be >= {minimum}")
     return v
+
+
+def _timestamp_ms(value: object, where: str) -> float:
+    """A Mooncake timestamp, ms. JSON parsers accept NaN and Infinity, which would sort anywhere and
+    overflow the arrival arithmetic, so they are refused here with the line that holds them."""
+    if isinstance(value, bool):
+        raise UsageError(f"{where}: timestamp {value!r} is not a number (ms)")
+    try:
+        t = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise UsageError(f"{where}: timestamp {value!r} is not a number (ms)") from None
+    if t != t:
+        raise UsageError(f"{where}: timestamp is not a number (NaN)")
+    if not math.isfinite(t):
+        raise UsageError(f"{where}: timestamp {t} is not finite")
+    return t
 
 
 def _parse_azure_time(s: str, where: str) -> float:
@@ -91,10 +108,7 @@ def load_mooncake(path: Path) -> Workload:
                 if k not in obj:
                     raise UsageError(f"{where}: missing field {k!r}; the Mooncake format needs "
                                      "timestamp, input_length, output_length")
-            try:
-                ts.append(float(obj["timestamp"]) / 1000.0)
-            except (TypeError, ValueError):
-                raise UsageError(f"{where}: timestamp {obj['timestamp']!r} is not a number (ms)") from None
+            ts.append(_timestamp_ms(obj["timestamp"], where) / 1000.0)
             ctx.append(_positive_int(obj["input_length"], where, "input_length"))
             gen.append(_positive_int(obj["output_length"], where, "output_length"))
     return _finish(path, np.array(ts), ctx, gen)
@@ -116,7 +130,7 @@ def detect_format(path: Path) -> str:
     if suffix in (".jsonl", ".json"):
         return "mooncake"
     raise UsageError(f"trace {path}: cannot tell the format from the extension {suffix!r}; "
-                     f"pass trace_format, one of: {', '.join(FORMATS)}")
+                     f"pass --trace-format (workload.trace_format in a config), one of: {', '.join(FORMATS)}")
 
 
 def load_trace(path: str | Path, fmt: str | None = None) -> Workload:
