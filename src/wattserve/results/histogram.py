@@ -46,11 +46,8 @@ class LogHistogram:
         if b0 == b1:
             counts[b0] += n * len(values)
             return
-        lo, log_g, top = self.lo, self._log_g, len(self.counts) - 1
-        log = math.log
         for v in values:
-            b = int(log(v / lo) / log_g) + 1 if v > lo else 0
-            counts[b if b < top else top] += n
+            counts[self._bin(v)] += n
 
     def add_linear(self, first: float, last: float, iters: int, weight: float) -> None:
         """`iters` values evenly spaced from first to last, each counted `weight` times."""

@@ -93,9 +93,6 @@ class Cluster:
         self.failed = 0
         self.role_events: list[tuple[float, int, str]] = [(0.0, i.iid, i.role) for i in self.instances]
 
-    def instance_of_gpu(self, gpu: int) -> Instance:
-        return self._instance_of_gpu[gpu]
-
     # ---- Host ----
     def route(self, req: SimRequest) -> None:
         self.router.pick_prefill(self.prefillers, req).enqueue_prefill(req)

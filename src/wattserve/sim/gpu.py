@@ -17,7 +17,7 @@ class SimGpu:
     Energy is split by phase as it accrues: while a step runs, its `prefill_share` of the power goes
     to prefill and the rest to decode; with nothing to run, all of it is idle energy."""
 
-    __slots__ = ("index", "spec", "node", "cap_w", "cap_target_w", "locked_clock_mhz", "power_w", "energy_j",
+    __slots__ = ("index", "spec", "node", "cap_w", "cap_target_w", "locked_clock_mhz", "power_w",
                  "_t", "times", "watts", "cap_times", "cap_values", "clock_mhz", "clock_times", "clock_values",
                  "share", "prefill_energy_j", "decode_energy_j", "idle_energy_j")
 
@@ -35,7 +35,6 @@ class SimGpu:
         self.locked_clock_mhz = locked_clock_mhz
         self.power_w = spec.idle_w
         self.clock_mhz = spec.clock_max_mhz
-        self.energy_j = 0.0
         self.prefill_energy_j = 0.0
         self.decode_energy_j = 0.0
         self.idle_energy_j = 0.0
@@ -50,7 +49,6 @@ class SimGpu:
 
     def _accrue(self, now: float) -> None:
         e = self.power_w * (now - self._t)
-        self.energy_j += e
         share = self.share
         if share == IDLE:
             self.idle_energy_j += e
@@ -88,7 +86,6 @@ class SimGpu:
                 times.append(t)
                 ws.append(w)
                 w_prev = w
-        self.energy_j += e
         self.decode_energy_j += e
         self.power_w = w_prev
         self._t = t_prev
@@ -111,6 +108,11 @@ class SimGpu:
         self.cap_w = watts
         self.cap_times.append(now)
         self.cap_values.append(watts)
+
+    @property
+    def energy_j(self) -> float:
+        """Energy in joules up to the last change: the phases' sum, so the split always adds up."""
+        return self.prefill_energy_j + self.decode_energy_j + self.idle_energy_j
 
     def energy_at(self, now: float) -> float:
         """Energy in joules from the start to `now` (a monotonic counter)."""

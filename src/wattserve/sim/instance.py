@@ -108,16 +108,12 @@ class Instance:
         return self.kv.blocks
 
     @property
-    def kv_used_blocks(self) -> int:
-        return self.kv.used_blocks()
-
-    @property
     def kv_live_blocks(self) -> int:
         """KV in use now, counting the decode iterations of the current run completed so far."""
         run = self.run
-        kv = self.kv
-        extra = run.b * run.iters_done(self.loop.now - run.t0) if self.busy and run.shape is None and run.k > 1 else 0
-        return (kv.other + kv.run + extra + kv.seqs * (kv.block_size - 1)) // kv.block_size
+        if self.busy and run.shape is None and run.k > 1:
+            return self.kv.used_blocks(run.b * run.iters_done(self.loop.now - run.t0))
+        return self.kv.used_blocks()
 
     def output_tokens_at(self, now: float) -> int:
         """Output tokens generated here by `now`, counting the iterations of the decode run in flight
@@ -320,7 +316,7 @@ class Instance:
     def _start_table_run(self, k: int, b: int, c0: int, decision: StepDecision) -> None:
         run = self.run
         cum, req, points = plan_table(self.governor, self.view, self.clock, decision, k, b, c0, run.t0)
-        run.decode(k, b, c0, 0.0, 0.0)
+        run.k = k
         run.table(cum, req, points)
         first = points[req[0]]
         self._launch(first[0], first[1], cum[-1], 0.0)
@@ -546,8 +542,7 @@ class Instance:
         self.switching_to = None
         self._reconfiguring = False
         self.role_changes += 1
-        self.clock = StepClock(self.clock.spec, self.clock.latency, self.clock.power)
-        self.clock.refresh(self.gpus)
+        self.clock.forget_hints()
         self.token_budget = self.token_budgets[self.role]
         self.host.role_changed(self)
         self.poke()

@@ -50,6 +50,6 @@ class KvLedger:
         self.seqs -= 1
 
     def note(self) -> None:
-        used = (self.other + self.run + self.seqs * (self.block_size - 1)) // self.block_size
+        used = self.used_blocks()
         if used > self.peak:
             self.peak = used

@@ -37,6 +37,11 @@ class StepClock:
         self._governed_hint: dict[tuple[int, int | None], int] = {}
         """Search starts per (kind, requested clock), so a governor alternating clocks stays cheap."""
 
+    def forget_hints(self) -> None:
+        """Start the next searches afresh (the instance's work changed kind: a new role)."""
+        self._hint = [None, None]
+        self._governed_hint.clear()
+
     def refresh(self, gpus: Sequence[SimGpu]) -> None:
         """Re-read the caps in force and the clock locks of the instance's GPUs."""
         self.cap_w = min(g.cap_w for g in gpus)
