@@ -128,3 +128,17 @@ def test_modelled_agent_follows_the_power_model() -> None:
     assert m.power_w(0) <= 300 + 1e-9
     assert "sw_power_cap" in m.throttle_reasons(0)
     assert m.energy_j(0) > 0
+
+
+def test_a_second_modelled_reading_right_after_the_first_reports_the_same_draw() -> None:
+    """Reading power (or energy, then power) must not re-estimate over microseconds and call a busy
+    GPU idle; the runtime back end reads energy and power back to back."""
+    clock = Clock()
+    stats = {"busy_s": 0.0, "steps": 0, "tokens": 0, "role": "prefill"}
+    m = ModelledGpuPower(1, "h100", "llama-3.1-8b", lambda i: stats, clock=clock)
+    clock.t = 1.0
+    stats.update(busy_s=0.8, steps=10, tokens=20480)
+    e = m.energy_j(0)
+    first = m.power_w(0)
+    clock.t = 1.0 + 1e-6
+    assert first > 75 and m.power_w(0) == first and m.energy_j(0) == e

@@ -95,7 +95,7 @@ class RuntimeBackend:
             gpus.append(GpuState(
                 index=i, instance=w.wid, cap_w=in_force, cap_target_w=self.agent.power_cap_w(i), cap_min_w=lo,
                 cap_max_w=hi, clock_mhz=int(self.agent.clock_mhz(i)), clock_max_mhz=top,
-                locked_clock_mhz=self._locked.get(i), power_w=_draw_now_w(self.agent, i), energy_j=energy,
+                locked_clock_mhz=self._locked.get(i), power_w=float(self.agent.power_w(i)), energy_j=energy,
                 throttled="sw_power_cap" in self.agent.throttle_reasons(i)))
         recent = [x for x in r.recent if x[0] >= now_abs - WINDOW_S]
         insts = []
@@ -147,11 +147,3 @@ class RuntimeBackend:
         """The worker's step governor sees the cap in force and the clock lock (its StepView)."""
         cap = getattr(self.agent, "cap_in_force_w", self.agent.power_cap_w)(gpu)
         self.router.set_limits(gpu, float(cap), self._locked.get(gpu))
-
-
-def _draw_now_w(agent: GpuPower, i: int) -> float:
-    """The agent's power reading now. The modelled agent re-estimates on every read from the busy
-    time since its previous read, so a second read microseconds after `energy_j` would see no busy
-    time and report idle; its latest estimate (`last_w`, just refreshed by `energy_j`) is the draw now."""
-    last = getattr(agent, "last_w", None) if agent.modelled else None
-    return float(last[i]) if last is not None else float(agent.power_w(i))

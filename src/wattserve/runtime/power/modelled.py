@@ -28,6 +28,10 @@ from wattserve.perf.power import UtilizationPowerModel
 from wattserve.runtime.power.base import GpuPowerError, effective_lock
 
 CAP_SETTLE_S = 0.3
+SAMPLE_S = 0.02
+"""A reading within 20 ms of the last one returns the last estimate, as NVML's power counter, which
+updates on its own period, does: re-estimating over microseconds would see no busy time and report
+idle for a busy GPU."""
 
 
 class ModelledGpuPower:
@@ -70,7 +74,7 @@ class ModelledGpuPower:
         st = self.stats(i)
         t0, busy0, steps0, tok0 = self.prev[i]
         dt = now - t0
-        if dt <= 0:
+        if dt < SAMPLE_S:
             return self.last_w[i]
         busy, steps, tokens = float(st.get("busy_s", 0.0)), float(st.get("steps", 0)), float(st.get("tokens", 0))
         lock = effective_lock(self.locked[i], st.get("governor_clock_mhz"))
