@@ -40,13 +40,13 @@ def cmd_bench(args: argparse.Namespace, started: float) -> int:
     )
     from wattserve.schema.bench import BenchConfig
     from wattserve.schema.flag_table import BENCH
-    from wattserve.schema.flags import flag_error, overrides
+    from wattserve.schema.flags import field_error, overrides
     from wattserve.schema.loading import apply_overrides
 
     try:
         a = BenchConfig.model_validate(apply_overrides({}, overrides(args, BENCH)))
     except ValidationError as e:
-        raise UsageError(flag_error(e, BENCH, BenchConfig)) from None
+        raise UsageError(field_error(e, BenchConfig, {f.path: f"--{f.name}" for f in BENCH})) from None
     reqs = plan(a, load_trace_of(a))
     about = check_plan(a, reqs)
     if a.save_result or a.result_dir is not None or a.result_filename is not None:

@@ -27,14 +27,14 @@ def cmd_serve(args: argparse.Namespace, started: float) -> int:
     from pydantic import ValidationError
 
     from wattserve.schema.flag_table import SERVE
-    from wattserve.schema.flags import flag_error, overrides
+    from wattserve.schema.flags import field_error, overrides
     from wattserve.schema.loading import apply_overrides
     from wattserve.schema.serve import ServeConfig
 
     try:
         config = ServeConfig.model_validate(apply_overrides({}, overrides(args, SERVE)))
     except ValidationError as e:
-        raise UsageError(flag_error(e, SERVE, ServeConfig)) from None
+        raise UsageError(field_error(e, ServeConfig, {f.path: f"--{f.name}" for f in SERVE})) from None
     try:
         from wattserve.runtime.server import check_inputs, serve
     except ImportError as e:

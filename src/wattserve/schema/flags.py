@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import types
 import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -86,34 +87,48 @@ def overrides(args: argparse.Namespace, flags: tuple[Flag, ...]) -> dict[str, An
 _RANGE_ERRORS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal", "finite_number")
 
 
-def flag_error(e: Any, flags: tuple[Flag, ...], model: Any) -> str:
-    """One line for the first error of a pydantic ValidationError `e` raised by `model`, naming
-    the flag (`--max-num-seqs`) rather than the field path (`max_num_seqs`) since that is what the
-    user typed, and stating a number's allowed range from the field's own bounds."""
+def field_error(e: Any, model: Any, flags: Mapping[str, str] | None = None, where: str = "") -> str:
+    """One line for the first error of a pydantic ValidationError `e` raised by `model`.
+
+    The field is named as the flag the user typed (`--max-num-seqs`) where `flags` (dotted path ->
+    "--flag") says the value came from one, else as its dotted path under `where` ("config:
+    cluster.tp"). Numbers out of range state the range from the field's own bounds; NaN and inf
+    count as out of range; a section given as a list or scalar asks for a mapping (no class names)."""
+    flags = flags or {}
     err = e.errors()[0]
     path = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
-    names = {f.path: f"--{f.name}" for f in flags}
-    where = names.get(path, path)
-    msg = str(err["msg"]).removeprefix("Value error, ")
-    value = err.get("input")
+    kind, value = err.get("type"), err.get("input")
     more = f" [+{len(e.errors()) - 1} more]" if len(e.errors()) > 1 else ""
-    if err["type"] == "literal_error":
-        return f"{where}: {value!r} is not allowed; allowed: {err['ctx']['expected']}{more}"
-    if err["type"] in _RANGE_ERRORS:
+    if kind == "literal_error":
+        msg = f"{value!r} is not allowed; allowed: {err['ctx']['expected']}"
+    elif kind in _RANGE_ERRORS:
         shown = f"{value:g}" if isinstance(value, float) else repr(value)
-        return f"{where}: {shown} is not allowed; allowed: {_allowed(model, path)}{more}"
-    got = f" (got {value!r})" if err["type"] != "value_error" and value is not None \
-        and not isinstance(value, dict) else ""
-    return f"{where + ': ' if where else ''}{msg}{got}{more}"
+        msg = f"{shown} is not allowed; allowed: {_allowed(model, path)}"
+    elif kind in ("model_type", "dict_type", "model_attributes_type"):
+        msg = f"should be a mapping of fields (got {type(value).__name__} {value!r})"[:200]
+    else:
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        if kind != "value_error" and value is not None and not isinstance(value, dict):
+            msg += f" (got {value!r})"
+    if path and not msg.startswith(f"{path}: "):
+        msg = f"{path}: {msg}"
+    head, sep, rest = msg.partition(": ")
+    if sep and head in flags:
+        return f"{flags[head]}: {rest}{more}"
+    return f"{where}: {msg}{more}" if where else f"{msg}{more}"
 
 
 def _allowed(model: Any, path: str) -> str:
     """The range of a numeric field, from its bounds: "an integer from 0 to 65535", "a finite number > 0"."""
     field = None
     for part in path.split("."):
-        field = model.model_fields[part]
+        fields = getattr(model, "model_fields", None)
+        if fields is None or part not in fields:
+            return "a number in the field's range"
+        field = fields[part]
         model = field.annotation
-    assert field is not None
+    if field is None:
+        return "a number in the field's range"
     kind, _ = _unwrap(field.annotation)
     bounds = {k: getattr(m, k) for m in field.metadata for k in ("gt", "ge", "lt", "le") if hasattr(m, k)}
     finite = not any(getattr(m, "allow_inf_nan", False) for m in field.metadata)

@@ -3,7 +3,6 @@ into one `Scenario`; and writing the resolved one back. Errors name the field an
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -11,37 +10,14 @@ import yaml
 from pydantic import ValidationError
 
 from wattserve.errors import UsageError
+from wattserve.schema.flags import field_error
 from wattserve.schema.scenario import Scenario
-
-
-def _message(err: Any) -> str:
-    """pydantic's message in the user's terms: NaN is "not a number" (not "should be finite"), and a
-    section given as a list or a scalar is "a mapping of fields" (not a class name)."""
-    kind, value = err.get("type"), err.get("input")
-    if kind == "finite_number" and isinstance(value, float):
-        return f"not a number (got {value})" if value != value else f"must be a finite number (got {value})"
-    if kind in ("model_type", "dict_type", "model_attributes_type"):
-        return f"should be a mapping of fields (got {type(value).__name__} {value!r})"[:200]
-    msg = err["msg"].removeprefix("Value error, ")
-    if kind != "value_error" and "input" in err and not isinstance(value, dict):
-        msg += f" (got {value!r})"
-    return msg
 
 
 def format_error(e: ValidationError, what: str = "config", flags: dict[str, str] | None = None) -> str:
     """One line naming the field: as `--flag` where `flags` (dotted path -> flag) says the value came
-    from one, else as the dotted YAML path under `what`."""
-    err = e.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
-    msg = _message(err)
-    head = msg.split(": ", 1)[0]
-    text = msg if loc and head.startswith(loc) and ": " in msg else f"{loc + ': ' if loc else ''}{msg}"
-    from_flag = False
-    for path, flag in sorted((flags or {}).items(), key=lambda kv: -len(kv[0])):
-        text, n = re.subn(rf"(?<![\w.-]){re.escape(path)}(?![\w])", flag, text)
-        from_flag = from_flag or n > 0
-    more = f" [+{len(e.errors()) - 1} more]" if len(e.errors()) > 1 else ""
-    return f"{text}{more}" if from_flag and text.startswith("--") else f"{what}: {text}{more}"
+    from one, else as the dotted YAML path under `what` (wattserve.schema.flags.field_error)."""
+    return field_error(e, Scenario, flags, what)
 
 
 def read_yaml(path: str | Path, field: str = "config") -> dict[str, Any]:
