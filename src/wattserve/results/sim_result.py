@@ -33,10 +33,13 @@ class GpuTrace:
     clock_times: np.ndarray
     clock_values: np.ndarray
     """SM clock (MHz) from clock_times[i] on."""
-    energy_j: float
     prefill_energy_j: float
     decode_energy_j: float
     idle_energy_j: float
+
+    @property
+    def energy_j(self) -> float:
+        return self.prefill_energy_j + self.decode_energy_j + self.idle_energy_j
 
 
 @dataclass

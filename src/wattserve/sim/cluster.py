@@ -212,7 +212,7 @@ class Cluster:
         end = self.loop.now
         gpus = [GpuTrace(g.index, self._instance_of_gpu[g.index].iid, g.node, g.spec.idle_w, g.cap_w,
                          np.array(g.times), np.array(g.watts), np.array(g.cap_times), np.array(g.cap_values),
-                         np.array(g.clock_times), np.array(g.clock_values), g.energy_j, g.prefill_energy_j,
+                         np.array(g.clock_times), np.array(g.clock_values), g.prefill_energy_j,
                          g.decode_energy_j, g.idle_energy_j) for g in self.gpus]
         insts = [InstanceTrace(i.iid, i.role, tuple(g.index for g in i.gpus), i.preemptions, i.kv.peak,
                                i.kv.blocks, i.role_changes, i.iterations, i.busy_s) for i in self.instances]
