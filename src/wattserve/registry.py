@@ -39,7 +39,7 @@ class Registry(Mapping[str, Callable[..., T]], Generic[T]):
         return key
 
     def unknown(self, name: object) -> UsageError:
-        return UsageError(f"{self.field}: unknown value {name!r}; allowed: {', '.join(self.names())}")
+        return UsageError(f"unknown value {name!r}; allowed: {', '.join(self.names())}", self.field)
 
     def make(self, name: str, **params: Any) -> T:
         return self[self.resolve(name)](**params)

@@ -24,18 +24,18 @@ def cmd_calibrate(args: argparse.Namespace, started: float) -> int:
     from wattserve.metrics.outputs import check_out_file
     from wattserve.perf.calibration import markdown_report
 
-    if args.out:
-        check_out_file(Path(args.out))
+    if args.out is not None:
+        check_out_file(args.out, "--out")
     data = Path(args.data)
     if not (data / "anchors/mlenergy/v3_leaderboard/v3_configs_flat.csv").is_file():
-        raise UsageError(f"data: {str(data)!r} has no anchors/mlenergy/v3_leaderboard/v3_configs_flat.csv; "
-                         "point --data at the shared data folder")
+        raise UsageError(f"{str(data)!r} has no anchors/mlenergy/v3_leaderboard/v3_configs_flat.csv; "
+                         "allowed: the shared data folder", "--data")
     text = markdown_report(data)
-    if args.out:
+    if args.out is not None:
         try:
             Path(args.out).write_text(text)
         except OSError as e:
-            raise UsageError(f"out: cannot write {args.out!r} ({e.strerror})") from None
+            raise UsageError(f"cannot write {args.out!r} ({e.strerror})", "--out") from None
     else:
         print(text, end="")
     return 0

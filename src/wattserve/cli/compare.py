@@ -38,7 +38,8 @@ def _csv_list(value: str | None, allowed: Sequence[str], field: str) -> list[str
     items = [v.strip() for v in value.split(",") if v.strip()]
     bad = [v for v in items if v not in allowed]
     if bad or not items:
-        raise UsageError(f"{field}: unknown value {', '.join(repr(b) for b in bad) or repr(value)}; allowed: {', '.join(allowed)}")
+        raise UsageError(f"unknown value {', '.join(repr(b) for b in bad) or repr(value)}; "
+                         f"allowed: {', '.join(allowed)}", field)
     return items
 
 
@@ -49,17 +50,16 @@ def _rates(text: str) -> list[float]:
 
     items = [r.strip() for r in text.split(",")]
     if not any(items):
-        raise UsageError("rates: empty; give comma-separated request rates like 2,4,8 (or leave --rates out)")
+        raise UsageError("empty; give comma-separated request rates like 2,4,8 (or leave --rates out)", "--rates")
     out = []
     for item in items:
         try:
             rate = float(item)
         except ValueError:
-            raise UsageError(f"rates: {item!r} is not a number; give comma-separated request rates like 2,4,8") from None
-        if rate != rate:
-            raise UsageError(f"rates: {item!r} is not a number")
+            raise UsageError(f"{item!r} is not a number; give comma-separated request rates like 2,4,8",
+                             "--rates") from None
         if not math.isfinite(rate) or rate <= 0:
-            raise UsageError(f"rates: {item!r} must be a finite rate > 0 req/s")
+            raise UsageError(f"{item} is not allowed; allowed: finite rates > 0 req/s", "--rates")
         out.append(rate)
     return out
 
@@ -69,9 +69,12 @@ def cmd_compare(args: argparse.Namespace, started: float) -> int:
     from wattserve.experiments.scenarios import get_scenario
     from wattserve.metrics.outputs import check_out_dir, staged_dir, write_json
 
-    sc = get_scenario(args.scenario)
-    policies = _csv_list(args.policies, sc.policies, "policies")
-    workloads = _csv_list(args.workloads, sc.workloads, "workloads")
+    try:
+        sc = get_scenario(args.scenario)
+    except UsageError as e:
+        raise e.named({"scenario": "--scenario"}) from None
+    policies = _csv_list(args.policies, sc.policies, "--policies")
+    workloads = _csv_list(args.workloads, sc.workloads, "--workloads")
     if args.rates is not None:
         rates = {w: _rates(args.rates) for w in workloads}
     else:
@@ -79,13 +82,15 @@ def cmd_compare(args: argparse.Namespace, started: float) -> int:
     if any(w.startswith("azure") for w in workloads):
         for kind in ("conv", "code"):
             if not (Path(args.data) / f"traces/azure_llm_2023/AzureLLMInferenceTrace_{kind}.csv").is_file():
-                raise UsageError(f"data: {args.data!r} has no traces/azure_llm_2023/; point --data at the shared data")
+                raise UsageError(f"{args.data!r} has no traces/azure_llm_2023/; allowed: the shared data folder",
+                                 "--data")
     if args.jobs is not None and args.jobs < 1:
-        raise UsageError(f"jobs: {args.jobs} must be >= 1")
+        raise UsageError(f"{args.jobs} is not allowed; allowed: an integer >= 1", "--jobs")
     if args.seed < 0:
-        raise UsageError(f"seed: {args.seed} must be >= 0")
-    out = Path(args.out or f"runs/compare-{sc.name}")
-    check_out_dir(out)
+        raise UsageError(f"{args.seed} is not allowed; allowed: an integer >= 0", "--seed")
+    out_name = args.out if args.out is not None else f"runs/compare-{sc.name}"
+    check_out_dir(out_name, "--out")
+    out = Path(out_name)
 
     def progress(done: int, total: int) -> None:
         if sys.stderr.isatty():

@@ -42,27 +42,33 @@ def cmd_estimate(args: argparse.Namespace, started: float) -> int:
     from wattserve.perf import RooflineLatencyModel, UtilizationPowerModel, operating_point
     from wattserve.sim.gpu import check_cap, check_clock
 
-    gpu, model = get_gpu(args.gpu), get_model(args.model)
+    try:
+        gpu, model = get_gpu(args.gpu), get_model(args.model)
+    except UsageError as e:
+        raise e.named({"gpu": "--gpu", "model": "--model"}) from None
     if args.tp not in (1, 2, 4, 8):
-        raise UsageError(f"tp: {args.tp} is not allowed; allowed: 1, 2, 4, 8")
+        raise UsageError(f"{args.tp} is not allowed; allowed: 1, 2, 4, 8", "--tp")
     if (args.prefill_tokens is None) == (args.decode_batch is None):
-        raise UsageError("estimate: give either --prefill-tokens N or --decode-batch B --context C")
+        raise UsageError("give either --prefill-tokens N or --decode-batch B --context C (not both)")
     if args.prefill_tokens is not None:
-        if args.prefill_tokens < 1 or args.prefill_batch < 1:
-            raise UsageError("prefill-tokens/prefill-batch: must be >= 1")
+        _at_least_one(args.prefill_tokens, "--prefill-tokens")
+        _at_least_one(args.prefill_batch, "--prefill-batch")
         shape = BatchShape.prefill(args.prefill_tokens, args.prefill_batch)
         tokens = args.prefill_tokens * args.prefill_batch
     else:
-        if args.context is None or args.context < 1 or args.decode_batch < 1:
-            raise UsageError("decode-batch/context: --decode-batch B needs --context C, both >= 1")
+        _at_least_one(args.decode_batch, "--decode-batch")
+        if args.context is None:
+            raise UsageError("--decode-batch B needs --context C", "--context")
+        _at_least_one(args.context, "--context")
         shape = BatchShape.decode(args.decode_batch, args.context)
         tokens = args.decode_batch
     if args.power_cap is not None:
-        check_cap(gpu, args.power_cap)
+        check_cap(gpu, args.power_cap, "--power-cap")
     if args.clock is not None:
-        check_clock(gpu, args.clock)
+        check_clock(gpu, args.clock, "--clock")
     _check_fits(gpu, model, args.tp, _kv_tokens(args),
-                "prefill-tokens/prefill-batch" if args.prefill_tokens is not None else "decode-batch/context")
+                "--prefill-tokens x --prefill-batch" if args.prefill_tokens is not None else
+                "--decode-batch x --context")
     lat = RooflineLatencyModel(gpu, model, args.tp)
     pwr = UtilizationPowerModel.for_gpu(gpu)
     cap = args.power_cap if args.power_cap is not None else gpu.tdp_w
@@ -82,6 +88,11 @@ def cmd_estimate(args: argparse.Namespace, started: float) -> int:
     return 0
 
 
+def _at_least_one(value: int, flag: str) -> None:
+    if value < 1:
+        raise UsageError(f"{value} is not allowed; allowed: an integer >= 1", flag)
+
+
 def _kv_tokens(args: argparse.Namespace) -> int:
     """Tokens of KV the iteration holds: every prompt token of a prefill batch, or every context
     token of every decode sequence."""
@@ -98,9 +109,9 @@ def _check_fits(gpu: Any, model: Any, tp: int, kv_tokens: int, field: str) -> No
     mem_util = EngineConfig().mem_util
     room = model.kv_capacity_tokens(gpu.hbm_bytes, tp, mem_util)
     if room < 1:
-        raise UsageError(f"tp: {model.name} needs {model.weight_bytes_per_rank(tp) / 1e9:.1f} GB of weights per GPU "
-                         f"at tp={tp}, more than {gpu.name}'s {gpu.hbm_gb:g} GB leaves for KV; raise tp")
+        raise UsageError(f"{model.name} needs {model.weight_bytes_per_rank(tp) / 1e9:.1f} GB of weights per GPU "
+                         f"at tp={tp}, more than {gpu.name}'s {gpu.hbm_gb:g} GB leaves for KV; raise tp", "--tp")
     if kv_tokens > room:
-        raise UsageError(f"{field}: the batch's KV ({kv_tokens:,} tokens) does not fit {tp}x {gpu.name} with "
+        raise UsageError(f"the batch's KV ({kv_tokens:,} tokens) does not fit {tp}x {gpu.name} with "
                          f"{model.name}: room for {room:,} tokens at {mem_util:g} of memory; lower the batch or "
-                         "the context, or raise tp")
+                         "the context, or raise tp", field)

@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from wattserve.errors import UsageError
+
 
 def add(sub: argparse._SubParsersAction) -> None:
     from wattserve.schema.flag_table import SIMULATE
@@ -50,10 +52,16 @@ def cmd_simulate(args: argparse.Namespace, started: float) -> int:
     from wattserve.schema.flag_table import SIMULATE
     from wattserve.schema.loading import load_scenario, scenario_yaml
 
-    scenario = load_scenario(args.config, _overrides(args), {f.path: f"--{f.name}" for f in SIMULATE})
-    if args.out:
-        check_out_dir(Path(args.out))
-    run = build_run(scenario)
+    given = _overrides(args)
+    flags = {f.path: f"--{f.name}" for f in SIMULATE if f.path in given}
+    names = {**flags, "config": "--config", "out": "--out"}
+    try:
+        scenario = load_scenario(args.config, given, flags)
+        if args.out is not None:
+            check_out_dir(args.out)
+        run = build_run(scenario)
+    except UsageError as e:
+        raise e.named(names) from None
     workload = run.workload
     if sys.stderr.isatty():
         print(f"simulating {len(workload):,} requests ({workload.name}, {float(workload.arrival_s[-1]):,.0f} s of "

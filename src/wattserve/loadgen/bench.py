@@ -267,7 +267,10 @@ def load_trace_of(a: BenchConfig) -> Workload | None:
         return None
     from wattserve.workload import load_trace
 
-    return load_trace(a.trace)
+    try:
+        return load_trace(a.trace)
+    except UsageError as e:
+        raise e.named({"workload.trace": "--trace"}) from None
 
 
 async def check_server(a: BenchConfig, timeout_s: float = 10.0) -> None:

@@ -32,32 +32,38 @@ removes all of them first, so no file of an earlier run (an actuations.csv, a pl
 time) sits beside the new ones as if it belonged to them; other files are left alone."""
 
 
-def check_out_dir(out: Path, field: str = "out") -> None:
-    """Refuse, before any work, a results folder that cannot be written: a file in its place, a folder
-    without write permission, or a parent that is not a folder. Creates nothing."""
+def check_out_dir(out: str | Path, field: str = "out") -> None:
+    """Refuse, before any work, a results folder that cannot be written: an empty name, a file in its
+    place, a folder without write permission, or a parent that is not a folder. Creates nothing."""
+    if str(out) == "":
+        raise UsageError("'' is not a path; allowed: a folder to create or reuse", field)
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise UsageError(f"{field}: {str(out)!r} exists and is not a folder")
+        raise UsageError(f"{str(out)!r} exists and is not a folder", field)
     probe = out.resolve()
     while not probe.exists():
         probe = probe.parent
     if not probe.is_dir():
-        raise UsageError(f"{field}: {str(probe)!r} is not a folder, so {str(out)!r} cannot be created in it")
+        raise UsageError(f"{str(probe)!r} is not a folder, so {str(out)!r} cannot be created in it", field)
     if not os.access(probe, os.W_OK | os.X_OK):
-        raise UsageError(f"{field}: {str(probe)!r} is not writable")
+        raise UsageError(f"{str(probe)!r} is not writable", field)
 
 
-def check_out_file(path: Path, field: str = "out") -> None:
-    """Refuse, before any work, a result file that cannot be written: a folder in its place, a
-    missing parent folder, or one without write permission."""
+def check_out_file(path: str | Path, field: str = "out") -> None:
+    """Refuse, before any work, a result file that cannot be written: an empty name, a folder in its
+    place, a missing parent folder (or a file where it should be), or no write permission."""
+    if str(path) == "":
+        raise UsageError("'' is not a path; allowed: a file name", field)
     path = Path(path)
     if path.is_dir():
-        raise UsageError(f"{field}: {str(path)!r} is a folder; give a file name")
+        raise UsageError(f"{str(path)!r} is a folder; allowed: a file name", field)
     parent = path.resolve().parent
+    if parent.exists() and not parent.is_dir():
+        raise UsageError(f"{str(parent)!r} is a file, not a folder, so {str(path)!r} cannot be written", field)
     if not parent.is_dir():
-        raise UsageError(f"{field}: the folder {str(parent)!r} does not exist")
+        raise UsageError(f"the folder {str(parent)!r} does not exist", field)
     if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise UsageError(f"{field}: {str(path)!r} is not writable")
+        raise UsageError(f"{str(path)!r} is not writable", field)
 
 
 @contextlib.contextmanager
@@ -71,7 +77,7 @@ def staged_dir(out: Path) -> Iterator[Path]:
         parent.mkdir(parents=True, exist_ok=True)
         stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=parent))
     except OSError as e:
-        raise UsageError(f"out: cannot write to {str(parent)!r} ({e.strerror})") from None
+        raise UsageError(f"cannot write to {str(parent)!r} ({e.strerror})", "out") from None
     try:
         yield stage
         out.mkdir(parents=True, exist_ok=True)

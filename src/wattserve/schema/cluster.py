@@ -51,16 +51,14 @@ class ClusterConfig(Strict):
     max_run_iters: int | None = Field(None, ge=1)
     """Cap on decode iterations the simulator jumps at once; 1 steps every iteration (to verify the jumps)."""
 
-
-
-
     @model_validator(mode="after")
     def _shape(self) -> ClusterConfig:
         if self.colocated and (self.prefill or self.decode):
-            raise ValueError("use either colocated > 0 or prefill/decode > 0, not both "
+            raise ValueError("cluster.colocated: use either colocated > 0 or prefill/decode > 0, not both "
                              f"(got colocated={self.colocated}, prefill={self.prefill}, decode={self.decode})")
         if not self.colocated and (self.prefill < 1 or self.decode < 1):
-            raise ValueError(f"a disaggregated cluster needs prefill >= 1 and decode >= 1 "
+            field = "cluster.prefill" if self.prefill < 1 else "cluster.decode"
+            raise ValueError(f"{field}: a disaggregated cluster needs prefill >= 1 and decode >= 1 "
                              f"(got prefill={self.prefill}, decode={self.decode}); or set colocated >= 1")
         return self
 

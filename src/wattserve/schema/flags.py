@@ -93,7 +93,9 @@ def field_error(e: Any, model: Any, flags: Mapping[str, str] | None = None, wher
     The field is named as the flag the user typed (`--max-num-seqs`) where `flags` (dotted path ->
     "--flag") says the value came from one, else as its dotted path under `where` ("config:
     cluster.tp"). Numbers out of range state the range from the field's own bounds; NaN and inf
-    count as out of range; a section given as a list or scalar asks for a mapping (no class names)."""
+    count as out of range; a section given as a list or scalar asks for a mapping (no class names). A
+    validator of a whole section may name the field it refuses as its message's head
+    ("workload.num_requests: ..."); that field is then the one named."""
     flags = flags or {}
     err = e.errors()[0]
     path = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
@@ -110,7 +112,8 @@ def field_error(e: Any, model: Any, flags: Mapping[str, str] | None = None, wher
         msg = str(err["msg"]).removeprefix("Value error, ")
         if kind != "value_error" and value is not None and not isinstance(value, dict):
             msg += f" (got {value!r})"
-    if path and not msg.startswith(f"{path}: "):
+    head = msg.partition(": ")[0]
+    if path and not (head == path or head.startswith(f"{path}.")):
         msg = f"{path}: {msg}"
     head, sep, rest = msg.partition(": ")
     if sep and head in flags:

@@ -21,23 +21,25 @@ def format_error(e: ValidationError, what: str = "config", flags: dict[str, str]
 
 
 def read_yaml(path: str | Path, field: str = "config") -> dict[str, Any]:
+    """The mapping in the YAML file at `path`; errors are on `field` (the command line names it --config)."""
     p = Path(path)
     if p.is_dir():
-        raise UsageError(f"{field}: {str(p)!r} is a folder, not a YAML file")
+        raise UsageError(f"{str(p)!r} is a folder, not a YAML file", field)
     if not p.is_file():
-        raise UsageError(f"{field}: file {str(p)!r} does not exist")
+        raise UsageError(f"file {str(p)!r} does not exist", field)
     try:
         loaded = yaml.safe_load(p.read_bytes().decode("utf-8"))
     except UnicodeDecodeError as e:
-        raise UsageError(f"{field} {p}: not UTF-8 text (byte {e.start}); expected a YAML file") from None
+        raise UsageError(f"{p}: not UTF-8 text (byte {e.start}); expected a YAML file", field) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
-        raise UsageError(f"{field} {p}{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
+        raise UsageError(f"{p}{where}: not valid YAML ({getattr(e, 'problem', e)})", field) from None
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
-        raise UsageError(f"{field} {p}: expected a mapping with keys {', '.join(Scenario.model_fields)}")
+        raise UsageError(f"{p}: expected a mapping with keys {', '.join(Scenario.model_fields)} "
+                         f"(got a {type(loaded).__name__})", field)
     return loaded
 
 
@@ -73,7 +75,7 @@ def load_scenario(path: str | Path | None, overrides: dict[str, Any] | None = No
         return Scenario.model_validate(apply_overrides(data, given))
     except ValidationError as e:
         flagged = {p: f for p, f in (flags or {}).items() if p in given}
-        raise UsageError(format_error(e, flags=flagged)) from None
+        raise UsageError(format_error(e, f"config {path}" if path is not None else "", flagged)) from None
 
 
 def _resolved(trace: str) -> str:

@@ -98,7 +98,8 @@ class WorkloadConfig(Strict):
         if self.num_requests is not None:
             raise ValueError(f"workload.num_requests: {self.num_requests:,} x repeat {self.repeat} requests is more "
                              f"than the {MAX_REQUESTS:,} a run can hold in memory")
-        raise ValueError(f"workload.rate x workload.duration_s: about {n:,.0f} requests (rate "
+        field = "workload.rate" if self.rate is not None or self.duration_s is None else "workload.duration_s"
+        raise ValueError(f"{field}: about {n:,.0f} requests (rate "
                          f"{self.rate or AZURE_CONV.rate:g}/s for {self.duration_s or AZURE_CONV.duration_s:g} s, "
                          f"x repeat {self.repeat}) is more than the {MAX_REQUESTS:,} a run can hold in memory; "
                          "lower the rate or the duration")

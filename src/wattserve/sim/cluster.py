@@ -222,23 +222,22 @@ class Cluster:
 
 
 def _validate(spec: ClusterConfig, gpu: GpuSpec, model: ModelSpec) -> None:
+    """Refuse a cluster the catalog cannot build; each error names the field as a scenario's dotted
+    path (`cluster.prefill_cap_w`), which the command line renames to the flag the user typed."""
     if spec.tp < 1 or spec.gpus_per_node % spec.tp:
-        raise UsageError(f"tp: {spec.tp} must divide the GPUs per node ({spec.gpus_per_node}); "
-                         f"allowed: {', '.join(str(t) for t in (1, 2, 4, 8) if spec.gpus_per_node % t == 0)}")
-    for name, cap in (("power_cap", spec.power_cap_w), ("prefill_cap", spec.prefill_cap_w),
-                      ("decode_cap", spec.decode_cap_w)):
+        raise UsageError(f"{spec.tp} must divide the GPUs per node ({spec.gpus_per_node}); "
+                         f"allowed: {', '.join(str(t) for t in (1, 2, 4, 8) if spec.gpus_per_node % t == 0)}",
+                         "cluster.tp")
+    for name in ("power_cap_w", "prefill_cap_w", "decode_cap_w"):
+        cap = getattr(spec, name)
         if cap is not None:
-            try:
-                check_cap(gpu, cap)
-            except UsageError:
-                raise UsageError(f"{name}: {cap:g} W is outside {gpu.name}'s range "
-                                 f"[{gpu.cap_min_w:g}, {gpu.cap_max_w:g}] W") from None
+            check_cap(gpu, cap, f"cluster.{name}")
     if spec.clock_mhz is not None:
-        check_clock(gpu, spec.clock_mhz)
+        check_clock(gpu, spec.clock_mhz, "cluster.clock_mhz")
     if model.kv_capacity_tokens(gpu.hbm_bytes, spec.tp, spec.engine.mem_util) < spec.engine.block_size:
         per_gpu = model.weight_bytes_per_rank(spec.tp) / 1e9
-        raise UsageError(f"tp: {model.name} needs {per_gpu:.1f} GB of weights per GPU at tp={spec.tp}, more than "
-                         f"{gpu.name}'s {gpu.hbm_gb:g} GB leaves for KV; raise tp")
+        raise UsageError(f"{model.name} needs {per_gpu:.1f} GB of weights per GPU at tp={spec.tp}, more than "
+                         f"{gpu.name}'s {gpu.hbm_gb:g} GB leaves for KV; raise tp", "cluster.tp")
 
 
 __all__ = ["CAP_SETTLE_S", "CLOCK_DELAY_S", "Cluster", "RECONFIG_S", "SimResult"]

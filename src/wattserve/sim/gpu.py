@@ -5,7 +5,7 @@ from __future__ import annotations
 from array import array
 
 from wattserve.catalog.gpus import GpuSpec
-from wattserve.errors import out_of_range
+from wattserve.errors import UsageError
 
 IDLE = -1.0
 """`prefill_share` of a GPU with nothing to run."""
@@ -122,11 +122,14 @@ class SimGpu:
         self._accrue(now)
 
 
-def check_cap(spec: GpuSpec, watts: float) -> None:
+def check_cap(spec: GpuSpec, watts: float, field: str = "power_cap_w") -> None:
+    """Refuse a cap outside the GPU's range (NaN included: no comparison holds for it)."""
     if not spec.cap_min_w <= watts <= spec.cap_max_w:
-        raise out_of_range(f"power_cap ({spec.name})", watts, spec.cap_min_w, spec.cap_max_w, " W")
+        raise UsageError(f"{watts:g} W is outside {spec.name}'s range [{spec.cap_min_w:g}, {spec.cap_max_w:g}] W",
+                         field)
 
 
-def check_clock(spec: GpuSpec, mhz: int) -> None:
+def check_clock(spec: GpuSpec, mhz: float, field: str = "clock_mhz") -> None:
     if not spec.clock_min_mhz <= mhz <= spec.clock_max_mhz:
-        raise out_of_range(f"clock ({spec.name})", mhz, spec.clock_min_mhz, spec.clock_max_mhz, " MHz")
+        raise UsageError(f"{mhz:g} MHz is outside {spec.name}'s range [{spec.clock_min_mhz:g}, "
+                         f"{spec.clock_max_mhz:g}] MHz", field)

@@ -82,24 +82,24 @@ AZURE_CONV = SyntheticSpec(
 
 def generate(spec: SyntheticSpec, seed: int) -> Workload:
     if spec.rate <= 0:
-        raise UsageError(f"workload.rate: {spec.rate:g} must be > 0 req/s")
+        raise UsageError(f"{spec.rate:g} must be > 0 req/s", "workload.rate")
     if spec.arrival not in ("poisson", "gamma"):
-        raise UsageError(f"workload.arrival: unknown value {spec.arrival!r}; allowed: gamma, poisson")
+        raise UsageError(f"unknown value {spec.arrival!r}; allowed: gamma, poisson", "workload.arrival")
     shape = 1.0 if spec.arrival == "poisson" else spec.burstiness
     if shape <= 0:
-        raise UsageError(f"workload.burstiness: {shape:g} must be > 0")
+        raise UsageError(f"{shape:g} must be > 0", "workload.burstiness")
     rng = np.random.default_rng(seed)
     if spec.num_requests is not None:
         n = spec.num_requests
     elif spec.duration_s is not None:
         n = int(np.ceil(spec.rate * spec.duration_s * 1.5 + 10 * np.sqrt(spec.rate * spec.duration_s) + 10))
     else:
-        raise UsageError("workload: give duration_s or num_requests")
+        raise UsageError("give duration_s or num_requests", "workload.duration_s")
     gaps = rng.gamma(shape, 1.0 / (spec.rate * shape), size=n)
     arrival = np.cumsum(gaps) - gaps[0]
     if spec.num_requests is None and spec.duration_s is not None:
         arrival = arrival[arrival < spec.duration_s]
     n = len(arrival)
     if n == 0:
-        raise UsageError("workload: the duration is too short for any request to arrive")
+        raise UsageError("too short for any request to arrive", "workload.duration_s")
     return Workload(arrival, spec.prompt.sample(rng, n), spec.output.sample(rng, n), spec.name)

@@ -5,7 +5,7 @@ Azure (Patel et al., Splitwise, ISCA 2024; github.com/Azure/AzurePublicDataset):
   (7 fractional digits, which datetime.fromisoformat rejects on Python < 3.11).
 Mooncake (Qin et al., FAST 2025; github.com/kvcache-ai/Mooncake FAST25-release/traces):
   one JSON object per line with timestamp (ms), input_length, output_length.
-Malformed input is a UsageError naming the file, the line and the field.
+Malformed input is a UsageError on `workload.trace` naming the file, the line and the column.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from wattserve.workload.workload import Workload
 
 FORMATS = ("azure", "mooncake")
 AZURE_COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
+TRACE = "workload.trace"
+"""The scenario field every trace error is on."""
 
 
 def _positive_int(value: str, where: str, field: str, minimum: int = 1) -> int:
@@ -67,11 +69,11 @@ def load_azure(path: Path) -> Workload:
         reader = csv.reader(f)
         header = next(reader, None)
         if header is None:
-            raise UsageError(f"trace {path}: file is empty")
+            raise UsageError(f"{path}: file is empty")
         header = [h.strip() for h in header]
         missing = [c for c in AZURE_COLUMNS if c not in header]
         if missing:
-            raise UsageError(f"trace {path}: missing column(s) {', '.join(missing)}; "
+            raise UsageError(f"{path}: missing column(s) {', '.join(missing)}; "
                              f"the Azure format needs {', '.join(AZURE_COLUMNS)}")
         it, ic, ig = (header.index(c) for c in AZURE_COLUMNS)
         ts: list[float] = []
@@ -80,7 +82,7 @@ def load_azure(path: Path) -> Workload:
         for lineno, row in enumerate(reader, start=2):
             if not row:
                 continue
-            where = f"trace {path} line {lineno}"
+            where = f"{path} line {lineno}"
             if len(row) < len(header):
                 raise UsageError(f"{where}: expected {len(header)} fields, found {len(row)}")
             ts.append(_parse_azure_time(row[it], where))
@@ -97,7 +99,7 @@ def load_mooncake(path: Path) -> Workload:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue
-            where = f"trace {path} line {lineno}"
+            where = f"{path} line {lineno}"
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
@@ -116,7 +118,7 @@ def load_mooncake(path: Path) -> Workload:
 
 def _finish(path: Path, ts: np.ndarray, ctx: list[int], gen: list[int]) -> Workload:
     if len(ts) == 0:
-        raise UsageError(f"trace {path}: no requests")
+        raise UsageError(f"{path}: no requests")
     order = np.argsort(ts, kind="stable")
     ts = ts[order]
     return Workload(ts - ts[0], np.asarray(ctx, dtype=np.int64)[order], np.asarray(gen, dtype=np.int64)[order],
@@ -129,26 +131,31 @@ def detect_format(path: Path) -> str:
         return "azure"
     if suffix in (".jsonl", ".json"):
         return "mooncake"
-    raise UsageError(f"trace {path}: cannot tell the format from the extension {suffix!r}; "
-                     f"pass --trace-format (workload.trace_format in a config), one of: {', '.join(FORMATS)}")
+    raise UsageError(f"{path}: cannot tell the format from the extension {suffix!r}; give "
+                     f"--trace-format (workload.trace_format in a config), one of: {', '.join(FORMATS)}", TRACE)
 
 
 def load_trace(path: str | Path, fmt: str | None = None) -> Workload:
+    """The trace at `path`; every error is on the field `workload.trace` (`workload.trace_format` for
+    an unknown format), which the command line names as --trace."""
     p = Path(path)
     if p.is_dir():
-        raise UsageError(f"trace: {str(p)!r} is a folder, not a trace file")
+        raise UsageError(f"{str(p)!r} is a folder, not a trace file", TRACE)
     if not p.is_file():
-        raise UsageError(f"trace: file {str(p)!r} does not exist")
+        raise UsageError(f"file {str(p)!r} does not exist", TRACE)
     fmt = fmt or detect_format(p)
     loaders = {"azure": load_azure, "mooncake": load_mooncake}
     if fmt not in loaders:
-        raise UsageError(f"trace_format: unknown value {fmt!r}; allowed: {', '.join(FORMATS)}")
+        raise UsageError(f"unknown value {fmt!r}; allowed: {', '.join(FORMATS)}", "workload.trace_format")
+    kind = "CSV" if fmt == "azure" else "JSONL"
     try:
         return loaders[fmt](p)
+    except UsageError as e:
+        raise UsageError(e.detail, e.field or TRACE) from None
     except UnicodeDecodeError as e:
-        raise UsageError(f"trace: file {str(p)!r} is not UTF-8 text (byte {e.start}); expected an {fmt} trace "
-                         f"({'CSV' if fmt == 'azure' else 'JSONL'})") from None
+        raise UsageError(f"file {str(p)!r} is not UTF-8 text (byte {e.start}); expected an {fmt} trace ({kind})",
+                         TRACE) from None
     except csv.Error as e:
-        raise UsageError(f"trace: file {str(p)!r} is not a readable CSV ({e}); expected an Azure trace") from None
+        raise UsageError(f"file {str(p)!r} is not a readable CSV ({e}); expected an Azure trace", TRACE) from None
     except OSError as e:
-        raise UsageError(f"trace: cannot read {str(p)!r} ({e.strerror})") from None
+        raise UsageError(f"cannot read {str(p)!r} ({e.strerror})", TRACE) from None

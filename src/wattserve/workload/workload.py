@@ -42,25 +42,25 @@ class Workload:
         mask = self.arrival_s >= lo
         if end_s is not None:
             if end_s <= lo:
-                raise UsageError(f"workload.window: end {end_s:g} s must be after start {lo:g} s")
+                raise UsageError(f"end {end_s:g} s must be after start {lo:g} s", "workload.duration_s")
             mask &= self.arrival_s < end_s
         if not mask.any():
-            raise UsageError(f"workload.window: no request arrives in [{lo:g}, {end_s}) s; "
-                             f"the trace spans [0, {self.span_s:.1f}] s")
+            raise UsageError(f"no request arrives in [{lo:g}, {end_s}) s; the trace spans "
+                             f"[0, {self.span_s:.1f}] s", "workload.duration_s")
         return Workload(self.arrival_s[mask] - lo, self.prompt_tokens[mask], self.output_tokens[mask], self.name)
 
     def rescale(self, rate: float) -> Workload:
         """Stretch or squeeze time so that the mean request rate becomes `rate` (req/s)."""
         if rate <= 0:
-            raise UsageError(f"workload.rate: {rate:g} must be > 0 req/s")
+            raise UsageError(f"{rate:g} must be > 0 req/s", "workload.rate")
         if self.rate <= 0:
-            raise UsageError("workload.rate: the trace has fewer than two distinct arrival times; cannot rescale")
+            raise UsageError("the trace has fewer than two distinct arrival times; cannot rescale", "workload.rate")
         return Workload(self.arrival_s * (self.rate / rate), self.prompt_tokens, self.output_tokens, self.name)
 
     def repeat(self, times: int) -> Workload:
         """The trace played `times` times end to end (each copy starts one mean gap after the last)."""
         if times < 1:
-            raise UsageError(f"workload.repeat: {times} must be >= 1")
+            raise UsageError(f"{times} must be >= 1", "workload.repeat")
         if times == 1:
             return self
         gap = 1.0 / self.rate if self.rate > 0 else 1.0

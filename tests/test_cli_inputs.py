@@ -1,0 +1,265 @@
+"""Every bad input a user gave `simulate`, `estimate`, `compare` and `calibrate` (issue 16), as one
+table: one line on stderr naming the flag or field, exit status 2, no traceback, nothing on stdout,
+and no file or folder written. `serve` and `bench` hold theirs in test_serve_inputs.py and
+test_bench_inputs.py (they need a process group and a closed port).
+
+The command runs in this process (`wattserve.cli.main`), so a case costs milliseconds, not a Python
+start; an exception that escaped the command's own handling would fail the case as a traceback would
+fail the user. The few inputs that once asked numpy for terabytes run in a subprocess, so that a
+regression kills a child, not the test session.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from wattserve.cli import main
+
+AZURE_HEADER = "TIMESTAMP,ContextTokens,GeneratedTokens\n"
+
+INPUTS: dict[str, bytes | None] = {
+    "binary.csv": bytes(range(256)) * 8,
+    "latin1.csv": (AZURE_HEADER + "2023-11-16 18:15:46.1,12,\u00e9\n").encode("latin-1"),
+    "latin1.yaml": "cluster:\n  gpu: h\u00e9\n".encode("latin-1"),
+    "binary.yaml": bytes(range(256)) * 8,
+    "empty.csv": b"",
+    "header-only.csv": AZURE_HEADER.encode(),
+    "wrong-header.csv": b"time,prompt,output\n1,2,3\n",
+    "letters.csv": (AZURE_HEADER + "2023-11-16 18:15:46.1,12,x\n").encode(),
+    "negative.csv": (AZURE_HEADER + "2023-11-16 18:15:46.1,-12,5\n").encode(),
+    "bad-time.csv": (AZURE_HEADER + "yesterday,12,5\n").encode(),
+    "nan-time.jsonl": b'{"timestamp": 0, "input_length": 5, "output_length": 3}\n'
+                      b'{"timestamp": NaN, "input_length": 5, "output_length": 3}\n',
+    "inf-time.jsonl": b'{"timestamp": 0, "input_length": 5, "output_length": 3}\n'
+                      b'{"timestamp": Infinity, "input_length": 5, "output_length": 3}\n',
+    "not-json.jsonl": b'{"timestamp": 0, "input_length": 5\n',
+    "missing-key.jsonl": b'{"timestamp": 0, "input_length": 5}\n',
+    "list.jsonl": b"[1, 2, 3]\n",
+    "list.yaml": b"- 1\n- 2\n",
+    "cluster-list.yaml": b"cluster: [1, 2]\n",
+    "unknown-key.yaml": b"cluster:\n  gpu: h100\n  nodes: 3\n",
+    "bad-yaml.yaml": b"cluster: [1, 2\n",
+    "slo-word.yaml": b"slo:\n  ttft_ms: fast\n",
+    "trace-format.yaml": b"workload:\n  trace_format: parquet\n",
+    "policy-only.yaml": b"control:\n  policy: rapid\n",
+    "empty.yaml": b"",
+    "file": b"a file, not a folder\n",
+    "folder.csv": None,
+    "folder.yaml": None,
+    "empty-data": None,
+}
+
+CASES: list[tuple[str, list[str], str]] = [
+    # simulate: the catalog and the cluster
+    ("model-unknown", ["simulate", "--model", "gpt-9"], "--model: unknown model 'gpt-9'; allowed: llama-3.1-8b"),
+    ("gpu-unknown", ["simulate", "--gpu", "b200"], "--gpu: unknown gpu 'b200'; allowed: h100, h200, a100, mi300x"),
+    ("tp-3", ["simulate", "--tp", "3"], "--tp"),
+    ("tp-words", ["simulate", "--tp", "two"], "--tp"),
+    ("prefill-0", ["simulate", "--prefill", "0"], "--prefill: a disaggregated cluster needs prefill >= 1"),
+    ("decode-negative", ["simulate", "--decode", "-1"], "--decode"),
+    ("colocated-negative", ["simulate", "--colocated", "-1"], "--colocated"),
+    ("70b-on-one-gpu", ["simulate", "--model", "llama-3.1-70b", "--tp", "1"], "raise tp"),
+    ("power-cap-900", ["simulate", "--power-cap", "900"], "[200, 700] W"),
+    ("power-cap-inf", ["simulate", "--power-cap", "inf"], "--power-cap"),
+    ("power-cap-minus-inf", ["simulate", "--power-cap", "-inf"], "--power-cap"),
+    ("power-cap-nan", ["simulate", "--power-cap", "nan"], "--power-cap"),
+    ("prefill-cap-low", ["simulate", "--prefill-cap", "50"], "--prefill-cap"),
+    ("decode-cap-high", ["simulate", "--decode-cap", "5000"], "--decode-cap"),
+    ("clock-99", ["simulate", "--clock", "99"], "MHz"),
+    ("clock-5000", ["simulate", "--clock", "5000"], "--clock: 5000 MHz is outside H100-SXM's range"),
+    ("clock-nan", ["simulate", "--clock", "nan"], "--clock"),
+    ("colocated-and-prefill", ["simulate", "--colocated", "8", "--prefill", "2"], "--colocated: use either"),
+    ("router-unknown", ["simulate", "--router", "random"], "--router"),
+    ("governor-unknown", ["simulate", "--governor", "fastest"], "unknown governor 'fastest'; allowed: max-clock"),
+    # simulate: power control
+    ("policy-without-budget", ["simulate", "--policy", "rapid"], "give both a policy"),
+    ("budget-without-policy", ["simulate", "--budget", "4000"], "give both a policy"),
+    ("policy-colocated", ["simulate", "--budget", "4000", "--policy", "colocated"], "allowed: static, static-split"),
+    ("policy-unknown", ["simulate", "--budget", "4000", "--policy", "magic"], "--policy"),
+    ("budget-inf", ["simulate", "--budget", "inf", "--policy", "rapid"], "--budget: inf is not allowed"),
+    ("budget-nan", ["simulate", "--budget", "nan", "--policy", "rapid"], "--budget: nan is not allowed"),
+    ("budget-negative", ["simulate", "--budget", "-5", "--policy", "rapid"], "--budget"),
+    ("budget-below-min-caps", ["simulate", "--budget", "1000", "--policy", "static"], "minimum caps"),
+    ("policy-and-power-cap", ["simulate", "--budget", "4000", "--policy", "rapid", "--power-cap", "400"],
+     "--power-cap"),
+    # simulate: the workload
+    ("rate-negative", ["simulate", "--rate", "-2"], "--rate"),
+    ("rate-zero", ["simulate", "--rate", "0"], "--rate"),
+    ("rate-inf", ["simulate", "--rate", "inf"], "--rate: inf is not allowed; allowed: a finite number > 0"),
+    ("rate-nan", ["simulate", "--rate", "nan"], "--rate: nan is not allowed; allowed: a finite number > 0"),
+    ("rate-overflows-to-inf", ["simulate", "--rate", "1e400"], "--rate: inf is not allowed"),
+    ("rate-word", ["simulate", "--rate", "fast"], "--rate"),
+    ("duration-inf", ["simulate", "--duration", "inf"], "--duration: inf is not allowed; allowed: a finite number > 0"),
+    ("duration-zero", ["simulate", "--duration", "0"], "--duration"),
+    ("num-requests-zero", ["simulate", "--num-requests", "0"], "--num-requests"),
+    ("repeat-zero", ["simulate", "--repeat", "0"], "--repeat"),
+    ("repeat-1001", ["simulate", "--repeat", "1001"], "--repeat: 1001 is not allowed; allowed: an integer from 1 to 1000"),
+    ("num-requests-negative", ["simulate", "--num-requests", "-5"], "--num-requests"),
+    ("seed-negative", ["simulate", "--seed", "-1"], "--seed"),
+    ("seed-huge", ["simulate", "--seed", "1" + "0" * 40], "--seed"),
+    ("slo-ttft-negative", ["simulate", "--slo-ttft-ms", "-1"], ">= 0"),
+    ("slo-ttft-word", ["simulate", "--slo-ttft-ms", "fast"], "--slo-ttft-ms"),
+    ("slo-tpot-nan", ["simulate", "--slo-tpot-ms", "nan"], "--slo-tpot-ms: nan is not allowed"),
+    ("trace-missing", ["simulate", "--trace", "{in}/nonexistent.csv"], "does not exist"),
+    ("trace-folder", ["simulate", "--trace", "{in}/folder.csv"], "is a folder"),
+    ("trace-binary", ["simulate", "--trace", "{in}/binary.csv"], "--trace"),
+    ("trace-latin1", ["simulate", "--trace", "{in}/latin1.csv"], "not UTF-8"),
+    ("trace-empty", ["simulate", "--trace", "{in}/empty.csv"], "--trace"),
+    ("trace-header-only", ["simulate", "--trace", "{in}/header-only.csv"], "--trace"),
+    ("trace-wrong-header", ["simulate", "--trace", "{in}/wrong-header.csv"], "--trace"),
+    ("trace-letters", ["simulate", "--trace", "{in}/letters.csv"], "line 2: GeneratedTokens 'x'"),
+    ("trace-negative-tokens", ["simulate", "--trace", "{in}/negative.csv"], "line 2"),
+    ("trace-bad-timestamp", ["simulate", "--trace", "{in}/bad-time.csv"], "line 2"),
+    ("mooncake-nan-timestamp", ["simulate", "--trace", "{in}/nan-time.jsonl"], "line 2"),
+    ("mooncake-inf-timestamp", ["simulate", "--trace", "{in}/inf-time.jsonl"], "line 2"),
+    ("mooncake-not-json", ["simulate", "--trace", "{in}/not-json.jsonl"], "line 1"),
+    ("mooncake-missing-key", ["simulate", "--trace", "{in}/missing-key.jsonl"], "output_length"),
+    ("mooncake-list", ["simulate", "--trace", "{in}/list.jsonl"], "line 1"),
+    ("trace-format-azure-on-jsonl", ["simulate", "--trace", "{in}/nan-time.jsonl", "--trace-format", "azure"],
+     "--trace"),
+    ("trace-unknown-extension", ["simulate", "--trace", "{in}/file"], "--trace-format"),
+    ("trace-format-unknown", ["simulate", "--trace-format", "parquet"], "--trace-format"),
+    ("trace-format-mismatch", ["simulate", "--trace", "{in}/letters.csv", "--trace-format", "mooncake"], "--trace"),
+    # simulate: the config file
+    ("config-missing", ["simulate", "--config", "{in}/nonexistent.yaml"], "does not exist"),
+    ("config-folder", ["simulate", "--config", "{in}/folder.yaml"], "is a folder"),
+    ("config-binary", ["simulate", "--config", "{in}/binary.yaml"], "--config"),
+    ("config-latin1", ["simulate", "--config", "{in}/latin1.yaml"], "not UTF-8"),
+    ("config-a-list", ["simulate", "--config", "{in}/list.yaml"], "--config"),
+    ("config-cluster-a-list", ["simulate", "--config", "{in}/cluster-list.yaml"], "cluster"),
+    ("config-unknown-key", ["simulate", "--config", "{in}/unknown-key.yaml"], "cluster.nodes"),
+    ("config-not-yaml", ["simulate", "--config", "{in}/bad-yaml.yaml"], "not valid YAML"),
+    ("config-slo-word", ["simulate", "--config", "{in}/slo-word.yaml"], "slo.ttft_ms"),
+    ("config-trace-format", ["simulate", "--config", "{in}/trace-format.yaml"], "trace_format"),
+    ("config-policy-only", ["simulate", "--config", "{in}/policy-only.yaml"], "give both a policy"),
+    # simulate: outputs, checked before the run
+    ("out-is-a-file", ["simulate", "--out", "{in}/file"], "--out"),
+    ("out-under-a-file", ["simulate", "--out", "{in}/file/run"], "--out"),
+    ("out-empty", ["simulate", "--out", ""], "--out: '' is not a path"),
+    # the parser
+    ("unknown-flag", ["simulate", "--bogus"], "wattserve simulate: error: unrecognized arguments: --bogus"),
+    ("unknown-command", ["simulat"], "invalid choice"),
+    ("no-command", [], "required"),
+    ("flag-without-value", ["simulate", "--rate"], "--rate"),
+    # estimate
+    ("estimate-nothing", ["estimate", "--gpu", "h100"], "either --prefill-tokens"),
+    ("estimate-both", ["estimate", "--prefill-tokens", "100", "--decode-batch", "4", "--context", "10"],
+     "--prefill-tokens"),
+    ("estimate-cap-100", ["estimate", "--decode-batch", "8", "--context", "100", "--power-cap", "100"],
+     "[200, 700] W"),
+    ("estimate-cap-nan", ["estimate", "--prefill-tokens", "100", "--power-cap", "nan"], "--power-cap"),
+    ("estimate-clock-99", ["estimate", "--prefill-tokens", "100", "--clock", "99"], "--clock"),
+    ("estimate-clock-and-cap", ["estimate", "--prefill-tokens", "100", "--clock", "1200", "--power-cap", "400"],
+     "not allowed with argument"),
+    ("estimate-batch-too-big", ["estimate", "--decode-batch", "100000", "--context", "100000"], "does not fit"),
+    ("estimate-huge-batch", ["estimate", "--decode-batch", "1000000", "--context", "1000000"], "does not fit"),
+    ("estimate-huge-prompt", ["estimate", "--prefill-tokens", "100000000000"], "--prefill-tokens"),
+    ("estimate-prompt-batch-too-big", ["estimate", "--prefill-tokens", "100000", "--prefill-batch", "1000"],
+     "--prefill-tokens"),
+    ("estimate-70b-on-one-gpu", ["estimate", "--model", "llama-3.1-70b", "--tp", "1", "--prefill-tokens", "100"],
+     "raise tp"),
+    ("estimate-tokens-zero", ["estimate", "--prefill-tokens", "0"], "--prefill-tokens"),
+    ("estimate-tokens-negative", ["estimate", "--prefill-tokens", "-5"], "--prefill-tokens"),
+    ("estimate-batch-zero", ["estimate", "--prefill-tokens", "5", "--prefill-batch", "0"], "--prefill-batch"),
+    ("estimate-decode-no-context", ["estimate", "--decode-batch", "4"], "--context"),
+    ("estimate-context-negative", ["estimate", "--decode-batch", "4", "--context", "-1"], "--context: -1"),
+    ("estimate-context-zero", ["estimate", "--decode-batch", "4", "--context", "0"], "--context"),
+    ("estimate-model-unknown", ["estimate", "--model", "gpt-9", "--prefill-tokens", "5"], "--model"),
+    ("estimate-gpu-unknown", ["estimate", "--gpu", "b200", "--prefill-tokens", "5"], "--gpu"),
+    ("estimate-tp-3", ["estimate", "--tp", "3", "--prefill-tokens", "5"], "--tp"),
+    # compare
+    ("compare-no-scenario", ["compare"], "--scenario"),
+    ("compare-scenario-unknown", ["compare", "--scenario", "nope"], "--scenario"),
+    ("compare-rates-nan", ["compare", "--scenario", "rapid-mi300x", "--rates", "nan"], "--rates"),
+    ("compare-rates-inf", ["compare", "--scenario", "rapid-mi300x", "--rates", "inf"], "--rates"),
+    ("compare-rates-empty", ["compare", "--scenario", "rapid-mi300x", "--rates", ""], "--rates"),
+    ("compare-rates-negative", ["compare", "--scenario", "rapid-mi300x", "--rates", "-1"], "--rates"),
+    ("compare-rates-words", ["compare", "--scenario", "rapid-mi300x", "--rates", "a,b"], "--rates"),
+    ("compare-policy-unknown", ["compare", "--scenario", "rapid-mi300x", "--policies", "magic"], "--policies"),
+    ("compare-workload-unknown", ["compare", "--scenario", "rapid-mi300x", "--workloads", "magic"], "--workloads"),
+    ("compare-seed-negative", ["compare", "--scenario", "rapid-mi300x", "--seed", "-1"], "--seed"),
+    ("compare-jobs-zero", ["compare", "--scenario", "rapid-mi300x", "--jobs", "0"], "--jobs"),
+    ("compare-out-a-file", ["compare", "--scenario", "rapid-mi300x", "--out", "{in}/file"], "--out"),
+    ("compare-out-empty", ["compare", "--scenario", "rapid-mi300x", "--out", ""], "--out: '' is not a path"),
+    ("compare-data-missing", ["compare", "--scenario", "rapid-h100", "--data", "{in}/nonexistent"], "--data"),
+    # calibrate
+    ("calibrate-out-folder", ["calibrate", "--out", "{in}/folder.csv"], "--out"),
+    ("calibrate-out-no-parent", ["calibrate", "--out", "{in}/no/such/table.md"], "--out"),
+    ("calibrate-out-under-a-file", ["calibrate", "--out", "{in}/file/table.md"], "--out"),
+    ("calibrate-out-empty", ["calibrate", "--out", ""], "--out: '' is not a path"),
+    ("calibrate-data-missing", ["calibrate", "--data", "{in}/nonexistent"], "--data"),
+    ("calibrate-data-a-file", ["calibrate", "--data", "{in}/file"], "--data"),
+    ("calibrate-data-empty", ["calibrate", "--data", "{in}/empty-data"], "--data"),
+]
+
+HUGE: list[tuple[str, list[str], str]] = [
+    ("rate-1e9", ["simulate", "--rate", "1e9"], "--rate"),
+    ("duration-1e9", ["simulate", "--duration", "1e9"], "--duration"),
+    ("num-requests-1e12", ["simulate", "--num-requests", "1000000000000"], "--num-requests"),
+    ("repeat-huge", ["simulate", "--repeat", "100000000"], "--repeat"),
+    ("trace-repeat-huge", ["simulate", "--trace", "{in}/../trace.csv", "--repeat", "1000000000"], "--repeat"),
+]
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("cli-inputs") / "in"
+    folder.mkdir()
+    for name, content in INPUTS.items():
+        if content is None:
+            (folder / name).mkdir()
+        else:
+            (folder / name).write_bytes(content)
+    (folder.parent / "trace.csv").write_text(AZURE_HEADER + "2023-11-16 18:15:46.1,12,5\n")
+    return folder
+
+
+def snapshot(folder: Path) -> set[tuple[str, int]]:
+    return {(str(p.relative_to(folder)), p.stat().st_mtime_ns) for p in folder.rglob("*")}
+
+
+def assert_refused(code: int, out: str, err: str, expect: str) -> None:
+    assert code == 2, (code, out, err)
+    assert "Traceback" not in err
+    assert out == "", "a refused command printed a result"
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert expect in lines[0], lines[0]
+
+
+def invoke(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    try:
+        code = main(argv)
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize(("argv", "expect"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_exit_2_and_no_output(argv: list[str], expect: str, inputs: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    before = snapshot(inputs)
+    args = [a.format(**{"in": inputs}) for a in argv]
+    if args and args[0] == "simulate" and "--out" not in args and "--bogus" not in args:
+        args += ["--out", str(tmp_path / "run")]
+    code, out, err = invoke(args, capsys)
+    assert_refused(code, out, err, expect.format(**{"in": inputs}))
+    assert list(tmp_path.iterdir()) == [], "a refused command wrote into the working folder"
+    assert snapshot(inputs) == before, "a refused command wrote beside its inputs"
+
+
+@pytest.mark.parametrize(("argv", "expect"), [c[1:] for c in HUGE], ids=[c[0] for c in HUGE])
+def test_a_run_too_big_for_memory_is_refused_before_it_starts(argv: list[str], expect: str, inputs: Path,
+                                                              tmp_path: Path) -> None:
+    args = [a.format(**{"in": inputs}) for a in argv] + ["--out", str(tmp_path / "run")]
+    p = subprocess.run([sys.executable, "-m", "wattserve", *args], capture_output=True, text=True, cwd=tmp_path,
+                       timeout=60)
+    assert_refused(p.returncode, p.stdout, p.stderr, expect)
+    assert list(tmp_path.iterdir()) == []
