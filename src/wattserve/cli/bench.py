@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import TYPE_CHECKING, Any
 
 from wattserve.errors import UsageError
+
+if TYPE_CHECKING:
+    from wattserve.schema.bench import BenchConfig
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -28,16 +33,7 @@ def cmd_bench(args: argparse.Namespace, started: float) -> int:
 
     from pydantic import ValidationError
 
-    from wattserve.loadgen.bench import (
-        check_plan,
-        check_server,
-        load_trace_of,
-        plan,
-        report,
-        result_folder,
-        run,
-        save,
-    )
+    from wattserve.loadgen.bench import check_plan, check_server, load_trace_of, plan, result_folder, run
     from wattserve.schema.bench import BenchConfig
     from wattserve.schema.flag_table import BENCH
     from wattserve.schema.flags import field_error, overrides
@@ -52,12 +48,24 @@ def cmd_bench(args: argparse.Namespace, started: float) -> int:
     if a.save_result or a.result_dir is not None or a.result_filename is not None:
         result_folder(a)
     asyncio.run(check_server(a))
-    print(about, flush=True)
-    res = asyncio.run(run(a, reqs))
-    if res["completed"] == 0:
-        first = res["errors"][0] if res["errors"] else "no response"
-        raise UsageError(f"no request succeeded ({res['failed']} failed); first error: {first}")
-    print(report(res, a))
+    res = asyncio.run(run(a, reqs, announce=lambda: print(about, flush=True)))
+    return conclude(res, a)
+
+
+def conclude(res: dict[str, Any], a: BenchConfig) -> int:
+    """Print and save the result; the exit status says how the run went.
+
+    A stopped run (SIGINT, SIGTERM) still reports what finished and exits 128 + the signal; a run in
+    which nothing succeeded is one line and exit 2 (a table of zeros would hide the cause); a run
+    with some failures exits 1, or 0 with --allow-failures, so that a script notices them."""
+    from wattserve.loadgen.bench import EXIT_STATUS, failure_line, report, save
+
+    if res["completed"] == 0 and not res["interrupted"]:
+        raise UsageError(f"no request succeeded; {failure_line(res)}")
+    print(report(res, a), flush=True)
     if a.save_result:
-        print(f"saved {save(res, a)}")
-    return 0
+        print(f"saved {save(res, a)}", flush=True)
+    if res["interrupted"]:
+        print(f"wattserve bench: interrupted by {res['interrupted']}; {failure_line(res)}", file=sys.stderr)
+        return EXIT_STATUS[res["interrupted"]]
+    return 1 if res["failed"] and not a.allow_failures else 0

@@ -14,7 +14,10 @@ import contextlib
 import json
 import os
 import random
+import signal
 import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -31,6 +34,13 @@ if TYPE_CHECKING:
 MAX_SPAN_S = 10_000_000.0
 """Longest span of arrivals a run may plan (about four months: a week-long trace fits); beyond it a
 tiny --request-rate would have the run sleep for ever, or overflow."""
+MAX_REASON = 200
+"""Longest failure reason kept (a server's message or body), so that a page of HTML stays one line."""
+NOT_SENT = "not sent: interrupted"
+CANCELLED = "cancelled in flight: interrupted"
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+EXIT_STATUS = {"SIGINT": 130, "SIGTERM": 143}
+"""A stopped run exits as a shell reports a process killed by the signal (128 + its number)."""
 WORDS = ("power", "budget", "token", "decode", "prefill", "cluster", "watt", "clock", "cache", "serve")
 
 
@@ -74,65 +84,121 @@ def plan(a: BenchConfig, trace: Workload | None = None) -> list[tuple[float, str
     return [(float(t), make_prompt(a.random_input_len, rng), a.random_output_len) for t in times]
 
 
-async def one(session: Any, a: BenchConfig, prompt: str, max_tokens: int) -> Outcome:
-    import aiohttp
-
-    chat = "chat" in a.endpoint
+def request_body(a: BenchConfig, prompt: str, max_tokens: int) -> dict[str, Any]:
+    """vLLM's OpenAI request: streamed, greedy, with usage in the last chunk."""
     body: dict[str, Any] = {"max_tokens": max_tokens, "stream": True, "temperature": 0.0,
                             "stream_options": {"include_usage": True}}
     if a.model:
         body["model"] = a.model
     if a.ignore_eos:
         body["ignore_eos"] = True
-    if chat:
+    if "chat" in a.endpoint:
         body["messages"] = [{"role": "user", "content": prompt}]
     else:
         body["prompt"] = prompt
+    return body
+
+
+def server_message(error: Any) -> str:
+    """The message of an OpenAI error object ({"message", "type", ...}), or the object as text."""
+    message = error.get("message") if isinstance(error, dict) else error
+    return str(message or error)[:MAX_REASON]
+
+
+def http_error(status: int, text: str) -> str:
+    """"503 worker 1 exited": the status and, from OpenAI's error shape, the server's message (any
+    other body is quoted, shortened), so that equal failures group under one reason."""
+    try:
+        message = server_message(json.loads(text)["error"])
+    except (ValueError, KeyError, TypeError):
+        message = " ".join(text.split())[:MAX_REASON] or "(empty body)"
+    return f"{status} {message}"
+
+
+async def one(session: Any, a: BenchConfig, prompt: str, max_tokens: int) -> Outcome:
+    """One streamed request, timed as vLLM's async_request_openai_completions times it. Stricter than
+    vLLM in two ways: an SSE error event fails the request with the server's message (vLLM would
+    count the tokens before it as a success), and so does a stream that ends without [DONE]."""
     headers = {"Authorization": f"Bearer {a.api_key}"} if a.api_key else {}
     out = Outcome()
     start = time.perf_counter()
-    last = start
-    try:
-        async with session.post(a.base_url.rstrip("/") + a.endpoint, json=body, headers=headers) as r:
-            if r.status != 200:
-                out.error = f"HTTP {r.status}: {(await r.text())[:200]}"
-                return out
-            chunks = 0
-            async for raw in r.content:
-                line = raw.decode().strip()
-                if not line.startswith("data:"):
-                    continue
-                data = line[5:].strip()
-                if data == "[DONE]":
-                    break
-                msg = json.loads(data)
-                if "error" in msg:
-                    out.error = str(msg["error"].get("message"))
-                    return out
-                usage = msg.get("usage")
-                if usage:
-                    out.prompt_tokens = int(usage.get("prompt_tokens") or 0)
-                    out.output_tokens = int(usage.get("completion_tokens") or 0)
-                for c in msg.get("choices") or []:
-                    piece = (c.get("delta") or {}).get("content") if chat else c.get("text")
-                    if piece is None:
-                        continue
-                    now = time.perf_counter()
-                    if chunks == 0:
-                        out.ttft = now - start
-                    else:
-                        out.itls.append(now - last)
-                    last = now
-                    chunks += 1
-                    out.text += piece
-            out.latency = time.perf_counter() - start
-            out.output_tokens = out.output_tokens or chunks
-            out.ok = chunks > 0
-            if not out.ok:
-                out.error = "no tokens in the response"
-    except (aiohttp.ClientError, asyncio.TimeoutError, json.JSONDecodeError) as e:
-        out.error = f"{type(e).__name__}: {e}"
+    url = a.base_url.rstrip("/") + a.endpoint
+    async with session.post(url, json=request_body(a, prompt, max_tokens), headers=headers) as r:
+        if r.status != 200:
+            out.error = http_error(r.status, await r.text(errors="replace"))
+            return out
+        await read_stream(r.content, "chat" in a.endpoint, out, start)
     return out
+
+
+async def read_stream(content: Any, chat: bool, out: Outcome, start: float) -> None:
+    """Fill `out` from the SSE lines of a response: TTFT, ITLs, text, and the usage counts."""
+    chunks = 0
+    last = start
+    async for raw in content:
+        line = raw.decode(errors="replace").strip()
+        if not line.startswith("data:"):
+            continue
+        data = line[5:].strip()
+        if data == "[DONE]":
+            break
+        msg = json.loads(data)
+        if not isinstance(msg, dict):
+            raise ValueError(f"an SSE event is not a JSON object: {data[:80]!r}")
+        if "error" in msg:
+            out.error = server_message(msg["error"])
+            return
+        usage = msg.get("usage")
+        if usage:
+            out.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+            out.output_tokens = int(usage.get("completion_tokens") or 0)
+        for c in msg.get("choices") or []:
+            piece = (c.get("delta") or {}).get("content") if chat else c.get("text")
+            if piece is None:
+                continue
+            now = time.perf_counter()
+            if chunks == 0:
+                out.ttft = now - start
+            else:
+                out.itls.append(now - last)
+            last = now
+            chunks += 1
+            out.text += piece
+    else:
+        out.error = "stream ended before [DONE]"
+        return
+    out.latency = time.perf_counter() - start
+    out.output_tokens = out.output_tokens or chunks
+    out.ok = chunks > 0
+    if not out.ok:
+        out.error = "no tokens in the response"
+
+
+def describe(e: Exception) -> str:
+    """A failure's reason, worded so that the same fault gives the same reason on every request."""
+    import aiohttp
+
+    if isinstance(e, aiohttp.ServerDisconnectedError):
+        return "server disconnected"
+    if isinstance(e, aiohttp.ClientPayloadError):
+        return "connection closed mid-response"
+    if isinstance(e, aiohttp.ClientConnectorError):
+        errno = e.os_error.errno
+        return f"cannot connect ({os.strerror(errno) if errno else e.os_error})"
+    if isinstance(e, json.JSONDecodeError):
+        return f"bad JSON in the stream ({e.msg})"
+    return f"{type(e).__name__}: {e}"[:MAX_REASON]
+
+
+async def attempt(session: Any, a: BenchConfig, prompt: str, max_tokens: int) -> Outcome:
+    """`one` under --request-timeout; any fault is a failed Outcome, so that every request ends as
+    completed or failed (only cancellation passes through)."""
+    try:
+        return await asyncio.wait_for(one(session, a, prompt, max_tokens), a.request_timeout_s)
+    except Exception as e:
+        if type(e) is TimeoutError:
+            return Outcome(error=f"timed out after {a.request_timeout_s:g} s")
+        return Outcome(error=describe(e))
 
 
 def check_plan(a: BenchConfig, reqs: list[tuple[float, str, int]]) -> str:
@@ -151,26 +217,86 @@ def check_plan(a: BenchConfig, reqs: list[tuple[float, str, int]]) -> str:
     return f"wattserve bench: {len(reqs)} requests to {a.base_url.rstrip('/')}{a.endpoint}, {rate}"
 
 
-async def run(a: BenchConfig, reqs: list[tuple[float, str, int]]) -> dict[str, Any]:
+@dataclass
+class Slot:
+    """One planned request: when and what to send, whether it was sent, and how it ended."""
+    offset: float
+    prompt: str
+    max_tokens: int
+    sent: bool = False
+    outcome: Outcome | None = None
+
+    def final(self) -> Outcome:
+        """Its outcome; a request cut short by a stop failed as not sent or cancelled in flight."""
+        if self.outcome is not None:
+            return self.outcome
+        return Outcome(error=CANCELLED if self.sent else NOT_SENT)
+
+
+async def send(session: Any, a: BenchConfig, slot: Slot, t0: float, sem: asyncio.Semaphore | None) -> None:
+    delay = slot.offset - (time.perf_counter() - t0)
+    if delay > 0:
+        await asyncio.sleep(delay)
+    async with sem or contextlib.nullcontext():
+        slot.sent = True
+        slot.outcome = await attempt(session, a, slot.prompt, slot.max_tokens)
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: asyncio.Event, caught: list[str]) -> Iterator[None]:
+    """SIGINT and SIGTERM (what `timeout` and schedulers send) set `stop` instead of killing the run,
+    so the requests that finished are still reported; the first signal's name goes in `caught`."""
+    loop = asyncio.get_running_loop()
+
+    def handler(sig: signal.Signals) -> None:
+        if not caught:
+            caught.append(sig.name)
+        stop.set()
+
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, handler, sig)
+    try:
+        yield
+    finally:
+        for sig in STOP_SIGNALS:
+            loop.remove_signal_handler(sig)
+
+
+async def finish(tasks: list[asyncio.Future[None]], stop: asyncio.Event) -> None:
+    """Wait for every request, or until `stop`; then cancel the rest and wait for them to unwind."""
+    everything = asyncio.gather(*tasks, return_exceptions=True)
+    stopped = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({everything, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    if not everything.done():
+        for t in tasks:
+            t.cancel()
+    await everything
+
+
+async def run(a: BenchConfig, reqs: list[tuple[float, str, int]],
+              announce: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Send `reqs` and summarize them; `announce` runs once a signal would stop the run cleanly.
+
+    No connection limit (vLLM's TCPConnector(limit=0) unless --max-concurrency): with aiohttp's
+    default of 100 a request would wait for a connection inside its own TTFT and timeout."""
     import aiohttp
 
+    slots = [Slot(*r) for r in reqs]
     sem = asyncio.Semaphore(a.max_concurrency) if a.max_concurrency else None
-    timeout = aiohttp.ClientTimeout(total=a.timeout_s)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
-        t0 = time.perf_counter()
-
-        async def go(offset: float, prompt: str, n: int) -> Outcome:
-            delay = offset - (time.perf_counter() - t0)
-            if delay > 0:
-                await asyncio.sleep(delay)
-            if sem is None:
-                return await one(session, a, prompt, n)
-            async with sem:
-                return await one(session, a, prompt, n)
-
-        outs = await asyncio.gather(*(go(t, p, n) for t, p, n in reqs))
-        duration = time.perf_counter() - t0
-    return summarize(a, outs, duration)
+    stop = asyncio.Event()
+    caught: list[str] = []
+    connector = aiohttp.TCPConnector(limit=a.max_concurrency or 0)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None), connector=connector) as session:
+        with stop_on_signals(stop, caught):
+            if announce is not None:
+                announce()
+            t0 = time.perf_counter()
+            await finish([asyncio.ensure_future(send(session, a, s, t0, sem)) for s in slots], stop)
+            duration = time.perf_counter() - t0
+    res = summarize(a, [s.final() for s in slots], duration)
+    res["interrupted"] = caught[0] if caught else None
+    return res
 
 
 def summarize(a: BenchConfig, outs: list[Outcome], duration: float) -> dict[str, Any]:
@@ -199,6 +325,7 @@ def summarize(a: BenchConfig, outs: list[Outcome], duration: float) -> dict[str,
         "output_throughput": total_out / duration if duration else 0.0,
         "total_token_throughput": (total_in + total_out) / duration if duration else 0.0,
         "errors": [o.error for o in outs if not o.ok],
+        "failures": tally(o.error for o in outs if not o.ok),
     }
     for name, arr in (("ttft", ttft), ("tpot", tpot), ("itl", itl), ("e2el", e2el)):
         ms = arr * 1e3
@@ -208,6 +335,17 @@ def summarize(a: BenchConfig, outs: list[Outcome], duration: float) -> dict[str,
         for p in a.percentiles:
             res[f"p{p:g}_{name}_ms"] = float(np.percentile(ms, p)) if len(ms) else 0.0
     return res
+
+
+def tally(errors: Iterable[str]) -> dict[str, int]:
+    """Failures by reason, most frequent first (ties in order of first appearance)."""
+    return dict(sorted(Counter(errors).items(), key=lambda kv: -kv[1]))
+
+
+def failure_line(res: dict[str, Any]) -> str:
+    """"failed: 12 (503 worker 1 exited: 9; timed out after 5 s: 3)"."""
+    reasons = "; ".join(f"{reason}: {n}" for reason, n in res["failures"].items())
+    return f"failed: {res['failed']} ({reasons})"
 
 
 def report(res: dict[str, Any], a: BenchConfig) -> str:
@@ -234,6 +372,8 @@ def report(res: dict[str, Any], a: BenchConfig) -> str:
         for p in a.percentiles:
             row(f"P{p:g} {m.upper()} (ms):", res[f"p{p:g}_{m}_ms"])
     lines.append("=" * 50)
+    if res["failed"]:
+        lines.append(failure_line(res))
     return "\n".join(lines)
 
 

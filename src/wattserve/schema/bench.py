@@ -20,6 +20,10 @@ MAX_PROMPT_TEXT_TOKENS = 100_000_000
 """All prompts are built before the first request is sent; past this many tokens of prompt text in
 all (about a gigabyte) a run would exhaust memory instead of measuring the server."""
 
+MAX_REQUEST_TIMEOUT_S = 10_000_000.0
+"""As long as the longest run (wattserve.loadgen.bench.MAX_SPAN_S); the default, 600 s, is what HTTP
+clients commonly allow (vLLM's bench allows 6 h for the whole request)."""
+
 
 class BenchConfig(Strict):
     base_url: str = Field("http://127.0.0.1:8000", description="the server, http:// or https://",
@@ -65,7 +69,12 @@ class BenchConfig(Strict):
     result_filename: str | None = Field(None, description="file name for --save-result (default: "
                                                           "openai-RATEqps-MODEL-DATE.json)",
                                         json_schema_extra=flag("result-filename"))
-    timeout_s: float = Field(600.0, gt=0, description="most seconds one request may take")
+    request_timeout_s: float = Field(600.0, gt=0, le=MAX_REQUEST_TIMEOUT_S,
+                                     description="most seconds one request may take, from sending it to its "
+                                                 "last token; a request past it fails as timed out",
+                                     json_schema_extra=flag("request-timeout"))
+    allow_failures: bool = Field(False, description="exit 0 when some (not all) requests failed, instead of 1",
+                                 json_schema_extra=flag("allow-failures"))
 
     @field_validator("request_rate", mode="before")
     @classmethod

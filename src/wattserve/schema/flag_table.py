@@ -75,4 +75,6 @@ BENCH = (
     Flag(name='save-result', path='save_result', type='bool', help='write the result as JSON (checked writable before the run) [default False]', group=''),
     Flag(name='result-dir', path='result_dir', type='str', help='folder for --save-result (default: the working folder; created if missing)', group=''),
     Flag(name='result-filename', path='result_filename', type='str', help='file name for --save-result (default: openai-RATEqps-MODEL-DATE.json)', group=''),
+    Flag(name='request-timeout', path='request_timeout_s', type='float', help='most seconds one request may take, from sending it to its last token; a request past it fails as timed out [default 600]', group=''),
+    Flag(name='allow-failures', path='allow_failures', type='bool', help='exit 0 when some (not all) requests failed, instead of 1 [default False]', group=''),
 )
