@@ -136,3 +136,77 @@ def test_local_hf_tokenizer_is_used_when_present(tmp_path: Path) -> None:
     assert isinstance(tok, HfTokenizer) and tok.encode("hello world") == [0, 1] and tok.eos_id == 2
     assert isinstance(load_tokenizer(None), ByteTokenizer)
     assert ByteTokenizer().decode(ByteTokenizer().encode("héllo")) == "héllo"
+
+
+def hf_folder(src: LLMEngine, path: Path, **extra: object) -> Path:
+    """A folder in HF layout (safetensors, config.json) holding `src`'s weights."""
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in src.model.state_dict().items()}, str(path / "model.safetensors"))
+    cfg = src.cfg
+    (path / "config.json").write_text(json.dumps({
+        "hidden_size": cfg.hidden, "num_hidden_layers": cfg.layers, "num_attention_heads": cfg.heads,
+        "num_key_value_heads": cfg.kv_heads, "intermediate_size": cfg.ffn, "vocab_size": cfg.vocab,
+        "rope_theta": cfg.rope_theta, "max_position_embeddings": cfg.max_positions, **extra}))
+    return path
+
+
+def run_all(e: LLMEngine) -> list:
+    out = []
+    while e.has_work():
+        out += e.step()
+    return out
+
+
+def first_token(seed: int, prompt: list[int]) -> int:
+    return generate(LLMEngine(EngineArgs(model="tiny", seed=seed)), [prompt], SamplingParams(
+        max_tokens=1, temperature=0.0, ignore_eos=True))[0][0]
+
+
+def test_stop_ids_come_from_the_hf_configs(tmp_path: Path) -> None:
+    """Llama 3.1 lists several EOS ids; generation_config.json wins over config.json, and the byte
+    tokenizer's 257 is an ordinary token then."""
+    prompt = PROMPTS[0]
+    tok = first_token(5, prompt)
+    folder = hf_folder(LLMEngine(EngineArgs(model="tiny", seed=5)), tmp_path, eos_token_id=1)
+    (folder / "generation_config.json").write_text(json.dumps({"eos_token_id": [300, tok, 301]}))
+    e = LLMEngine(EngineArgs(model="tiny", weights=str(folder)))
+    assert e.stop_ids == {300, tok, 301} and 257 not in e.stop_ids
+    e.add("c", prompt, SamplingParams(max_tokens=8, temperature=0.0))
+    e.add("p", prompt, SamplingParams(max_tokens=8, temperature=0.0), prefill_only=True)
+    out = {o.seq_id: o for o in run_all(e)}
+    assert out["c"].finish_reason == "stop" and out["c"].token == tok and out["c"].num_generated == 1
+    assert out["p"].finish_reason == "stop" and out["p"].finished and out["p"].kv is None
+    assert e.cache.used_blocks == 0
+    (folder / "generation_config.json").unlink()
+    assert LLMEngine(EngineArgs(model="tiny", weights=str(folder))).stop_ids == {1}
+
+
+def test_stop_ids_fall_back_to_the_tokenizer(tmp_path: Path) -> None:
+    tokenizers = pytest.importorskip("tokenizers")
+    from wattserve.runtime.engine.tokenizer import stop_ids_for
+
+    t = tokenizers.Tokenizer(tokenizers.models.WordLevel({"hi": 0, "<|eot_id|>": 7, "[UNK]": 3},
+                                                         unk_token="[UNK]"))
+    t.save(str(tmp_path / "tokenizer.json"))
+    assert stop_ids_for(tmp_path) == (7,)
+    assert stop_ids_for(None) == (257,)
+
+
+def test_prefill_only_request_ends_in_the_engine() -> None:
+    """Byte tokenizer: a prefill-only first token that is EOS (257) stops; max_tokens=1 is 'length';
+    ignore_eos keeps it going to the hand-off. None of them leaves blocks behind."""
+    prompt = PROMPTS[1]
+    tok = first_token(5, prompt)
+    e = LLMEngine(EngineArgs(model="tiny", seed=5))
+    assert e.stop_ids == {257}
+    w = e.model.lm_head.weight
+    with torch.no_grad():
+        w[[tok, 257]] = w[[257, tok]]
+    e.add("eos", prompt, SamplingParams(max_tokens=8, temperature=0.0), prefill_only=True)
+    e.add("ign", prompt, SamplingParams(max_tokens=8, temperature=0.0, ignore_eos=True), prefill_only=True)
+    e.add("one", prompt, SamplingParams(max_tokens=1, temperature=0.0, ignore_eos=True), prefill_only=True)
+    out = {o.seq_id: o for o in run_all(e)}
+    assert {k: (o.token, o.finish_reason, o.kv is None) for k, o in out.items()} == {
+        "eos": (257, "stop", True), "ign": (257, "prefilled", False), "one": (257, "length", True)}
+    assert e.cache.used_blocks == 0

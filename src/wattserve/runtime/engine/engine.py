@@ -19,7 +19,7 @@ from pydantic import ConfigDict
 
 from wattserve.errors import UsageError
 from wattserve.governors.max_clock import MaxClockGovernor
-from wattserve.runtime.engine.config import EOS_ID, ModelConfig, get_config
+from wattserve.runtime.engine.config import ModelConfig, get_config
 from wattserve.runtime.engine.kv_cache import KVCache
 from wattserve.runtime.engine.latency_window import LatencyWindow
 from wattserve.runtime.engine.sampler import sample
@@ -32,6 +32,7 @@ from wattserve.runtime.engine.step_view import (
     batch_shape,
     phase_of,
 )
+from wattserve.runtime.engine.tokenizer import stop_ids_for
 from wattserve.runtime.layers.attention import AttnMetadata, DecodeBatch, SeqSlice
 from wattserve.runtime.models.llama import LlamaForCausalLM, config_from_hf
 from wattserve.schema.runtime_engine import RuntimeEngineConfig
@@ -48,12 +49,21 @@ class StepOutput:
     kv: torch.Tensor | None = None
 
 
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
 class EngineArgs(RuntimeEngineConfig):
     """The model, weights and limits of wattserve.schema.runtime_engine (declared there once, shared
-    with serve's flags), plus the tokenizer's end-of-sequence id; frozen, as a worker's spec is."""
+    with serve's flags); frozen, as a worker's spec is.
+
+    `eos_id` overrides the stop ids the engine otherwise takes from the model's folder
+    (`tokenizer.stop_ids_for`). `dtype` and `kv_cache_dtype` ("auto": float32 on CPU, bfloat16 on
+    CUDA; the KV cache follows the weights) exist so tests can run a bf16 KV cache on CPU."""
 
     model_config = ConfigDict(frozen=True)
-    eos_id: int = EOS_ID
+    eos_id: int | None = None
+    dtype: str = "auto"
+    kv_cache_dtype: str = "auto"
 
 
 class LLMEngine:
@@ -88,7 +98,11 @@ class LLMEngine:
                 raise UsageError(f"weights: {args.weights!r} is not a folder of safetensors (or use 'dummy')")
             cfg = config_from_hf(weights, cfg)
         self.cfg = cfg
-        self.dtype = torch.float32 if self.device.type == "cpu" else torch.bfloat16
+        self.stop_ids: frozenset[int] = frozenset([args.eos_id] if args.eos_id is not None else stop_ids_for(weights))
+        """Token ids that end a sequence unless its params say ignore_eos."""
+        auto = torch.float32 if self.device.type == "cpu" else torch.bfloat16
+        self.dtype = _dtype(args.dtype, auto)
+        self.kv_dtype = _dtype(args.kv_cache_dtype, self.dtype)
         self.model = LlamaForCausalLM(cfg, self.device)
         if weights is None:
             self.model.init_dummy(args.seed)
@@ -96,7 +110,7 @@ class LLMEngine:
             self.model.load_safetensors(weights)
         self.model.to(device=self.device, dtype=self.dtype).eval()
         num_blocks = args.num_blocks or self._auto_blocks()
-        self.cache = KVCache(cfg, num_blocks, args.block_size, self.device, self.dtype)
+        self.cache = KVCache(cfg, num_blocks, args.block_size, self.device, self.kv_dtype)
         self.scheduler = Scheduler(self.cache, args.max_num_seqs, args.max_batched_tokens)
         self.seqs: dict[str, Sequence] = {}
         self.busy_s = 0.0
@@ -104,7 +118,7 @@ class LLMEngine:
         self.tokens_computed = 0
 
     def _auto_blocks(self) -> int:
-        per_token = 2 * self.cfg.layers * self.cfg.kv_heads * self.cfg.head_dim * torch.finfo(self.dtype).bits // 8
+        per_token = 2 * self.cfg.layers * self.cfg.kv_heads * self.cfg.head_dim * torch.finfo(self.kv_dtype).bits // 8
         if self.device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(self.device)
             budget = int(free * 0.8)
@@ -263,24 +277,35 @@ class LLMEngine:
                 self.latencies.add_tpot(now, (now - t) / (seq.num_generated - n))
 
     def _after_token(self, seq: Sequence, tok: int) -> StepOutput:
+        """Decide a sequence's end here, prefill-only ones included: a prefill worker's first token
+        that is a stop token, or that uses up max_tokens, finishes the request ("stop"/"length",
+        no KV to hand off), so the router never needs to know the tokenizer's stop ids."""
         p = seq.params
         reason = None
-        if seq.prefill_only:
-            reason = "prefilled"
-        elif not p.ignore_eos and tok == self.args.eos_id or tok in p.stop_token_ids:
+        if not p.ignore_eos and tok in self.stop_ids or tok in p.stop_token_ids:
             reason = "stop"
         elif seq.num_generated >= p.max_tokens or len(seq.token_ids) >= self.cfg.max_positions:
             reason = "length"
+        elif seq.prefill_only:
+            reason = "prefilled"
         self._record_latency(seq, reason)
         kv = None
         if reason is not None:
-            if seq.prefill_only:
+            if reason == "prefilled":
                 kv = self.cache.export(seq.block_table, seq.num_computed)
             self.scheduler.remove(seq)
             self.seqs.pop(seq.seq_id, None)
             seq.status = Status.FINISHED
             seq.finish_reason = reason
         return StepOutput(seq.seq_id, tok, reason is not None, reason, seq.num_generated, kv)
+
+
+def _dtype(name: str, auto: torch.dtype) -> torch.dtype:
+    if name == "auto":
+        return auto
+    if name not in DTYPES:
+        raise UsageError(f"dtype: unknown value {name!r}; allowed: auto, {', '.join(DTYPES)}")
+    return DTYPES[name]
 
 
 def generate(engine: LLMEngine, prompts: list[list[int]], params: SamplingParams) -> list[list[int]]:
