@@ -72,6 +72,13 @@ CASES = [
     ("trace-binary", ["--trace", "{binary}"], "not UTF-8"),
     ("trace-latin-1", ["--trace", "{latin1}"], "not UTF-8"),
     ("trace-missing", ["--trace", "{missing}"], "trace"),
+    ("request-timeout-zero", ["--request-timeout", "0"], "--request-timeout: 0 is not allowed; allowed: a finite"),
+    ("request-timeout-nan", ["--request-timeout", "nan"], "--request-timeout: nan is not allowed"),
+    ("request-timeout-negative", ["--request-timeout", "-1"], "--request-timeout: -1 is not allowed"),
+    ("request-timeout-inf", ["--request-timeout", "inf"], "--request-timeout: inf is not allowed"),
+    ("request-timeout-huge", ["--request-timeout", "1e300"], "--request-timeout: 1e+300 is not allowed"),
+    ("request-timeout-not-a-number", ["--request-timeout", "abc"], "--request-timeout: invalid float value"),
+    ("allow-failures-takes-no-value", ["--allow-failures", "yes"], "unrecognized arguments: yes"),
 ]
 
 
@@ -125,6 +132,7 @@ def test_help_describes_every_flag() -> None:
     flag = {f.name: f for f in BENCH}
     assert "default inf" in flag["request-rate"].help
     assert "allowed: /v1/completions, /v1/chat/completions" in flag["endpoint"].help
+    assert "default 600" in flag["request-timeout"].help
 
 
 def test_readme_lists_every_bench_flag() -> None:
