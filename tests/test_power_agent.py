@@ -103,7 +103,7 @@ def test_select_power_never_falls_back_silently() -> None:
     assert agent_ == "modelled-agent" and "falling back to modelled" in note
     with pytest.raises(GpuPowerError):
         select_power("nvml", 1, factory)
-    with pytest.raises(GpuPowerError, match="allowed: auto, modelled, nvml"):
+    with pytest.raises(GpuPowerError, match="allowed: amdsmi, auto, modelled, nvml"):
         select_power("magic", 1, factory)
 
 

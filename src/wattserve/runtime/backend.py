@@ -1,5 +1,10 @@
 """The runtime behind the control seam: the same controllers and BudgetGuard that drive the
-simulator drive live workers and GPUs. Each worker is one instance on one GPU (index = worker id)."""
+simulator drive live workers and GPUs. Each worker is one instance on one GPU (index = worker id).
+
+The power agent is any GpuPower: a node-level agent (NVML, AMD SMI or modelled, over all GPUs) or
+`power.remote.WorkerPower`, whose ops run in the workers and may fail after `apply` returned. Such
+failures (`take_failures`) are written to the actuation log as "failed" entries with the worker's
+message, the same log the BudgetGuard writes (pass it as `log`), so a refused cap is never silent."""
 
 from __future__ import annotations
 
@@ -15,6 +20,8 @@ from wattserve.runtime.power.base import GpuPower
 from wattserve.runtime.router import Router
 from wattserve.seam import (
     Action,
+    Actuation,
+    ActuationLog,
     ActuationRefused,
     BudgetSignal,
     ClusterInfo,
@@ -35,7 +42,7 @@ WINDOW_S = 5.0
 class RuntimeBackend:
     def __init__(self, router: Router, agent: GpuPower, budget: BudgetSignal, slo_ttft_s: float | None,
                  slo_tpot_s: float | None, loop: asyncio.AbstractEventLoop | None = None,
-                 cap_settle_s: float = CAP_SETTLE_S) -> None:
+                 cap_settle_s: float = CAP_SETTLE_S, log: ActuationLog | None = None) -> None:
         self.router = router
         self.agent = agent
         self.budget = budget
@@ -45,6 +52,8 @@ class RuntimeBackend:
         self.cap_settle_s = getattr(agent, "settle_s", cap_settle_s)
         self._t0 = time.monotonic()
         self._locked: dict[int, int | None] = {}
+        self.log = log if log is not None else ActuationLog()
+        """Where failures reported after `apply` returned are written (share the guard's)."""
         self._info = self._read_info()
 
     def now(self) -> float:
@@ -60,19 +69,17 @@ class RuntimeBackend:
         return self._info
 
     def _read_info(self) -> ClusterInfo:
-        """GPU kind and clock table from the power agent: a modelled agent's catalog GPU; a real
-        agent's device name, and its supported clocks if it reports them (`supported_clocks_mhz`),
-        else the catalog entry of that name, else the clock it runs at now."""
+        """GPU kind and clock table from the power agent: a modelled agent's catalog GPU (directly,
+        or by the name a worker reports); a real agent's device name. Clocks: the agent's supported
+        clocks if it reports them (`supported_clocks_mhz`), else the catalog entry of that name,
+        else the clock it runs at now."""
         a = self.agent
-        spec: GpuSpec | None = getattr(a, "spec", None)
-        if spec is not None:
-            gpu = next((k for k, v in GPUS.items() if v is spec), spec.name)
-        else:
-            gpu = a.name(0)
-            spec = GPUS.get(gpu.lower())
+        spec: GpuSpec | None = getattr(a, "spec", None) or _catalog(a.name(0))
+        gpu = a.name(0) if spec is None else next((k for k, v in GPUS.items() if v is spec), spec.name)
         read = getattr(a, "supported_clocks_mhz", None)
-        if read is not None:
-            clocks = tuple(sorted(int(c) for c in read(0)))
+        table = [int(c) for c in read(0)] if read is not None else []
+        if table:
+            clocks = tuple(sorted(table))
         elif spec is not None:
             clocks = tuple(spec.clocks)
         else:
@@ -84,6 +91,7 @@ class RuntimeBackend:
     def observe(self) -> ClusterState:
         """Reads the power agent, the router and the workers' latest stats (sent every 0.25 s, so
         worker-side fields are that stale); it keeps no per-observer state."""
+        self._log_failures()
         r = self.router
         now_abs = time.monotonic()
         top = self._info.clock_max_mhz
@@ -118,6 +126,7 @@ class RuntimeBackend:
         return ClusterState(now, self.budget.at(now), self.slo_ttft_s, self.slo_tpot_s, tuple(insts), tuple(gpus))
 
     def apply(self, action: Action) -> float:
+        self._log_failures()
         now = self.now()
         try:
             if isinstance(action, SetPowerCap):
@@ -142,8 +151,29 @@ class RuntimeBackend:
             raise ActuationRefused(str(e)) from None
         raise ActuationRefused(f"unknown action {action!r}")
 
+    def _log_failures(self) -> None:
+        """Write ops that failed in a worker to the log ("failed", with the worker's message); a
+        failed clock lock also drops the lock this back end believed in force."""
+        take = getattr(self.agent, "take_failures", None)
+        if take is None:
+            return
+        now = self.now()
+        for f in take():
+            kind = {"set_cap": "cap", "lock_clock": "clock"}.get(f.op, f.op)
+            self.log.add(Actuation(now, kind, f.gpu, f.value, "failed", note=f"worker {f.gpu}: {f.message}"))
+            if f.op == "lock_clock":
+                read = getattr(self.agent, "locked_clock_mhz", None)
+                self._locked[f.gpu] = read(f.gpu) if read is not None else None
 
     def _tell_limits(self, gpu: int) -> None:
         """The worker's step governor sees the cap in force and the clock lock (its StepView)."""
+        self._log_failures()
         cap = getattr(self.agent, "cap_in_force_w", self.agent.power_cap_w)(gpu)
         self.router.set_limits(gpu, float(cap), self._locked.get(gpu))
+
+
+def _catalog(name: str) -> GpuSpec | None:
+    """The catalog GPU a device name stands for: by key ("h100") or by spec name ("H100-SXM"), with
+    a modelled agent's " (modelled)" suffix ignored."""
+    n = name.removesuffix(" (modelled)").strip().lower()
+    return GPUS.get(n) or next((v for v in GPUS.values() if v.name.lower() == n), None)

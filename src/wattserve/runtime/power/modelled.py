@@ -8,10 +8,11 @@ catalog model (`as_model`, since a test model has no GPU profile) with a batch o
 idle + busy fraction * (busy power - idle). A new cap is in force after `settle_s`, like a real
 power limiter; out-of-range caps are refused.
 
-A worker's step governor (issue 7) asks for an SM clock per iteration; until the runtime can set a
-clock per worker, the worker reports the governor's latest request in its stats
-(`governor_clock_mhz`) and this agent applies it as a clock lock on top of any lock set through the
-control plane: the lower of the two wins, as `nvidia-smi -lgc` under a governor would behave.
+A worker's step governor (issue 7) asks for an SM clock per iteration. Either the worker reports
+the governor's latest request in its stats (`governor_clock_mhz`) and this agent applies it on top
+of any lock set through the control plane, or a ClockActuator (clock_actuator.py) sets the lower of
+the two as this agent's lock; both give the lower of the two, as `nvidia-smi -lgc` under a governor
+would behave. In a worker (local.py) the agent models that worker's device alone (count 1).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from wattserve.catalog.models import BatchShape, get_model
 from wattserve.perf.latency import RooflineLatencyModel
 from wattserve.perf.operating_point import operating_point
 from wattserve.perf.power import UtilizationPowerModel
-from wattserve.runtime.power.base import GpuPowerError, effective_lock
+from wattserve.runtime.power.base import GpuRangeError, check_cap, effective_lock
 
 CAP_SETTLE_S = 0.3
 SAMPLE_S = 0.02
@@ -103,6 +104,13 @@ class ModelledGpuPower:
     def clock_mhz(self, i: int) -> int:
         return int(self.last_clock[i])
 
+    def supported_clocks_mhz(self, i: int) -> list[int]:
+        """The catalog GPU's SM clock table (what NVML's supported graphics clocks would list)."""
+        return list(self.spec.clocks)
+
+    def locked_clock_mhz(self, i: int) -> int | None:
+        return self.locked[i]
+
     def throttle_reasons(self, i: int) -> list[str]:
         lock = self.last_lock[i] if self.last_lock[i] is not None else self.locked[i]
         return ["sw_power_cap"] if self.last_clock[i] < (lock or self.spec.clock_max_mhz) else []
@@ -120,16 +128,14 @@ class ModelledGpuPower:
         return self.cap[i]
 
     def set_power_cap(self, i: int, watts: float) -> float:
-        lo, hi = self.cap_range_w(i)
-        if not lo <= watts <= hi:
-            raise GpuPowerError(f"power_cap (GPU {i}): {watts:g} W is outside the allowed range [{lo:g}, {hi:g}] W")
+        check_cap(i, watts, *self.cap_range_w(i))
         self.sample(i)
         self.pending[i] = (self.clock() + self.settle_s, float(watts))
         return float(watts)
 
     def lock_clock(self, i: int, mhz: int | None) -> None:
         if mhz is not None and not self.spec.clock_min_mhz <= mhz <= self.spec.clock_max_mhz:
-            raise GpuPowerError(f"clock (GPU {i}): {mhz} MHz is outside [{self.spec.clock_min_mhz}, "
+            raise GpuRangeError(f"clock (GPU {i}): {mhz} MHz is outside [{self.spec.clock_min_mhz}, "
                                 f"{self.spec.clock_max_mhz}] MHz")
         self.locked[i] = mhz
 
