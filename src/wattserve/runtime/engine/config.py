@@ -6,10 +6,13 @@ from dataclasses import dataclass, fields
 
 from wattserve.catalog.models import MODELS, ModelSpec
 from wattserve.errors import UsageError
+from wattserve.runtime.layers.rotary import RopeScaling
 
 BYTE_VOCAB = 256
 BOS_ID = 256
 EOS_ID = 257
+LLAMA31_ROPE = RopeScaling("llama3", 8.0, 1.0, 4.0, 8192)
+"""Llama 3.1's and 3.3's published rope_scaling (their config.json)."""
 
 
 @dataclass(frozen=True)
@@ -19,12 +22,15 @@ class ModelConfig(ModelSpec):
     rope_theta: float = 500000.0
     rms_eps: float = 1e-5
     max_positions: int = 8192
+    rope_scaling: RopeScaling | None = None
 
     @staticmethod
     def from_spec(spec: ModelSpec) -> ModelConfig:
         theta = 1_000_000.0 if spec.name.startswith(("Mixtral", "Qwen")) else (
             10_000.0 if spec.name.startswith("Llama-2") else 500_000.0)
-        return ModelConfig(**{f.name: getattr(spec, f.name) for f in fields(ModelSpec)}, rope_theta=theta)
+        scaling = LLAMA31_ROPE if spec.name.startswith(("Llama-3.1", "Llama-3.3")) else None
+        return ModelConfig(**{f.name: getattr(spec, f.name) for f in fields(ModelSpec)}, rope_theta=theta,
+                           rope_scaling=scaling)
 
 
 SMALL_CONFIGS = {

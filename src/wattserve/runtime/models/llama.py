@@ -16,7 +16,7 @@ from wattserve.runtime.engine.config import ModelConfig
 from wattserve.runtime.layers.attention import AttnMetadata, PagedAttention
 from wattserve.runtime.layers.mlp import SparseMoE, SwiGLU
 from wattserve.runtime.layers.norm import RMSNorm
-from wattserve.runtime.layers.rotary import Rotary
+from wattserve.runtime.layers.rotary import RopeScaling, Rotary
 
 
 class DecoderLayer(nn.Module):
@@ -52,7 +52,7 @@ class LlamaForCausalLM(nn.Module):
         self.cfg = cfg
         self.model = LlamaModel(cfg)
         self.lm_head = nn.Linear(cfg.hidden, cfg.vocab, bias=False)
-        self.rotary = Rotary(cfg.head_dim, cfg.rope_theta, cfg.max_positions, device)
+        self.rotary = Rotary(cfg.head_dim, cfg.rope_theta, cfg.max_positions, device, cfg.rope_scaling)
 
     def forward(self, input_ids: torch.Tensor, meta: AttnMetadata, k_caches: list[torch.Tensor],
                 v_caches: list[torch.Tensor]) -> torch.Tensor:
@@ -119,4 +119,5 @@ def config_from_hf(path: Path, base: ModelConfig) -> ModelConfig:
         rope_theta=float(c.get("rope_theta", base.rope_theta)), rms_eps=float(c.get("rms_norm_eps", base.rms_eps)),
         max_positions=min(int(c.get("max_position_embeddings", base.max_positions)), 131072),
         tied_embeddings=bool(c.get("tie_word_embeddings", base.tied_embeddings)),
+        rope_scaling=RopeScaling.from_hf(c.get("rope_scaling")),
     )
