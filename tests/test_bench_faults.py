@@ -71,6 +71,10 @@ class FaultServer:
             assert request.transport is not None
             request.transport.abort()
             return resp
+        if what == "stall":
+            assert self.release is not None
+            await self.release.wait()
+            return resp
         if what == "sse-error":
             await resp.write(sse({"error": {"message": STREAM_ERROR, "type": "server_error", "param": None,
                                             "code": None}}))
@@ -133,21 +137,24 @@ def result(tmp_path: Path, num_prompts: int) -> dict[str, Any]:
     return res
 
 
-MIX = "ok+503+sse-error+close+no-done+hang"
-MIX_FAILURES = {"503 worker 1 exited": 2, STREAM_ERROR: 2, "connection closed mid-response": 2,
-                "stream ended before [DONE]": 2, "timed out after 1 s": 2}
+MIX = "ok+503+sse-error+close+no-done+hang+stall"
+"""Each fault the bench must count as failed: an OpenAI error with 503, an SSE error event after two
+tokens, the connection closed after two tokens, a stream without [DONE], a server that never
+answers, and one that stops answering after two tokens."""
+MIX_FAILURES = {"timed out after 1 s": 4, "503 worker 1 exited": 2, "connection closed mid-response": 2,
+                STREAM_ERROR: 2, "stream ended before [DONE]": 2}
 
 
 def test_every_fault_is_a_failure_with_its_reason_and_exit_1(server: FaultServer, tmp_path: Path) -> None:
-    p = bench(f"{server.url}/{MIX}", tmp_path, "--num-prompts", "12", "--request-timeout", "1")
+    p = bench(f"{server.url}/{MIX}", tmp_path, "--num-prompts", "14", "--request-timeout", "1")
     assert p.returncode == 1, (p.stdout, p.stderr)
-    res = result(tmp_path, 12)
+    res = result(tmp_path, 14)
     assert res["completed"] == 2
     assert res["failures"] == MIX_FAILURES
+    assert list(res["failures"]) == list(MIX_FAILURES), "reasons are not most frequent first, then by name"
     assert res["total_output_tokens"] == 4, "tokens of failed requests were counted"
     line = next(s for s in p.stdout.splitlines() if s.startswith("failed: "))
-    assert line.startswith("failed: 10 (")
-    assert "503 worker 1 exited: 2" in line and "timed out after 1 s: 2" in line
+    assert line == "failed: 12 (" + "; ".join(f"{k}: {n}" for k, n in MIX_FAILURES.items()) + ")"
     assert "Serving Benchmark Result" in p.stdout and "Traceback" not in p.stderr
 
 

@@ -338,8 +338,9 @@ def summarize(a: BenchConfig, outs: list[Outcome], duration: float) -> dict[str,
 
 
 def tally(errors: Iterable[str]) -> dict[str, int]:
-    """Failures by reason, most frequent first (ties in order of first appearance)."""
-    return dict(sorted(Counter(errors).items(), key=lambda kv: -kv[1]))
+    """Failures by reason, most frequent first, ties by name: the same faults read the same on every
+    run, whichever request met them first."""
+    return dict(sorted(Counter(errors).items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def failure_line(res: dict[str, Any]) -> str:
