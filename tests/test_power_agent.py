@@ -7,7 +7,15 @@ import signal
 import pytest
 from fake_nvml import FakeNvml
 
-from wattserve.runtime.power.base import GpuPowerError
+from wattserve.runtime.power.base import (
+    GpuInitError,
+    GpuLostError,
+    GpuNotFoundError,
+    GpuNotSupportedError,
+    GpuPermissionError,
+    GpuPowerError,
+    GpuRangeError,
+)
 from wattserve.runtime.power.modelled import ModelledGpuPower
 from wattserve.runtime.power.nvml import NvmlGpuPower
 from wattserve.runtime.power.select import select_power
@@ -43,20 +51,20 @@ def test_set_cap_reads_back_and_power_settles() -> None:
 def test_out_of_range_caps_are_refused_before_nvml() -> None:
     a, fake, _ = agent()
     for w in (150, 701):
-        with pytest.raises(GpuPowerError, match=r"outside the allowed range \[200, 700\] W"):
+        with pytest.raises(GpuRangeError, match=r"outside the allowed range \[200, 700\] W"):
             a.set_power_cap(0, w)
     assert fake.calls == []
 
 
 def test_permission_and_driver_errors_are_clear() -> None:
     a, _, _ = agent(root=False)
-    with pytest.raises(GpuPowerError, match="no permission"):
+    with pytest.raises(GpuPermissionError, match="no permission"):
         a.set_power_cap(0, 500)
-    with pytest.raises(GpuPowerError, match="no permission"):
+    with pytest.raises(GpuPermissionError, match="no permission"):
         a.lock_clock(0, 1500)
-    with pytest.raises(GpuPowerError, match="NVML could not start"):
+    with pytest.raises(GpuInitError, match="NVML could not start"):
         NvmlGpuPower(nvml=FakeNvml(driver=False), install_handlers=False)
-    with pytest.raises(GpuPowerError, match="NVML sees 2"):
+    with pytest.raises(GpuNotFoundError, match="NVML sees 2"):
         NvmlGpuPower(indices=[0, 5], nvml=FakeNvml(), install_handlers=False)
 
 
@@ -142,3 +150,69 @@ def test_a_second_modelled_reading_right_after_the_first_reports_the_same_draw()
     first = m.power_w(0)
     clock.t = 1.0 + 1e-6
     assert first > 75 and m.power_w(0) == first and m.energy_j(0) == e
+
+
+def test_nvml_error_codes_become_typed_errors() -> None:
+    """Each NVML return code that a caller can act on arrives as its own GpuPowerError subclass
+    (as zeus.device.exception types them), so "run as root" is told from "this GPU cannot"."""
+    a, fake, _ = agent()
+    fake.devices[0].lockable = False
+    with pytest.raises(GpuNotSupportedError, match="not supported"):
+        a.lock_clock(0, 1500)
+    with pytest.raises(GpuRangeError, match="invalid argument"):
+        a.lock_clock(1, 5000)
+    assert a.locked_clock_mhz(1) is None
+    fake.devices[1].lost = True
+    with pytest.raises(GpuLostError, match="lost"):
+        a.power_w(1)
+    assert a.power_w(0) == 650.0
+
+
+def test_supported_clocks_are_the_graphics_clocks_at_the_highest_memory_clock() -> None:
+    a, fake, _ = agent()
+    clocks = a.supported_clocks_mhz(0)
+    assert clocks[0] == 345 and clocks[-1] == 1980 and clocks == sorted(clocks) and len(clocks) == 110
+    fake.devices[0].lost = True
+    assert a.supported_clocks_mhz(0) == clocks
+
+
+def test_lock_clock_records_the_lock_and_unlock_forgets_it() -> None:
+    a, fake, _ = agent()
+    a.lock_clock(0, 1410)
+    assert a.locked_clock_mhz(0) == 1410 and fake.devices[0].locked == (1410, 1410)
+    a.lock_clock(0, None)
+    assert a.locked_clock_mhz(0) is None and fake.devices[0].locked is None
+
+
+def test_devices_open_by_uuid_prefix_and_mig_instance_on_the_parent_gpu() -> None:
+    fake = FakeNvml(count=3, migs=2)
+    by_uuid = NvmlGpuPower(indices=[fake.devices[2].uuid], nvml=fake, install_handlers=False)
+    assert by_uuid.handles == [fake.devices[2]]
+    by_prefix = NvmlGpuPower(indices=[fake.devices[1].uuid[:16]], nvml=fake, install_handlers=False)
+    assert by_prefix.handles == [fake.devices[1]]
+    mig = NvmlGpuPower(indices=[fake.devices[1].migs[1].uuid], nvml=fake, install_handlers=False)
+    assert mig.handles == [fake.devices[1]]
+    mig.set_power_cap(0, 400)
+    assert fake.devices[1].limit_mw == 400_000
+    with pytest.raises(GpuNotFoundError, match="no GPU with that UUID"):
+        NvmlGpuPower(indices=["GPU-ffffffff"], nvml=fake, install_handlers=False)
+    with pytest.raises(GpuNotFoundError, match="unique"):
+        NvmlGpuPower(indices=["GPU-0000000"], nvml=fake, install_handlers=False)
+
+
+def test_modelled_agent_offers_the_catalog_clock_table_and_its_lock() -> None:
+    m = ModelledGpuPower(1, "a100", "llama-3.1-8b", lambda i: {}, clock=Clock())
+    assert m.supported_clocks_mhz(0) == list(range(210, 1411, 15))
+    m.lock_clock(0, 1005)
+    assert m.locked_clock_mhz(0) == 1005
+    with pytest.raises(GpuRangeError, match="outside"):
+        m.lock_clock(0, 1500)
+
+
+def test_every_typed_error_is_a_usage_error_with_a_stable_kind() -> None:
+    from wattserve.errors import UsageError
+    from wattserve.runtime.power.base import ERROR_KINDS
+
+    assert len(set(ERROR_KINDS)) == 7
+    for kind, cls in ERROR_KINDS.items():
+        assert issubclass(cls, GpuPowerError) and issubclass(cls, UsageError) and cls.kind == kind
