@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -210,3 +211,32 @@ def test_prefill_only_request_ends_in_the_engine() -> None:
     assert {k: (o.token, o.finish_reason, o.kv is None) for k, o in out.items()} == {
         "eos": (257, "stop", True), "ign": (257, "prefilled", False), "one": (257, "length", True)}
     assert e.cache.used_blocks == 0
+
+
+@pytest.mark.parametrize("transport", ["shm", "tcp"])
+def test_bf16_kv_handoff_matches_colocated(transport: str) -> None:
+    """prefill -> hand-off (KV stays bf16 on the way) -> decode gives the tokens colocated does."""
+    from wattserve.runtime.transport import live_segments, make_transport, owner_prefix, transport_for
+
+    args = EngineArgs(model="tiny", seed=5, kv_cache_dtype="bfloat16")
+    prompts = [[256, *b"bf16 hand-off %d" % i] for i in range(3)]
+    want = generate(LLMEngine(args), prompts, GREEDY)
+    pre, dec = LLMEngine(args), LLMEngine(args)
+    assert pre.cache.k[0].dtype == torch.bfloat16
+    prefix = owner_prefix(os.getpid(), 7)
+    t = make_transport(transport, prefix)
+    for i, p in enumerate(prompts):
+        pre.add(f"r{i}", p, GREEDY, prefill_only=True)
+    got: dict[str, list[int]] = {}
+    for o in run_all(pre):
+        assert o.finish_reason == "prefilled" and o.kv.dtype == torch.bfloat16
+        handle, payload = t.put(o.kv)
+        kv = transport_for(handle).get(handle, payload)
+        assert kv.dtype == torch.bfloat16 and torch.equal(kv, o.kv)
+        i = int(o.seq_id[1:])
+        got[o.seq_id] = [o.token]
+        dec.add_with_kv(o.seq_id, [*prompts[i], o.token], len(prompts[i]), GREEDY, kv)
+    for o in run_all(dec):
+        got[o.seq_id].append(o.token)
+    assert [got[f"r{i}"] for i in range(3)] == want
+    assert live_segments(prefix) == [] and pre.cache.used_blocks == dec.cache.used_blocks == 0

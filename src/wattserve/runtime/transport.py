@@ -1,13 +1,27 @@
 """KV hand-off transports: how a prefill worker's KV reaches a decode worker.
 
-`shm` (one host): the sender copies the KV into a POSIX shared-memory segment and passes its name;
-the receiver copies it into its cache and unlinks the segment. `tcp` (any hosts): the bytes travel in
-the frame itself. CUDA IPC is not implemented yet: on GPU, KV goes through host shared memory.
+KV travels in its own dtype (a bf16 cache hands off bf16: half the bytes of float32), as raw bytes
+with the dtype and shape in the handle. `shm` (one host): the sender copies the KV into a POSIX
+shared-memory segment and passes its name; the receiver copies it into its cache and unlinks the
+segment. `tcp` (any hosts): the bytes travel in the frame itself. CUDA IPC is not implemented yet:
+on GPU, KV goes through host shared memory.
+
+Segment ownership: every segment's name starts with its owner's prefix, `wsv<server pid>-<worker
+id>-` (`owner_prefix`), so when a worker or the server dies, `sweep(prefix)` unlinks what it left
+(`server_prefix` covers every worker of one server). Python's SharedMemory registers segments with
+the creating process's resource tracker, which would unlink them when that process exits and warn
+of a "leak" after a peer had unlinked them already; the sender therefore unregisters what it
+creates (3.13+: `track=False`), and the one process that unlinks a segment is the one that read or
+discarded it.
 """
 
 from __future__ import annotations
 
-from multiprocessing import shared_memory
+import itertools
+import os
+import sys
+from multiprocessing import resource_tracker, shared_memory
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -16,6 +30,8 @@ import torch
 from wattserve.errors import unknown
 
 TRANSPORTS = ("shm", "tcp")
+SHM_DIR = Path("/dev/shm")
+DTYPES = {str(d).removeprefix("torch."): d for d in (torch.float32, torch.bfloat16, torch.float16)}
 
 
 class KvTransport(Protocol):
@@ -32,60 +48,143 @@ class KvTransport(Protocol):
         ...
 
 
-def _np(kv: torch.Tensor) -> np.ndarray:
-    return kv.detach().to(torch.float32).contiguous().numpy()
+def server_prefix(server_pid: int) -> str:
+    return f"wsv{server_pid}-"
+
+
+def owner_prefix(server_pid: int, worker_id: int) -> str:
+    """Short (POSIX allows 31 characters on some systems): 'wsv12345-3-' plus a counter."""
+    return f"{server_prefix(server_pid)}{worker_id}-"
+
+
+def _raw(kv: torch.Tensor) -> tuple[dict[str, Any], np.ndarray]:
+    t = kv.detach().cpu().contiguous()
+    name = str(t.dtype).removeprefix("torch.")
+    if name not in DTYPES:
+        raise ValueError(f"KV dtype {t.dtype} cannot be handed off; allowed: {', '.join(DTYPES)}")
+    return {"shape": list(t.shape), "dtype": name}, t.view(-1).view(torch.uint8).numpy()
+
+
+def _tensor(handle: dict[str, Any], raw: bytes | bytearray | memoryview) -> torch.Tensor:
+    dtype = DTYPES[handle.get("dtype", "float32")]
+    flat = torch.frombuffer(bytearray(raw), dtype=torch.uint8) if len(raw) else torch.empty(0, dtype=torch.uint8)
+    return flat.view(dtype).reshape(handle["shape"])
+
+
+def _nbytes(handle: dict[str, Any]) -> int:
+    n = DTYPES[handle.get("dtype", "float32")].itemsize
+    for d in handle["shape"]:
+        n *= d
+    return n
+
+
+def _create(name: str, size: int) -> shared_memory.SharedMemory:
+    if sys.version_info >= (3, 13):
+        return shared_memory.SharedMemory(name=name, create=True, size=size, track=False)
+    seg = shared_memory.SharedMemory(name=name, create=True, size=size)
+    resource_tracker.unregister(seg._name, "shared_memory")  # type: ignore[attr-defined]
+    return seg
+
+
+def _attach(name: str) -> shared_memory.SharedMemory:
+    if sys.version_info >= (3, 13):
+        return shared_memory.SharedMemory(name=name, track=False)
+    return shared_memory.SharedMemory(name=name)
+
+
+def live_segments(prefix: str) -> list[str]:
+    """Shared-memory segments whose name starts with `prefix` (Linux: /dev/shm; elsewhere none seen)."""
+    if not SHM_DIR.is_dir():
+        return []
+    return sorted(p.name for p in SHM_DIR.iterdir() if p.name.startswith(prefix))
+
+
+def sweep(prefix: str) -> list[str]:
+    """Unlink every segment named with `prefix` (its owner died, or is shutting down); returns them."""
+    gone = []
+    for name in live_segments(prefix):
+        try:
+            (SHM_DIR / name).unlink()
+            gone.append(name)
+        except FileNotFoundError:
+            pass
+    return gone
 
 
 class ShmTransport:
     name = "shm"
 
-    def put(self, kv: torch.Tensor) -> tuple[dict[str, Any], bytes]:
-        arr = _np(kv)
-        seg = shared_memory.SharedMemory(create=True, size=max(1, arr.nbytes))
-        np.ndarray(arr.shape, dtype=arr.dtype, buffer=seg.buf)[...] = arr
-        handle = {"kind": "shm", "name": seg.name, "shape": list(arr.shape)}
-        seg.close()
-        return handle, b""
+    def __init__(self, prefix: str | None = None) -> None:
+        """`prefix` names this transport's segments (`owner_prefix`); default: this process's own."""
+        self.prefix = prefix if prefix is not None else owner_prefix(os.getpid(), 0)
+        self._counter = itertools.count()
 
-    def get(self, handle: dict[str, Any], payload: bytes) -> torch.Tensor:
-        seg = shared_memory.SharedMemory(name=handle["name"])
+    def put(self, kv: torch.Tensor) -> tuple[dict[str, Any], bytes]:
+        meta, arr = _raw(kv)
+        while True:
+            name = f"{self.prefix}{next(self._counter)}"
+            try:
+                seg = _create(name, max(1, arr.nbytes))
+                break
+            except FileExistsError:
+                continue
         try:
-            arr = np.ndarray(tuple(handle["shape"]), dtype=np.float32, buffer=seg.buf).copy()
+            np.ndarray(arr.shape, dtype=np.uint8, buffer=seg.buf)[...] = arr
         finally:
             seg.close()
-            seg.unlink()
-        return torch.from_numpy(arr)
+        return {"kind": "shm", "name": name, **meta}, b""
+
+    def get(self, handle: dict[str, Any], payload: bytes) -> torch.Tensor:
+        seg = _attach(handle["name"])
+        try:
+            return _tensor(handle, seg.buf[:_nbytes(handle)])
+        finally:
+            seg.close()
+            self._unlink(seg)
 
     def discard(self, handle: dict[str, Any]) -> None:
         try:
-            seg = shared_memory.SharedMemory(name=handle["name"])
+            seg = _attach(handle["name"])
         except FileNotFoundError:
             return
         seg.close()
-        seg.unlink()
+        self._unlink(seg)
+
+    @staticmethod
+    def _unlink(seg: shared_memory.SharedMemory) -> None:
+        try:
+            seg.unlink()
+        except FileNotFoundError:
+            if sys.version_info < (3, 13):
+                resource_tracker.unregister(seg._name, "shared_memory")  # type: ignore[attr-defined]
 
 
 class TcpTransport:
     name = "tcp"
 
+    def __init__(self, prefix: str | None = None) -> None:
+        self.prefix = prefix
+
     def put(self, kv: torch.Tensor) -> tuple[dict[str, Any], bytes]:
-        arr = _np(kv)
-        return {"kind": "tcp", "shape": list(arr.shape)}, arr.tobytes()
+        meta, arr = _raw(kv)
+        return {"kind": "tcp", **meta}, arr.tobytes()
 
     def get(self, handle: dict[str, Any], payload: bytes) -> torch.Tensor:
-        return torch.from_numpy(np.frombuffer(payload, dtype=np.float32).reshape(handle["shape"]).copy())
+        return _tensor(handle, payload)
 
     def discard(self, handle: dict[str, Any]) -> None:
         return None
 
 
-def make_transport(name: str) -> KvTransport:
+def make_transport(name: str, prefix: str | None = None) -> KvTransport:
+    """`prefix`: the owner prefix of the segments this transport creates (shm only)."""
     if name == "shm":
-        return ShmTransport()
+        return ShmTransport(prefix)
     if name == "tcp":
-        return TcpTransport()
+        return TcpTransport(prefix)
     raise unknown("kv_transport", name, TRANSPORTS)
 
 
 def transport_for(handle: dict[str, Any]) -> KvTransport:
+    """A transport able to read or discard `handle` (it creates nothing, so needs no prefix)."""
     return make_transport(handle["kind"])
