@@ -20,7 +20,10 @@ def add(sub: argparse._SubParsersAction) -> None:
                        description="Send requests to an OpenAI-compatible server and report TTFT, TPOT, ITL and "
                                    "end-to-end latency with vllm bench serve's names. Every input (the trace, the "
                                    "result folder, the server's port) is checked before the first request. The "
-                                   "flags set fields of wattserve.schema.bench.BenchConfig.")
+                                   "flags set fields of wattserve.schema.bench.BenchConfig. Exit status: 0 when "
+                                   "every request completed, 1 when some failed (0 with --allow-failures), 2 on "
+                                   "bad input or when none completed, 130 on Ctrl-C and 143 on SIGTERM, which stop "
+                                   "the run and still print (and with --save-result save) what finished.")
     add_flags(p, BENCH, {"": None}, metavars={"goodput": "KEY:MS", "base-url": "URL", "endpoint": "PATH",
                                               "model": "NAME", "trace": "FILE", "result-dir": "DIR",
                                               "result-filename": "NAME", "api-key": "KEY",

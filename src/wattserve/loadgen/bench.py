@@ -5,6 +5,11 @@ from an Azure CSV / Mooncake JSONL trace. Each request streams (SSE): TTFT is th
 chunk with content, ITL the gaps between chunks, TPOT (e2e - TTFT) / (output tokens - 1), and
 goodput counts requests inside every --goodput SLO. Token counts come from the server's `usage`
 when it reports them (stream_options.include_usage), else from the chunks.
+
+Every planned request ends as completed or failed, so vLLM's `completed + failed` is the number
+planned whatever the server does: an HTTP error, an SSE error event, a stream cut short or without
+[DONE], a request past --request-timeout, and (after SIGINT or SIGTERM) a request cancelled in flight
+or never sent all fail with a reason, and the result counts them by reason in `failures`.
 """
 
 from __future__ import annotations
