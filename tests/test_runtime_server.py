@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 import time
@@ -14,6 +13,9 @@ from pathlib import Path
 
 import pytest
 
+import serverutil
+from serverutil import start_server
+
 pytest.importorskip("torch")
 openai = pytest.importorskip("openai")
 parser = pytest.importorskip("prometheus_client.parser")
@@ -23,35 +25,13 @@ KEY = "test-key"
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
-    proc = subprocess.Popen([sys.executable, "-m", "wattserve", "serve", "--model", "tiny", "--prefill", "1",
-                             "--decode", "1", "--port", "0", "--api-key", KEY, "--max-prompt-tokens", "600"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = None
-    deadline = time.time() + 120
-    lines = []
-    while time.time() < deadline and proc.poll() is None:
-        line = proc.stdout.readline()  # type: ignore[union-attr]
-        lines.append(line)
-        m = re.search(r"listening on (http://\S+)", line)
-        if m:
-            url = m.group(1)
-            break
-    if url is None:
-        proc.kill()
-        pytest.fail("server did not start: " + "".join(lines))
-    yield url
-    proc.terminate()
-    proc.wait(30)
+    srv = start_server("--prefill", "1", "--decode", "1", "--api-key", KEY, "--max-prompt-tokens", "600")
+    yield srv.url
+    srv.stop()
 
 
 def post(url: str, path: str, body: bytes, key: str | None = KEY) -> tuple[int, dict]:
-    req = urllib.request.Request(url + path, data=body, headers={"Content-Type": "application/json",
-                                                                  **({"Authorization": f"Bearer {key}"} if key else {})})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
+    return serverutil.post(url, path, body, key, timeout_s=30)
 
 
 def metrics(url: str) -> dict[str, list]:

@@ -18,7 +18,8 @@ from aiohttp import web
 
 from wattserve.runtime.engine.sequence import SamplingParams
 from wattserve.runtime.engine.tokenizer import Tokenizer, chat_prompt
-from wattserve.runtime.router import RequestState, Router
+from wattserve.runtime.request_state import Failure, RequestState, Unavailable
+from wattserve.runtime.router import Router
 
 
 class ApiError(Exception):
@@ -79,14 +80,20 @@ class Api:
             return error_response(e)
 
     async def health(self, request: web.Request) -> web.Response:
-        return web.Response(text="ok")
+        """200 `ok` while every worker serves; 503 with the dead workers named once one is down (the
+        server still serves with the rest, so a load balancer can see it is degraded)."""
+        dead = self.router.dead()
+        if not dead:
+            return web.Response(text="ok")
+        return web.json_response({"status": "degraded", "dead_workers": dead,
+                                  "live_workers": len(self.router.workers) - len(dead)}, status=503)
 
     async def models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [
             {"id": self.model_name, "object": "model", "created": 0, "owned_by": "wattserve"}]})
 
     async def metrics(self, request: web.Request) -> web.Response:
-        workers = [w.stats | {"wid": w.wid, "role": w.role} for w in self.router.workers]
+        workers = [w.stats | {"wid": w.wid, "role": w.role, "alive": w.alive} for w in self.router.workers]
         text = self.router.metrics.render(workers, self.gpu_samples())
         return web.Response(text=text, content_type="text/plain", charset="utf-8",
                             headers={"X-Content-Type": "text/plain; version=0.0.4"})
@@ -137,7 +144,7 @@ class Api:
         else:
             raise ApiError("'prompt' must be a string or a list of token ids (one prompt per request)", "prompt")
         params = self._params(body, 16)
-        st = self.router.submit(self._check_prompt(ids), params)
+        st = self._submit(self._check_prompt(ids), params)
         return await self._respond(request, st, body, chat=False)
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
@@ -149,8 +156,14 @@ class Api:
             raise ApiError("'messages' must be a non-empty list of {role, content} objects", "messages")
         ids = self.tok.encode(chat_prompt(msgs))
         params = self._params(body, 128)
-        st = self.router.submit(self._check_prompt(ids), params)
+        st = self._submit(self._check_prompt(ids), params)
         return await self._respond(request, st, body, chat=True)
+
+    def _submit(self, ids: list[int], params: SamplingParams) -> RequestState:
+        try:
+            return self.router.submit(ids, params)
+        except Unavailable as e:
+            raise ApiError(str(e), None, 503, "server_error") from None
 
     async def _respond(self, request: web.Request, st: RequestState, body: dict[str, Any], chat: bool
                        ) -> web.StreamResponse:
@@ -166,7 +179,8 @@ class Api:
                 if kind == "token":
                     tokens.append(value)
                 elif kind == "error":
-                    raise ApiError(str(value), None, 500, "server_error")
+                    f = value if isinstance(value, Failure) else Failure(str(value), 500)
+                    raise ApiError(f.message, None, f.status, f.kind)
                 else:
                     break
             text = self.tok.decode(tokens)
@@ -218,7 +232,8 @@ class Api:
                 await send(chunk(text, None, first))
                 first = False
             elif kind == "error":
-                await send({"error": {"message": str(value), "type": "server_error", "param": None, "code": None}})
+                f = value if isinstance(value, Failure) else Failure(str(value), 500)
+                await send({"error": {"message": f.message, "type": f.kind, "param": None, "code": f.status}})
                 break
             else:
                 await send(chunk(self.tok.decode(pending) if pending else None, st.finish_reason))

@@ -1,4 +1,5 @@
-"""The router: picks prefill and decode workers for each request and moves it between them.
+"""The router: picks prefill and decode workers for each request, moves it between them, and keeps
+serving when a worker dies.
 
 A request's life: dispatched to a prefill-capable worker (colocated: it runs to the end there;
 prefill: it stops after the first token and its KV is handed to a decode worker picked then). A
@@ -7,6 +8,12 @@ KV (migrated); the router places them elsewhere. Routing policies are the simula
 (`wattserve.routing`: round_robin and least_loaded), applied to each worker's `LoadView`: prompt
 tokens and decoding sequences from the router's own placements (exact and current), KV blocks from
 the worker's latest stats.
+
+Faults (vLLM's promise: an engine failure never hangs other requests). A worker is down when its
+socket closes or its process exits (both seen at once on a kill -9). Its requests that had produced
+no token are placed again on a live peer; those that had streamed tokens fail with a clear error
+(their KV died with the worker). Routing skips dead workers; a phase with no live worker makes new
+requests fail at once with 503 (`Unavailable`).
 """
 
 from __future__ import annotations
@@ -15,7 +22,8 @@ import asyncio
 import itertools
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any
 
 from wattserve.errors import UsageError
@@ -23,86 +31,25 @@ from wattserve.routing import ROUTERS, make_policy
 from wattserve.runtime import wire
 from wattserve.runtime.engine.sequence import SamplingParams
 from wattserve.runtime.metrics import ServerMetrics
+from wattserve.runtime.request_state import Failure, RequestState, Unavailable
 from wattserve.runtime.transport import transport_for
+from wattserve.runtime.worker_client import WorkerClient
 from wattserve.seam import check_role_change
 
 ROUTING = ROUTERS
-
-
-@dataclass
-class RequestState:
-    rid: str
-    prompt_ids: list[int]
-    params: SamplingParams
-    created: float
-    queue: asyncio.Queue = field(default_factory=asyncio.Queue)
-    wid: int | None = None
-    stage: str = "queued"
-    in_transit: tuple[dict[str, Any], bytes] | None = None
-    first_token_t: float | None = None
-    last_token_t: float | None = None
-    n_tokens: int = 0
-    finish_reason: str | None = None
-    workers: list[int] = field(default_factory=list)
-
-
-class WorkerClient:
-    """The router's handle on one worker, and that worker's `LoadView` for the routing policy."""
-
-    def __init__(self, wid: int, role: str, host: str, port: int, proc: Any = None) -> None:
-        self.wid = wid
-        self.role = role
-        self.host = host
-        self.port = port
-        self.proc = proc
-        self.switching_to: str | None = None
-        self.stats: dict[str, Any] = {"wid": wid, "role": role, "running": 0, "waiting": 0, "kv_usage": 0.0,
-                                      "kv_blocks_used": 0, "kv_blocks": 0, "busy_s": 0.0}
-        self.inflight = 0
-        self.prefill_queue: dict[str, int] = {}
-        """Prompt tokens of each request placed here that has not produced its first token."""
-        self.decoding: set[str] = set()
-        """Requests placed here past their first token (decoding, joining or arriving with KV)."""
-        self.output_tokens = 0
-        """Tokens this worker produced, counted as their events arrive (monotonic)."""
-        self.completed = 0
-        """Requests whose last token this worker produced (monotonic)."""
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-        self.role_ready = asyncio.Event()
-        self.stats_ready = asyncio.Event()
-        """Set once the worker has reported its stats: until then `stats` holds placeholders."""
-
-    @property
-    def pending_prefill_tokens(self) -> int:
-        return sum(self.prefill_queue.values())
-
-    @property
-    def decode_load(self) -> int:
-        return len(self.decoding)
-
-    @property
-    def kv_live_blocks(self) -> int:
-        return int(self.stats.get("kv_blocks_used", 0))
-
-    @property
-    def kv_blocks(self) -> int:
-        return int(self.stats.get("kv_blocks", 0))
-
-    async def connect(self) -> None:
-        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-
-    def send(self, header: dict[str, Any], payload: bytes = b"") -> None:
-        assert self.writer is not None
-        self.writer.write(wire.encode(header, payload))
+MAX_RETRIES = 2
+"""Placements a request gets after the first when workers holding it die before its first token."""
 
 
 class Router:
-    def __init__(self, workers: list[WorkerClient], model: str, routing: str = "least_loaded") -> None:
+    def __init__(self, workers: list[WorkerClient], model: str, routing: str = "least_loaded",
+                 on_down: Callable[[WorkerClient], None] | None = None) -> None:
         self.policy = make_policy(routing)
         self.workers = workers
         self.model = model
         self.routing = routing
+        self.on_down = on_down
+        """Called once per worker that dies, after its requests were placed again or failed."""
         self.requests: dict[str, RequestState] = {}
         self.metrics = ServerMetrics(model)
         self._ids = itertools.count()
@@ -112,38 +59,98 @@ class Router:
         produced it), a TPOT when a request finishes (the worker that produced its last token)."""
 
     async def start(self, stats_period_s: float = 0.25) -> None:
+        loop = asyncio.get_running_loop()
         for w in self.workers:
             await w.connect()
             self._tasks.append(asyncio.create_task(self._read(w)))
+            sentinel = getattr(w.proc, "sentinel", None)
+            if sentinel is not None:
+                loop.add_reader(sentinel, self._exited, w)
         self._tasks.append(asyncio.create_task(self._poll(stats_period_s)))
         await asyncio.wait_for(asyncio.gather(*(w.stats_ready.wait() for w in self.workers)), 60)
 
+    async def replace(self, new: WorkerClient, timeout_s: float = 60.0) -> None:
+        """Put a restarted worker in the place of a dead one (same id), once it has reported stats."""
+        old = self.workers[new.wid]
+        if old.alive:
+            raise ValueError(f"worker {new.wid} is alive; only a dead worker is replaced")
+        await new.connect()
+        self.workers[new.wid] = new
+        self._tasks.append(asyncio.create_task(self._read(new)))
+        sentinel = getattr(new.proc, "sentinel", None)
+        if sentinel is not None:
+            asyncio.get_running_loop().add_reader(sentinel, self._exited, new)
+        new.send({"op": "stats"})
+        await asyncio.wait_for(new.stats_ready.wait(), timeout_s)
+
     async def close(self) -> None:
+        loop = asyncio.get_running_loop()
         for w in self.workers:
-            if w.writer is not None and not w.writer.is_closing():
-                w.send({"op": "shutdown"})
+            sentinel = getattr(w.proc, "sentinel", None)
+            if sentinel is not None:
+                loop.remove_reader(sentinel)
+            if w.send({"op": "shutdown"}) and w.writer is not None:
                 w.writer.close()
         for t in self._tasks:
             t.cancel()
         for w in self.workers:
             if w.proc is not None:
-                await asyncio.get_running_loop().run_in_executor(None, w.proc.join, 10)
+                await loop.run_in_executor(None, w.proc.join, 10)
                 if w.proc.is_alive():
                     w.proc.kill()
+                    await loop.run_in_executor(None, w.proc.join, 5)
+        for st in list(self.requests.values()):
+            self._fail(st, Failure("the server is shutting down"))
 
     async def _poll(self, period: float) -> None:
         while True:
             for w in self.workers:
-                if w.writer is not None and not w.writer.is_closing():
-                    w.send({"op": "stats"})
+                w.send({"op": "stats"})
             await asyncio.sleep(period)
+
+    # ---- liveness ----
+    def _exited(self, w: WorkerClient) -> None:
+        asyncio.get_running_loop().remove_reader(w.proc.sentinel)
+        w.proc.join(0)
+        self._down(w, f"worker {w.wid} ({w.role}) exited: {w.exit_reason()}")
+
+    def _down(self, w: WorkerClient, reason: str) -> None:
+        if not w.mark_down(reason):
+            return
+        for st in [s for s in self.requests.values() if s.wid == w.wid]:
+            self._recover(st, reason)
+        if self.on_down is not None:
+            self.on_down(w)
+
+    def _recover(self, st: RequestState, reason: str) -> None:
+        """A request whose worker died: placed again if it had produced nothing, else failed."""
+        if st.n_tokens == 0 and st.retries < MAX_RETRIES:
+            self._move(st, None, "queued")
+            st.retries += 1
+            try:
+                self._dispatch(st)
+            except Unavailable as e:
+                self._fail(st, Failure(f"{reason}; {e}"))
+            return
+        self._fail(st, Failure(f"{reason}; the request had produced {st.n_tokens} token(s) there and cannot "
+                               "continue elsewhere"))
+
+    def dead(self) -> list[dict[str, Any]]:
+        """The workers that are down: id, role and why."""
+        return [{"worker": w.wid, "role": w.role, "reason": w.down_reason} for w in self.workers if not w.alive]
+
+    def live_handles(self) -> list[dict[str, Any]]:
+        """KV hand-off handles still in transit (a sweep of leftover segments must spare them)."""
+        return [st.in_transit for st in self.requests.values() if st.in_transit is not None]
 
     # ---- placement ----
     def prefillers(self) -> list[WorkerClient]:
-        return [w for w in self.workers if w.role in ("prefill", "colocated") and w.switching_to is None]
+        return [w for w in self.workers
+                if w.alive and w.role in ("prefill", "colocated") and w.switching_to is None]
 
     def decoders(self, exclude: int | None = None) -> list[WorkerClient]:
-        return [w for w in self.workers if w.role == "decode" and w.switching_to is None and w.wid != exclude]
+        return [w for w in self.workers
+                if w.alive and w.role == "decode" and w.switching_to is None and w.wid != exclude]
 
     def _move(self, st: RequestState, w: WorkerClient | None, stage: str = "done") -> None:
         """Place a request on a worker in a stage ('prefill' or 'decode'), or take it off (None)."""
@@ -169,29 +176,36 @@ class Router:
 
     # ---- requests ----
     def submit(self, prompt_ids: list[int], params: SamplingParams) -> RequestState:
+        """Place a new request; `Unavailable` at once when no live worker can prefill it."""
         rid = f"req-{next(self._ids)}"
         st = RequestState(rid, prompt_ids, params, time.monotonic())
-        self.requests[rid] = st
         self._dispatch(st)
+        self.requests[rid] = st
         return st
 
     def _dispatch(self, st: RequestState) -> None:
         cands = self.prefillers()
         if not cands:
-            raise RuntimeError("no worker available for prefill")
+            raise Unavailable(self._none_live("prefill"))
         w = self.policy.pick_prefill(cands, st)
         self._move(st, w, "prefill")
         w.send({"op": "add", "rid": st.rid, "token_ids": st.prompt_ids, "params": asdict(st.params),
                 "prefill_only": w.role == "prefill"})
 
+    def _none_live(self, phase: str) -> str:
+        down = [f"worker {w.wid}" for w in self.workers if not w.alive]
+        return f"no live {phase} worker" + (f" ({', '.join(down)} down)" if down else "")
+
     def _import(self, st: RequestState, token_ids: list[int], prompt_len: int, params: dict[str, Any],
                 handle: dict[str, Any], payload: bytes, exclude: int | None) -> None:
+        st.in_transit = handle
         cands = self.decoders(exclude)
         if not cands:
-            raise RuntimeError("no worker available for decode")
+            self._fail(st, Failure(f"{self._none_live('decode')}; the request had produced {st.n_tokens} "
+                                   "token(s)"))
+            return
         w = self.policy.pick_decode(cands, st)
         self._move(st, w, "decode")
-        st.in_transit = None
         w.send({"op": "import", "rid": st.rid, "token_ids": token_ids, "prompt_len": prompt_len, "params": params,
                 "handle": handle}, payload)
 
@@ -209,6 +223,8 @@ class Router:
                 self.recent.append((now, "ttft", st.wid, now - st.created))
         elif st.last_token_t is not None:
             self.metrics.itl.observe(now - st.last_token_t)
+        if st.stage == "decode":
+            st.in_transit = None
         st.last_token_t = now
         st.n_tokens += 1
         st.queue.put_nowait(("token", tok))
@@ -219,15 +235,28 @@ class Router:
             self.workers[st.wid].completed += 1
         self._move(st, None)
         self.requests.pop(st.rid, None)
+        st.in_transit = None
         self.metrics.e2e.observe(time.monotonic() - st.created)
-        self.metrics.success[reason] = self.metrics.success.get(reason, 0) + 1
-        self.metrics.prompt_tokens += len(st.prompt_ids)
-        self.metrics.generation_tokens += st.n_tokens
+        self.metrics.finished(reason, len(st.prompt_ids), st.n_tokens)
         now = time.monotonic()
         if st.first_token_t is not None and st.workers and st.n_tokens > 1 and st.last_token_t is not None:
             tpot = (st.last_token_t - st.first_token_t) / (st.n_tokens - 1)
             self.recent.append((now, "tpot", st.workers[-1], tpot))
         st.queue.put_nowait(("done", reason))
+
+    def _fail(self, st: RequestState, failure: Failure) -> None:
+        """End a request with an error; its worker is told to drop it, its KV in transit is freed."""
+        if self.requests.pop(st.rid, None) is None and st.stage == "done":
+            return
+        if st.wid is not None:
+            self.workers[st.wid].send({"op": "abort", "rid": st.rid})
+        if st.in_transit is not None:
+            transport_for(st.in_transit).discard(st.in_transit)
+            st.in_transit = None
+        self._move(st, None)
+        st.finish_reason = "error"
+        self.metrics.failed(failure.status)
+        st.queue.put_nowait(("error", failure))
 
     async def _read(self, w: WorkerClient) -> None:
         assert w.reader is not None
@@ -236,9 +265,9 @@ class Router:
                 h, payload = await wire.read_frame(w.reader)
                 self._event(w, h, payload)
         except (asyncio.IncompleteReadError, ConnectionError):
-            for st in [s for s in self.requests.values() if s.wid == w.wid]:
-                self.requests.pop(st.rid, None)
-                st.queue.put_nowait(("error", f"worker {w.wid} exited"))
+            pass
+        self._down(w, f"worker {w.wid} ({w.role}) closed its connection"
+                      + (f": {w.exit_reason()}" if w.proc is not None and not w.proc.is_alive() else ""))
 
     def _event(self, w: WorkerClient, h: dict[str, Any], payload: bytes) -> None:
         ev = h["ev"]
@@ -251,39 +280,35 @@ class Router:
             w.switching_to = None
             w.role_ready.set()
             return
+        if ev == "tokens":
+            for rid, tok, finished, reason in h["items"]:
+                st = self.requests.get(rid)
+                if st is not None and st.wid == w.wid:
+                    self._token(st, tok)
+                    if finished:
+                        self._finish(st, reason)
+            return
         st = self.requests.get(h.get("rid") or "")
-        if st is None:
+        if st is None or (st.wid is not None and st.wid != w.wid):
             if "handle" in h:
                 transport_for(h["handle"]).discard(h["handle"])
             return
-        if ev == "token":
+        if ev == "prefilled":
             self._token(st, h["token"])
-            if h["finished"]:
-                self._finish(st, h["reason"])
-        elif ev == "prefilled":
-            self._token(st, h["token"])
-            p = st.params
-            if p.max_tokens <= 1 or (not p.ignore_eos and h["token"] == self._eos()):
-                transport_for(h["handle"]).discard(h["handle"])
-                self._finish(st, "length" if p.max_tokens <= 1 else "stop")
-                return
             st.stage = "transfer"
-            st.in_transit = (h["handle"], payload)
-            self._import(st, [*st.prompt_ids, h["token"]], len(st.prompt_ids), asdict(p), h["handle"], payload, None)
+            self._import(st, [*st.prompt_ids, h["token"]], len(st.prompt_ids), asdict(st.params), h["handle"],
+                         payload, None)
         elif ev == "migrated":
-            st.in_transit = (h["handle"], payload)
             self._import(st, h["token_ids"], h["prompt_len"], h["params"], h["handle"], payload, w.wid)
         elif ev == "requeue":
-            self._dispatch(st)
+            self._move(st, None, "queued")
+            try:
+                self._dispatch(st)
+            except Unavailable as e:
+                self._fail(st, Failure(str(e)))
         elif ev == "error":
-            self.requests.pop(st.rid, None)
-            self._move(st, None)
-            st.queue.put_nowait(("error", h["message"]))
-
-    def _eos(self) -> int:
-        from wattserve.runtime.engine.config import EOS_ID
-
-        return EOS_ID
+            self._fail(st, Failure(h["message"], int(h.get("status", 500)),
+                                   "invalid_request_error" if int(h.get("status", 500)) == 400 else "server_error"))
 
     def abort(self, rid: str) -> None:
         st = self.requests.pop(rid, None)
@@ -292,16 +317,20 @@ class Router:
         if st.wid is not None:
             self.workers[st.wid].send({"op": "abort", "rid": rid})
         if st.in_transit is not None:
-            transport_for(st.in_transit[0]).discard(st.in_transit[0])
+            transport_for(st.in_transit).discard(st.in_transit)
+            st.in_transit = None
         self._move(st, None)
         st.finish_reason = "abort"
 
     # ---- roles ----
     def set_role(self, wid: int, role: str) -> None:
+        """Switch a worker's role; each phase keeps one live worker (a dead one counts for nothing)."""
         if not 0 <= wid < len(self.workers):
             raise UsageError(f"worker: {wid} does not exist; allowed: 0..{len(self.workers) - 1}")
         w = self.workers[wid]
-        peers = sum(1 for x in self.workers if x.role == w.role and x.switching_to is None and x is not w)
+        if not w.alive:
+            raise UsageError(f"worker: {wid} is down ({w.down_reason})")
+        peers = sum(1 for x in self.workers if x.alive and x.role == w.role and x.switching_to is None and x is not w)
         if not check_role_change(f"worker {wid}", w.role, w.switching_to, role, peers):
             return
         w.switching_to = role
@@ -313,6 +342,4 @@ class Router:
 
     def set_limits(self, wid: int, cap_w: float, locked_clock_mhz: int | None) -> None:
         """Tell a worker the cap in force and the clock lock on its GPU, for its step governor."""
-        w = self.workers[wid]
-        if w.writer is not None and not w.writer.is_closing():
-            w.send({"op": "limits", "cap_w": cap_w, "locked_clock_mhz": locked_clock_mhz})
+        self.workers[wid].send({"op": "limits", "cap_w": cap_w, "locked_clock_mhz": locked_clock_mhz})

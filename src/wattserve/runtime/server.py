@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 from pathlib import Path
 
 from wattserve.errors import UsageError
 from wattserve.runtime.engine.engine import EngineArgs
+from wattserve.runtime.restarter import Restarter
 from wattserve.runtime.router import Router, WorkerClient
+from wattserve.runtime.transport import owner_prefix, server_prefix, sweep
 from wattserve.runtime.worker import WorkerSpec, spawn_worker
 from wattserve.schema.serve import ServeConfig
 
@@ -92,26 +95,47 @@ def _check_listen(host: str, port: int) -> None:
             raise UsageError(f"--host/--port: cannot listen on {host}:{port} ({e.strerror})") from None
 
 
-async def start_workers(a: ServeConfig) -> list[WorkerClient]:
-    roles = _roles(a)
+def worker_specs(a: ServeConfig) -> list[WorkerSpec]:
+    """One WorkerSpec per worker, in id order (the id is also its GPU's index)."""
     base = a.engine_fields()
-    loop = asyncio.get_running_loop()
-    jobs = []
-    for i, role in enumerate(roles):
+    specs = []
+    for i, role in enumerate(_roles(a)):
         dev = f"cuda:{i}" if a.device == "cuda" else a.device
-        spec = WorkerSpec(i, role, EngineArgs(**{**base, "device": dev}), a.kv_transport, a.threads, "127.0.0.1",
-                          gpu=a.gpu, power_as_model=a.power_as_model, governor=a.governor,
-                          slo_ttft_s=a.slo.ttft_ms and a.slo.ttft_ms / 1e3,
-                          slo_tpot_s=a.slo.tpot_ms and a.slo.tpot_ms / 1e3)
-        jobs.append(loop.run_in_executor(None, spawn_worker, spec))
-    started = await asyncio.gather(*jobs, return_exceptions=True)
+        specs.append(WorkerSpec(i, role, EngineArgs(**{**base, "device": dev}), a.kv_transport, a.threads,
+                                "127.0.0.1", gpu=a.gpu, power_as_model=a.power_as_model, governor=a.governor,
+                                slo_ttft_s=a.slo.ttft_ms and a.slo.ttft_ms / 1e3,
+                                slo_tpot_s=a.slo.tpot_ms and a.slo.tpot_ms / 1e3,
+                                shm_prefix=owner_prefix(os.getpid(), i)))
+    return specs
+
+
+async def start_workers(a: ServeConfig) -> list[WorkerClient]:
+    specs = worker_specs(a)
+    loop = asyncio.get_running_loop()
+    started = await asyncio.gather(*(loop.run_in_executor(None, spawn_worker, s) for s in specs),
+                                   return_exceptions=True)
     errors = [r for r in started if isinstance(r, BaseException)]
     if errors:
         for r in started:
             if not isinstance(r, BaseException):
                 r[0].kill()
         raise errors[0]
-    return [WorkerClient(i, role, "127.0.0.1", port, proc) for i, (role, (proc, port)) in enumerate(zip(roles, started))]
+    return [WorkerClient(s.wid, s.role, "127.0.0.1", port, proc) for s, (proc, port) in zip(specs, started)]
+
+
+def _report_down(w: WorkerClient) -> None:
+    print(f"wattserve serve: {w.down_reason}; serving on without it (GET /health reports it)", file=sys.stderr,
+          flush=True)
+
+
+def _sweep_dead(router: Router, w: WorkerClient) -> None:
+    """Unlink the KV segments a dead worker created and no live request still carries."""
+    from wattserve.runtime.transport import live_segments, transport_for
+
+    in_transit = {h.get("name") for h in router.live_handles()}
+    for name in live_segments(owner_prefix(os.getpid(), w.wid)):
+        if name not in in_transit:
+            transport_for({"kind": "shm", "name": name}).discard({"kind": "shm", "name": name})
 
 
 async def serve(a: ServeConfig, stop: asyncio.Event | None = None) -> None:
@@ -133,6 +157,15 @@ async def serve(a: ServeConfig, stop: asyncio.Event | None = None) -> None:
     stop = stop or asyncio.Event()
     clients = await start_workers(a)
     router = Router(clients, a.model, a.router)
+    restarter = Restarter(router, worker_specs(a)) if a.restart_workers else None
+
+    def on_down(w: WorkerClient) -> None:
+        _report_down(w)
+        _sweep_dead(router, w)
+        if restarter is not None:
+            restarter(w)
+
+    router.on_down = on_down
     agent = None
     runner = None
     listening = False
@@ -167,7 +200,7 @@ async def serve(a: ServeConfig, stop: asyncio.Event | None = None) -> None:
             guard = BudgetGuard(backend, budget)
             guard.enforce()
             ControlLoop(backend, guard, [make_controller(a.control.policy)]).start()
-        roles = ", ".join(f"{w.wid}:{w.role}" for w in clients)
+        roles = ", ".join(f"{w.wid}:{w.role} pid {w.proc.pid}" for w in clients)
         print(f"wattserve serve: {a.model} on {n} worker(s) [{roles}], listening on http://{a.host}:{port}",
               flush=True)
         listening = True
@@ -179,6 +212,7 @@ async def serve(a: ServeConfig, stop: asyncio.Event | None = None) -> None:
         if runner is not None:
             await runner.cleanup()
         await router.close()
+        sweep(server_prefix(os.getpid()))
         if agent is not None:
             agent.restore()
         if listening:

@@ -2,8 +2,9 @@
 
 It serves one router connection over TCP (JSON frames, see wire.py). Commands: add, import, abort,
 set_role, set_batch_limit, limits (the power cap and clock lock in force on this worker's GPU, for
-its step governor), stats, shutdown. Events: token, prefilled, migrated, requeue, stats,
-role_ready, error. A role change stops new admissions, hands queued prompts back (requeue), lets
+its step governor), stats, shutdown. Events: tokens (one frame per engine step: [rid, token,
+finished, reason] for each sequence that produced one, not a frame per token), prefilled (with its
+KV handle), migrated, requeue, stats, role_ready, error. A role change stops new admissions, hands queued prompts back (requeue), lets
 running prefills finish, migrates running decodes to peers with their KV (migrated), then switches
 without reloading weights and reports role_ready.
 """
@@ -44,6 +45,9 @@ class WorkerSpec:
     """Step governor asked before every iteration (wattserve.governors)."""
     slo_ttft_s: float | None = None
     slo_tpot_s: float | None = None
+    shm_prefix: str | None = None
+    """Name prefix of the KV segments this worker creates (transport.owner_prefix): its server can
+    sweep what it leaves if it dies."""
 
 
 class Worker:
@@ -53,7 +57,7 @@ class Worker:
         self.switching_to: str | None = None
         self.engine = LLMEngine(spec.engine, make_governor(spec.governor), PowerProfile.of(spec.gpu, spec.power_as_model),
                                 spec.slo_ttft_s, spec.slo_tpot_s)
-        self.transport = make_transport(spec.transport)
+        self.transport = make_transport(spec.transport, spec.shm_prefix)
         self.writer: asyncio.StreamWriter | None = None
         self.wake = asyncio.Event()
         self.started = time.monotonic()
@@ -110,11 +114,11 @@ class Worker:
                 self.send({"ev": "migrated", "rid": h["rid"], "handle": h["handle"], "token_ids": h["token_ids"],
                            "prompt_len": h["prompt_len"], "params": h["params"]}, payload)
                 return
-            kv = transport_for(h["handle"]).get(h["handle"], payload)
             try:
+                kv = transport_for(h["handle"]).get(h["handle"], payload)
                 self.engine.add_with_kv(h["rid"], h["token_ids"], h["prompt_len"], SamplingParams(**h["params"]), kv)
-            except Exception as e:  # noqa: BLE001
-                self.send({"ev": "error", "rid": h["rid"], "message": str(e)})
+            except Exception as e:  # noqa: BLE001 - reported to the router as a clean per-request error
+                self.send({"ev": "error", "rid": h["rid"], "message": f"KV hand-off failed: {e}"})
         elif op == "abort":
             self.engine.abort(h["rid"])
         elif op == "set_role":
@@ -165,16 +169,37 @@ class Worker:
                 self.wake.clear()
                 await self.wake.wait()
                 continue
-            for o in self._step():
+            try:
+                outs = self._step()
+            except Exception as e:  # noqa: BLE001 - a faulty step fails its requests, not the worker
+                self._fail_running(e)
+                continue
+            tokens = []
+            for o in outs:
                 if o.finish_reason == "prefilled" and o.kv is not None:
                     handle, data = self.transport.put(o.kv)
                     self.send({"ev": "prefilled", "rid": o.seq_id, "token": o.token, "handle": handle}, data)
                 else:
-                    self.send({"ev": "token", "rid": o.seq_id, "token": o.token, "finished": o.finished,
-                               "reason": o.finish_reason})
+                    tokens.append([o.seq_id, o.token, o.finished, o.finish_reason])
+            if tokens:
+                self.send({"ev": "tokens", "items": tokens})
             if self.writer is not None:
                 await self.writer.drain()
             await asyncio.sleep(0)
+
+    def _fail_running(self, e: Exception) -> None:
+        """An exception inside a step: its sequences cannot be trusted (their KV may be half written),
+        so each fails with the error and the worker goes on serving the rest of its queue. vLLM fails
+        the whole engine here; one bad batch should not take the service down."""
+        import sys
+
+        sch = self.engine.scheduler
+        print(f"wattserve worker {self.spec.wid}: engine step failed: {type(e).__name__}: {e}", file=sys.stderr,
+              flush=True)
+        for seq in list(sch.running) or list(sch.waiting):
+            self.engine.abort(seq.seq_id)
+            self.send({"ev": "error", "rid": seq.seq_id, "status": 500,
+                       "message": f"engine step failed on worker {self.spec.wid}: {type(e).__name__}: {e}"})
 
     async def serve(self, ready: Any) -> None:
         done = asyncio.get_running_loop().create_future()

@@ -56,6 +56,9 @@ class ServeConfig(RuntimeEngineConfig):
     power_as_model: ModelName = Field("llama-3.1-8b", description="catalog model whose iterations the modelled power "
                                 "agent assumes")
     slo: SloConfig = Field(default_factory=SloConfig)
+    restart_workers: bool = Field(False, description="restart a crashed worker (weights reloaded) in its role and "
+                                  "put it back in service; without it the server serves on with the rest",
+                                  json_schema_extra=flag("restart-workers"))
 
     @model_validator(mode="before")
     @classmethod

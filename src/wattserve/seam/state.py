@@ -89,6 +89,9 @@ class InstanceState:
     """Tokens generated here (the first token included), counted as produced; never decreases."""
     completed: int
     """Requests that produced their last token here; never decreases."""
+    alive: bool = True
+    """False once the instance is down (its worker process died): it serves nothing, takes no
+    action, and counts for no phase. A simulated instance never dies."""
 
 
 @dataclass(frozen=True)
@@ -105,4 +108,5 @@ class ClusterState:
     """Indexed by GPU index."""
 
     def by_role(self, role: str) -> list[InstanceState]:
-        return [i for i in self.instances if i.role == role and i.switching_to is None]
+        """The live instances serving `role` now (not switching): those a policy may act on."""
+        return [i for i in self.instances if i.role == role and i.switching_to is None and i.alive]

@@ -1,0 +1,202 @@
+"""Worker crashes under load (issue 8), as an operator sees them: a real server on CPU (tiny model),
+real worker processes killed with SIGKILL mid-run, real HTTP clients, streamed and not.
+
+What must hold: every request in flight completes or fails cleanly (HTTP 503 in OpenAI's error
+shape, or an SSE error event then [DONE]) within a bound; none hangs; the server keeps serving with
+the workers left; /health says which worker is down; /metrics counts the live ones; and after the
+server stops, no shared-memory segment of its KV hand-offs is left in /dev/shm."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+from typing import Any
+
+import pytest
+
+from serverutil import Server, get, post, start_server
+
+pytest.importorskip("torch")
+aiohttp = pytest.importorskip("aiohttp")
+parser = pytest.importorskip("prometheus_client.parser")
+
+BOUND_S = 60.0
+"""No request may take longer than this, killed worker or not (the tiny model answers in well under
+a second; a hang would run into it)."""
+
+
+def shm_segments(pid: int) -> list[str]:
+    """Shared-memory segments the server with this pid created (its hand-off names carry the pid)."""
+    from wattserve.runtime.transport import live_segments, server_prefix
+
+    return live_segments(server_prefix(pid))
+
+
+async def one(session: Any, url: str, i: int, stream: bool, max_tokens: int) -> dict[str, Any]:
+    """One completion; what the client saw: status, tokens streamed, how it ended."""
+    body = {"prompt": f"request {i} about power budgets and clocks", "max_tokens": max_tokens,
+            "ignore_eos": True, "temperature": 0, "stream": stream}
+    t0 = time.monotonic()
+    async with session.post(url + "/v1/completions", json=body) as r:
+        if not stream or r.status != 200:
+            data = await r.json()
+            return {"status": r.status, "body": data, "s": time.monotonic() - t0}
+        chunks, error, done = 0, None, False
+        async for raw in r.content:
+            line = raw.decode().strip()
+            if not line.startswith("data: "):
+                continue
+            if line == "data: [DONE]":
+                done = True
+                break
+            event = json.loads(line[6:])
+            if "error" in event:
+                error = event["error"]
+            else:
+                chunks += 1
+        return {"status": r.status, "chunks": chunks, "error": error, "done": done, "s": time.monotonic() - t0}
+
+
+def assert_clean(results: list[dict[str, Any]]) -> tuple[int, int]:
+    """Each request either completed or failed in OpenAI's shape; returns (completed, failed)."""
+    ok = failed = 0
+    for r in results:
+        assert r["s"] < BOUND_S, r
+        if "chunks" in r:
+            assert r["done"], f"a stream ended without [DONE]: {r}"
+            if r["error"] is None:
+                ok += 1
+            else:
+                assert r["error"]["message"] and r["error"]["type"] == "server_error", r
+                failed += 1
+        elif r["status"] == 200:
+            assert r["body"]["choices"][0]["finish_reason"] == "length"
+            ok += 1
+        else:
+            assert r["status"] == 503, r
+            err = r["body"]["error"]
+            assert set(err) == {"message", "type", "param", "code"} and "worker" in err["message"], err
+            failed += 1
+    return ok, failed
+
+
+async def load_and_kill(srv: Server, victim: int, n: int = 24, max_tokens: int = 120) -> list[dict[str, Any]]:
+    """`n` concurrent requests (half streamed); `victim` is killed once the first streamed token of
+    the load is back, so that requests are in every stage when it dies."""
+    timeout = aiohttp.ClientTimeout(total=BOUND_S)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        started = asyncio.Event()
+
+        async def watched(i: int) -> dict[str, Any]:
+            res = await one(session, srv.url, i, i % 2 == 0, max_tokens)
+            started.set()
+            return res
+
+        tasks = [asyncio.create_task(watched(i)) for i in range(n)]
+        probe = asyncio.create_task(first_token(session, srv.url))
+        await asyncio.wait([probe, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        os.kill(srv.pids[victim], signal.SIGKILL)
+        results = await asyncio.gather(*tasks)
+        await probe
+        return list(results)
+
+
+async def first_token(session: Any, url: str) -> None:
+    body = {"prompt": "probe", "max_tokens": 400, "ignore_eos": True, "stream": True}
+    async with session.post(url + "/v1/completions", json=body) as r:
+        async for raw in r.content:
+            if raw.startswith(b"data: {"):
+                return
+
+
+def wait_degraded(srv: Server, bound_s: float = 10.0) -> dict[str, Any]:
+    deadline = time.monotonic() + bound_s
+    while time.monotonic() < deadline:
+        status, text = get(srv.url, "/health")
+        if status == 503:
+            return json.loads(text)
+        time.sleep(0.05)
+    raise AssertionError("/health never reported the dead worker")
+
+
+def live_gauge(srv: Server) -> float:
+    text = get(srv.url, "/metrics")[1]
+    fams = {f.name: f.samples for f in parser.text_string_to_metric_families(text)}
+    return fams["wattserve:workers_live"][0].value
+
+
+def serve_more(srv: Server, n: int = 8) -> None:
+    for i in range(n):
+        status, body = post(srv.url, "/v1/completions", {"prompt": f"after {i}", "max_tokens": 8, "ignore_eos": True})
+        assert status == 200 and body["usage"]["completion_tokens"] == 8, body
+
+
+def test_killing_a_decode_then_a_prefill_worker_keeps_the_service_up() -> None:
+    srv = start_server("--prefill", "2", "--decode", "2")
+    try:
+        assert get(srv.url, "/health") == (200, "ok")
+        decode = next(w for w, r in srv.roles.items() if r == "decode")
+        ok, failed = assert_clean(asyncio.run(load_and_kill(srv, decode)))
+        assert ok + failed == 24
+        health = wait_degraded(srv)
+        assert health["status"] == "degraded" and [d["worker"] for d in health["dead_workers"]] == [decode]
+        assert "signal 9" in health["dead_workers"][0]["reason"] or "closed" in health["dead_workers"][0]["reason"]
+        assert live_gauge(srv) == 3
+        serve_more(srv)
+        prefill = next(w for w, r in srv.roles.items() if r == "prefill")
+        ok2, failed2 = assert_clean(asyncio.run(load_and_kill(srv, prefill)))
+        assert ok2 + failed2 == 24 and ok2 > 0
+        assert live_gauge(srv) == 2
+        serve_more(srv)
+    finally:
+        out = srv.stop()
+    assert srv.proc.returncode == 0, out
+    assert "Traceback" not in out and "socket.send() raised" not in out, out
+    assert "leaked shared_memory" not in out, out
+    assert shm_segments(srv.proc.pid) == []
+
+
+def test_a_phase_with_no_live_worker_fails_fast_with_503() -> None:
+    srv = start_server("--prefill", "1", "--decode", "1")
+    try:
+        decode = next(w for w, r in srv.roles.items() if r == "decode")
+        os.kill(srv.pids[decode], signal.SIGKILL)
+        wait_degraded(srv)
+        t0 = time.monotonic()
+        status, body = post(srv.url, "/v1/completions", {"prompt": "hello", "max_tokens": 8, "ignore_eos": True},
+                            timeout_s=BOUND_S)
+        assert status == 503 and "no live decode worker" in body["error"]["message"], body
+        prefill = next(w for w, r in srv.roles.items() if r == "prefill")
+        os.kill(srv.pids[prefill], signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while len(json.loads(get(srv.url, "/health")[1])["dead_workers"]) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        status, body = post(srv.url, "/v1/completions", {"prompt": "hello", "max_tokens": 8}, timeout_s=BOUND_S)
+        assert status == 503 and "no live prefill worker" in body["error"]["message"], body
+        assert time.monotonic() - t0 < BOUND_S
+        assert live_gauge(srv) == 0
+    finally:
+        out = srv.stop()
+    assert srv.proc.returncode == 0 and "Traceback" not in out, out
+    assert shm_segments(srv.proc.pid) == []
+
+
+def test_restart_workers_puts_a_crashed_worker_back() -> None:
+    srv = start_server("--prefill", "1", "--decode", "1", "--restart-workers")
+    try:
+        decode = next(w for w, r in srv.roles.items() if r == "decode")
+        os.kill(srv.pids[decode], signal.SIGKILL)
+        wait_degraded(srv)
+        deadline = time.monotonic() + 120
+        while get(srv.url, "/health") != (200, "ok") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert get(srv.url, "/health") == (200, "ok")
+        assert live_gauge(srv) == 2
+        serve_more(srv, 3)
+    finally:
+        out = srv.stop()
+    assert f"worker {decode} (decode) restarted" in out, out
+    assert srv.proc.returncode == 0 and "Traceback" not in out, out
