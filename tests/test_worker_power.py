@@ -261,7 +261,17 @@ def test_restore_asks_every_worker_even_past_a_dead_one() -> None:
     assert [wid for wid, h in w.sent if h["op"] == "restore"] == [0, 2]
     assert fakes[0].devices[0].limit_mw == 700_000 and fakes[2].devices[0].limit_mw == 700_000
     f = wp.last_error(1)
-    assert f is not None and f.op == "restore" and "could not reach worker 1" in f.message
+    assert f is not None and f.op == "restore" and f.kind == "lost" and "could not reach worker 1" in f.message
+
+
+def test_an_op_to_an_unreachable_worker_is_a_typed_lost_gpu() -> None:
+    from wattserve.runtime.power.base import GpuLostError
+
+    wp, w = remote([nvml_agent(FakeNvml())])
+    w.dead.add(0)
+    with pytest.raises(GpuLostError, match="could not reach worker 0"):
+        wp.set_power_cap(0, 300)
+    assert wp.power_cap_w(0) == 700.0
 
 
 def test_a_worker_without_power_readings_is_a_clear_error() -> None:

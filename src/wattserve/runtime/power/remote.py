@@ -22,7 +22,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from wattserve.runtime.power.base import ERROR_KINDS, GpuInitError, GpuPowerError, GpuRangeError, check_cap
+from wattserve.runtime.power.base import (
+    ERROR_KINDS,
+    GpuInitError,
+    GpuLostError,
+    GpuPowerError,
+    GpuRangeError,
+    check_cap,
+)
 
 
 @dataclass(frozen=True)
@@ -123,7 +130,7 @@ class WorkerPower:
         the worker's event)."""
         check_cap(i, watts, *self.cap_range_w(i))
         seq = next(self._seq)
-        self.send(i, {"op": "set_cap", "watts": float(watts), "seq": seq})
+        self._send(i, {"op": "set_cap", "watts": float(watts), "seq": seq})
         self._pending_cap[i] = (seq, float(watts))
         return float(watts)
 
@@ -133,7 +140,7 @@ class WorkerPower:
             if table and not table[0] <= mhz <= table[-1]:
                 raise GpuRangeError(f"clock (GPU {i}): {mhz} MHz is outside [{table[0]}, {table[-1]}] MHz")
         seq = next(self._seq)
-        self.send(i, {"op": "lock_clock", "mhz": None if mhz is None else int(mhz), "seq": seq})
+        self._send(i, {"op": "lock_clock", "mhz": None if mhz is None else int(mhz), "seq": seq})
         self._pending_lock[i] = (seq, None if mhz is None else int(mhz))
 
     def restore(self) -> None:
@@ -143,9 +150,17 @@ class WorkerPower:
             self._pending_cap.pop(i, None)
             self._pending_lock.pop(i, None)
             try:
-                self.send(i, {"op": "restore", "seq": next(self._seq)})
-            except Exception as e:  # noqa: BLE001 - a dead worker must not stop the others' restore
-                self._fail(i, "restore", None, "error", f"restore (GPU {i}): could not reach worker {i}: {e}")
+                self._send(i, {"op": "restore", "seq": next(self._seq)})
+            except GpuLostError as e:
+                self._fail(i, "restore", None, e.kind, str(e))
+
+    def _send(self, i: int, header: dict[str, Any]) -> None:
+        """Send an op; a worker that cannot be reached is a lost GPU to the caller (a typed
+        error, so RuntimeBackend refuses the action instead of failing)."""
+        try:
+            self.send(i, header)
+        except Exception as e:  # noqa: BLE001 - `send` is the router's; any failure to deliver is the same
+            raise GpuLostError(f"{header['op']} (GPU {i}): could not reach worker {i}: {e!r}") from None
 
     def on_event(self, wid: int, ev: dict[str, Any]) -> None:
         """A worker's {"ev": "power"} answer to an op."""
