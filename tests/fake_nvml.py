@@ -3,9 +3,10 @@
 It behaves like NVML on an H100: limits in milliwatts within nvmlDeviceGetPowerManagementLimitConstraints
 (the real library rejects others with NVML_ERROR_INVALID_ARGUMENT), NVML_ERROR_NO_PERMISSION for
 non-root callers, power that moves to a new limit only after a settle time, a monotonically
-increasing energy counter in millijoules, and clock-event reason bitmasks. Clocks: one memory clock
-(2619 MHz) and SM clocks 345-1980 MHz in 15 MHz steps (nvmlDeviceGetSupportedGraphicsClocks answers
-NVML_ERROR_INVALID_ARGUMENT for a memory clock the GPU lacks); a lock outside that range is
+increasing energy counter in millijoules, and clock-event reason bitmasks. Clocks: two memory clocks,
+2619 MHz with SM clocks 345-1980 MHz in 15 MHz steps and 1593 MHz with fewer
+(nvmlDeviceGetSupportedGraphicsClocks answers NVML_ERROR_INVALID_ARGUMENT for a memory clock the
+GPU lacks); a lock outside 345-1980 MHz is
 NVML_ERROR_INVALID_ARGUMENT, and a GPU built without lock support answers NVML_ERROR_NOT_SUPPORTED.
 Devices have UUIDs (`GPU-...`) and may carry MIG instances (`MIG-...`); a lost GPU answers every
 call with NVML_ERROR_GPU_IS_LOST. Error codes are nvml.h's.
@@ -23,8 +24,8 @@ NVML_ERROR_NO_PERMISSION = 4
 NVML_ERROR_NOT_FOUND = 6
 NVML_ERROR_DRIVER_NOT_LOADED = 9
 NVML_ERROR_GPU_IS_LOST = 15
-MEM_CLOCK_MHZ = 2619
-SM_CLOCKS_MHZ = list(range(345, 1981, 15))
+MEM_CLOCKS_MHZ = {2619: list(range(345, 1981, 15)), 1593: list(range(345, 1411, 15))}
+SM_CLOCKS_MHZ = MEM_CLOCKS_MHZ[2619]
 
 
 class NVMLError(Exception):
@@ -153,13 +154,13 @@ class FakeNvml:
 
     def nvmlDeviceGetSupportedMemoryClocks(self, h: FakeDevice) -> list[int]:
         self._dev(h)
-        return [MEM_CLOCK_MHZ]
+        return list(MEM_CLOCKS_MHZ)
 
     def nvmlDeviceGetSupportedGraphicsClocks(self, h: FakeDevice, mem_mhz: int) -> list[int]:
         self._dev(h)
-        if mem_mhz != MEM_CLOCK_MHZ:
+        if mem_mhz not in MEM_CLOCKS_MHZ:
             raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
-        return sorted(SM_CLOCKS_MHZ, reverse=True)
+        return sorted(MEM_CLOCKS_MHZ[mem_mhz], reverse=True)
 
     def nvmlDeviceGetCurrentClocksEventReasons(self, h: FakeDevice) -> int:
         d = self._dev(h)

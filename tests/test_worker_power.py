@@ -465,3 +465,27 @@ def test_runtime_backend_logs_a_failed_worker_op_and_reads_clocks_from_the_worke
         assert st.gpus[1].cap_w == 700.0 and st.gpus[1].locked_clock_mhz is None
     finally:
         loop.close()
+
+
+# ---- device.py ----
+
+def test_device_power_answers_ops_reports_stats_and_restores_on_close() -> None:
+    from wattserve.runtime.power.device import DevicePower
+
+    fake = FakeNvml(count=2)
+    dp = DevicePower.open("nvml", "cuda:0", "h100", "llama-3.1-8b", dict, env={"CUDA_VISIBLE_DEVICES": "1"},
+                          nvml=fake, install_handlers=False)
+    try:
+        assert DevicePower.is_power_op({"op": "set_cap"}) and not DevicePower.is_power_op({"op": "add"})
+        assert dp.handle({"op": "set_cap", "watts": 350, "seq": 1})["ok"]
+        assert dp.handle({"op": "lock_clock", "mhz": 1500, "seq": 2})["locked_clock_mhz"] == 1500
+        dp.request_clock(1200)
+        assert dp.clocks.idle(10)
+        assert fake.devices[1].locked == (1200, 1200) and fake.devices[0].locked is None
+        st = dp.stats()
+        assert st["cap_w"] == 350.0 and st["locked_clock_mhz"] == 1500 and st["device_locked_clock_mhz"] == 1200
+        assert st["clock_actuator"]["applied_mhz"] == 1200 and json.loads(json.dumps(st)) == st
+        assert dp.limits() == (350.0, 1500)
+    finally:
+        dp.close()
+    assert fake.devices[1].limit_mw == 700_000 and fake.devices[1].locked is None
