@@ -22,7 +22,7 @@ from wattserve.governors.max_clock import MaxClockGovernor
 from wattserve.runtime.engine.config import ModelConfig, get_config
 from wattserve.runtime.engine.kv_cache import KVCache
 from wattserve.runtime.engine.latency_window import LatencyWindow
-from wattserve.runtime.engine.sampler import sample
+from wattserve.runtime.engine.model_runner import ModelRunner
 from wattserve.runtime.engine.scheduler import Scheduler
 from wattserve.runtime.engine.sequence import SamplingParams, Sequence, Status
 from wattserve.runtime.engine.step_view import (
@@ -33,7 +33,6 @@ from wattserve.runtime.engine.step_view import (
     phase_of,
 )
 from wattserve.runtime.engine.tokenizer import stop_ids_for
-from wattserve.runtime.layers.attention import AttnMetadata, DecodeBatch, SeqSlice
 from wattserve.runtime.models.llama import LlamaForCausalLM, config_from_hf
 from wattserve.schema.runtime_engine import RuntimeEngineConfig
 from wattserve.seam.governor import StepDecision, StepGovernor
@@ -64,6 +63,8 @@ class EngineArgs(RuntimeEngineConfig):
     eos_id: int | None = None
     dtype: str = "auto"
     kv_cache_dtype: str = "auto"
+    enforce_eager: bool = False
+    """No CUDA graphs for decode (they are captured only on CUDA, for dense models)."""
 
 
 class LLMEngine:
@@ -112,6 +113,7 @@ class LLMEngine:
         num_blocks = args.num_blocks or self._auto_blocks()
         self.cache = KVCache(cfg, num_blocks, args.block_size, self.device, self.kv_dtype)
         self.scheduler = Scheduler(self.cache, args.max_num_seqs, args.max_batched_tokens)
+        self.runner = ModelRunner(self.model, self.cache, self.device, args.max_num_seqs, not args.enforce_eager)
         self.seqs: dict[str, Sequence] = {}
         self.busy_s = 0.0
         self.steps = 0
@@ -140,7 +142,7 @@ class LLMEngine:
                  prefill_only: bool) -> Sequence:
         gen = None
         if params.temperature > 0:
-            gen = torch.Generator().manual_seed(params.seed if params.seed is not None else hash(seq_id) & 0xFFFFFFFF)
+            gen = torch.Generator(device=self.device).manual_seed(params.seed if params.seed is not None else hash(seq_id) & 0xFFFFFFFF)
         seq = Sequence(seq_id, list(token_ids), prompt_len, params, prefill_only=prefill_only, generator=gen)
         seq.arrival_s = self.now_s()
         self.seqs[seq_id] = seq
@@ -196,55 +198,21 @@ class LLMEngine:
         return self.cache.used_blocks / self.cache.num_blocks
 
     # ---- one iteration ----
-    @torch.inference_mode()
     def step(self) -> list[StepOutput]:
         batch = self.scheduler.schedule()
         if not batch:
             return []
         self._govern(batch)
         t0 = time.perf_counter()
-        ids: list[int] = []
-        pos: list[int] = []
-        slot_map = []
-        metas = []
-        sample_rows: list[tuple[Sequence, int]] = []
+        sampled = self.runner.run(batch)
         q = 0
-        dec_rows: list[int] = []
-        dec_slots: list[torch.Tensor] = []
-        for seq, n in batch:
-            start = seq.num_computed
-            ids.extend(seq.token_ids[start:start + n])
-            pos.extend(range(start, start + n))
-            slots = self.cache.slots(seq.block_table, 0, start + n)
-            slot_map.append(slots[start:])
-            if n == 1:
-                dec_rows.append(q)
-                dec_slots.append(slots)
-            else:
-                metas.append(SeqSlice(q, n, start, slots))
-            q += n
-            if start + n == len(seq.token_ids):
-                sample_rows.append((seq, q - 1))
-        decode = None
-        if dec_rows:
-            longest = max(len(s) for s in dec_slots)
-            padded = torch.zeros(len(dec_slots), longest, dtype=torch.long, device=self.device)
-            valid = torch.zeros(len(dec_slots), longest, dtype=torch.bool, device=self.device)
-            for i, s in enumerate(dec_slots):
-                padded[i, :len(s)] = s
-                valid[i, :len(s)] = True
-            decode = DecodeBatch(torch.tensor(dec_rows, device=self.device), padded, valid)
-        meta = AttnMetadata(torch.tensor(pos, device=self.device), torch.cat(slot_map), metas, decode)
-        hidden = self.model(torch.tensor(ids, device=self.device), meta, self.cache.k, self.cache.v)
         for seq, n in batch:
             seq.num_computed += n
+            q += n
         outputs: list[StepOutput] = []
-        if sample_rows:
-            logits = self.model.logits(hidden[torch.tensor([r for _, r in sample_rows], device=self.device)])
-            for (seq, _), row in zip(sample_rows, logits):
-                tok = sample(row, seq.params, seq.generator)
-                seq.token_ids.append(tok)
-                outputs.append(self._after_token(seq, tok))
+        for seq, tok in sampled:
+            seq.token_ids.append(tok)
+            outputs.append(self._after_token(seq, tok))
         self.busy_s += time.perf_counter() - t0
         self.steps += 1
         self.tokens_computed += q

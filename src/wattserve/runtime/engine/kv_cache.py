@@ -1,4 +1,8 @@
-"""The paged KV cache: per-layer K and V tensors of num_blocks * block_size slots, and a free list."""
+"""The paged KV cache: per-layer K and V tensors of num_blocks * block_size slots, and a free list.
+
+One more block than `num_blocks` is allocated and never handed out: `scratch_slot` is where padded
+rows of a CUDA-graph decode batch write their K/V (nano-vllm's graphs skip slot -1 inside flash-attn's
+store kernel; an index_put has no such skip)."""
 
 from __future__ import annotations
 
@@ -14,7 +18,8 @@ class KVCache:
                  dtype: torch.dtype) -> None:
         self.num_blocks = num_blocks
         self.block_size = block_size
-        slots = num_blocks * block_size
+        slots = (num_blocks + 1) * block_size
+        self.scratch_slot = num_blocks * block_size
         self.k = [torch.zeros(slots, cfg.kv_heads, cfg.head_dim, device=device, dtype=dtype) for _ in range(cfg.layers)]
         self.v = [torch.zeros(slots, cfg.kv_heads, cfg.head_dim, device=device, dtype=dtype) for _ in range(cfg.layers)]
         self.free: deque[int] = deque(range(num_blocks))

@@ -69,6 +69,10 @@ class Rotary:
         self.cos = torch.cat([freqs.cos(), freqs.cos()], dim=-1)
         self.sin = torch.cat([freqs.sin(), freqs.sin()], dim=-1)
 
+    def table(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin rows of `positions`, as [tokens, 1, head_dim] in `dtype` (once per forward)."""
+        return self.cos[positions].unsqueeze(1).to(dtype), self.sin[positions].unsqueeze(1).to(dtype)
+
     def apply(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """x: [tokens, heads, head_dim]; positions: [tokens]."""
         cos = self.cos[positions].unsqueeze(1).to(x.dtype)

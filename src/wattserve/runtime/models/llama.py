@@ -13,7 +13,7 @@ from torch import nn
 
 from wattserve.errors import UsageError
 from wattserve.runtime.engine.config import ModelConfig
-from wattserve.runtime.layers.attention import AttnMetadata, PagedAttention
+from wattserve.runtime.layers.attention import AttnMetadata, LayerInputs, PagedAttention
 from wattserve.runtime.layers.mlp import SparseMoE, SwiGLU
 from wattserve.runtime.layers.norm import RMSNorm
 from wattserve.runtime.layers.rotary import RopeScaling, Rotary
@@ -31,9 +31,8 @@ class DecoderLayer(nn.Module):
         else:
             self.mlp = SwiGLU(cfg.hidden, cfg.ffn)
 
-    def forward(self, x: torch.Tensor, meta: AttnMetadata, rotary: Rotary, k_cache: torch.Tensor,
-                v_cache: torch.Tensor) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), meta, rotary, k_cache, v_cache)
+    def forward(self, x: torch.Tensor, li: LayerInputs, k_cache: torch.Tensor, v_cache: torch.Tensor) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), li, k_cache, v_cache)
         h = self.post_attention_layernorm(x)
         return x + (self.block_sparse_moe(h) if self.is_moe else self.mlp(h))
 
@@ -55,10 +54,19 @@ class LlamaForCausalLM(nn.Module):
         self.rotary = Rotary(cfg.head_dim, cfg.rope_theta, cfg.max_positions, device, cfg.rope_scaling)
 
     def forward(self, input_ids: torch.Tensor, meta: AttnMetadata, k_caches: list[torch.Tensor],
-                v_caches: list[torch.Tensor]) -> torch.Tensor:
+                v_caches: list[torch.Tensor], block_size: int) -> torch.Tensor:
+        """Hidden states of a step's flattened tokens. Everything here is tensor work on the device
+        (no host syncs in dense models), so a decode step can be captured in a CUDA graph."""
         x = self.model.embed_tokens(input_ids)
+        cos, sin = self.rotary.table(meta.positions, x.dtype)
+        mask = None
+        d = meta.decode
+        if d is not None:
+            width = d.block_tables.shape[1] * block_size
+            mask = torch.arange(width, device=x.device).unsqueeze(0) < d.context_lens.unsqueeze(1)
+        li = LayerInputs(meta, cos, sin, mask, block_size)
         for i, layer in enumerate(self.model.layers):
-            x = layer(x, meta, self.rotary, k_caches[i], v_caches[i])
+            x = layer(x, li, k_caches[i], v_caches[i])
         return self.model.norm(x)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
