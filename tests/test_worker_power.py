@@ -280,6 +280,17 @@ def test_a_worker_without_power_readings_is_a_clear_error() -> None:
         wp.power_w(0)
 
 
+def test_a_reading_the_worker_could_not_take_is_a_typed_error_with_its_reason() -> None:
+    fake = FakeNvml()
+    wp, w = remote([nvml_agent(fake)])
+    fake.devices[0].lost = True
+    w.tick()
+    with pytest.raises(GpuPowerError, match="could not read energy_j .*lost"):
+        wp.energy_j(0)
+    with pytest.raises(GpuPowerError, match="could not read cap_w"):
+        wp.power_cap_w(0)
+
+
 def test_remote_power_imports_no_router_or_worker() -> None:
     tree = ast.parse((POWER / "remote.py").read_text())
     mods = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
@@ -409,6 +420,8 @@ def test_power_op_lock_goes_through_the_actuator_as_its_ceiling() -> None:
         assert st["locked_clock_mhz"] == 1410 and st["device_locked_clock_mhz"] == 1410
         ev = power_op(a, {"op": "restore"}, clocks=act)
         assert ev["ok"] and act.ceiling is None and fake.devices[0].locked is None
+        act.request(900)
+        assert act.idle(10) and fake.devices[0].locked == (900, 900)
     finally:
         act.close()
 
@@ -489,3 +502,32 @@ def test_device_power_answers_ops_reports_stats_and_restores_on_close() -> None:
     finally:
         dp.close()
     assert fake.devices[1].limit_mw == 700_000 and fake.devices[1].locked is None
+
+
+def test_the_budget_guard_drives_worker_power_and_a_refusal_lands_in_its_log() -> None:
+    """The guard and the back end share one log: the guard's "applied" cap and the worker's later
+    "failed" answer for it both appear, in that order."""
+    pytest.importorskip("torch")
+    import asyncio
+
+    from wattserve.control import BudgetGuard
+    from wattserve.runtime.backend import RuntimeBackend
+    from wattserve.seam import ActuationLog, BudgetSignal
+
+    wp, w = remote([nvml_agent(FakeNvml()), nvml_agent(FakeNvml(root=False))])
+    loop = asyncio.new_event_loop()
+    try:
+        log = ActuationLog()
+        budget = BudgetSignal.constant(1000)
+        be = RuntimeBackend(StubRouter(2), wp, budget, None, None, loop=loop, log=log)  # type: ignore[arg-type]
+        BudgetGuard(be, budget, log).enforce()
+        assert sorted(h["watts"] for _, h in w.sent) == [500.0, 500.0]
+        w.deliver(wp)
+        w.tick()
+        be.observe()
+        statuses = [(e.kind, e.target, e.status) for e in log.entries]
+        assert statuses.index(("cap", 1, "applied")) < statuses.index(("cap", 1, "failed"))
+        assert ("cap", 0, "failed") not in statuses
+        assert wp.power_cap_w(0) == 500.0 and wp.power_cap_w(1) == 700.0
+    finally:
+        loop.close()

@@ -92,12 +92,15 @@ class ClockActuator:
                 self._pending = self._want != self.applied
                 self._cv.notify()
 
-    def reset(self) -> None:
-        """Forget the ceiling and the request (the agent's restore() unlocked the device)."""
-        with self._device, self._cv:
-            self.ceiling = self.requested = self._want = self.applied = None
-            self._failed = UNSET
-            self._pending = False
+    def restore_device(self) -> None:
+        """The agent's restore() (default cap, clocks unlocked), with no call of this actuator in
+        flight, and the ceiling and request forgotten; the governor's next request applies anew."""
+        with self._device:
+            self.agent.restore()
+            with self._cv:
+                self.ceiling = self.requested = self._want = self.applied = None
+                self._failed = UNSET
+                self._pending = False
 
     def _call(self, mhz: int | None) -> None:
         t0 = self.timer()

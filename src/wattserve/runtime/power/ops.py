@@ -61,9 +61,10 @@ def power_op(agent: GpuPower, header: dict[str, Any], clocks: ClockActuator | No
             else:
                 agent.lock_clock(gpu, mhz)
         elif op == "restore":
-            agent.restore()
             if clocks is not None:
-                clocks.reset()
+                clocks.restore_device()
+            else:
+                agent.restore()
         else:
             error = GpuPowerError(f"power op: unknown op {op!r}; allowed: {', '.join(POWER_OPS)}")
     except GpuPowerError as e:

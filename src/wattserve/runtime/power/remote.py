@@ -87,24 +87,32 @@ class WorkerPower:
     def count(self) -> int:
         return self.n
 
+    def _num(self, i: int, key: str, p: dict[str, Any] | None = None) -> float:
+        """A reading the worker could not take is None in its stats; here it is the typed error."""
+        p = self._stats(i) if p is None else p
+        v = p.get(key)
+        if v is None:
+            raise GpuPowerError(f"GPU {i}: worker {i} could not read {key} ({p.get('error') or 'no reading'})")
+        return float(v)
+
     def name(self, i: int) -> str:
         return str(self._stats(i).get("name"))
 
     def power_w(self, i: int) -> float:
-        return float(self._stats(i)["power_w"])
+        return self._num(i, "power_w")
 
     def energy_j(self, i: int) -> float:
-        return float(self._stats(i)["energy_j"])
+        return self._num(i, "energy_j")
 
     def clock_mhz(self, i: int) -> int:
-        return int(self._stats(i)["clock_mhz"])
+        return int(self._num(i, "clock_mhz"))
 
     def throttle_reasons(self, i: int) -> list[str]:
         return list(self._stats(i).get("throttle_reasons") or [])
 
     def cap_range_w(self, i: int) -> tuple[float, float]:
         p = self._stats(i)
-        return float(p["cap_min_w"]), float(p["cap_max_w"])
+        return self._num(i, "cap_min_w", p), self._num(i, "cap_max_w", p)
 
     def supported_clocks_mhz(self, i: int) -> list[int]:
         return [int(c) for c in self._stats(i).get("supported_clocks_mhz") or []]
@@ -113,11 +121,11 @@ class WorkerPower:
         """The cap last asked for while its op is in flight, else the worker's read-back."""
         if i in self._pending_cap:
             return self._pending_cap[i][1]
-        return float(self._fresh(i)["cap_w"])
+        return self._num(i, "cap_w", self._fresh(i))
 
     def cap_in_force_w(self, i: int) -> float:
         p = self._fresh(i)
-        return float(p.get("cap_in_force_w") if p.get("cap_in_force_w") is not None else p["cap_w"])
+        return self._num(i, "cap_in_force_w" if p.get("cap_in_force_w") is not None else "cap_w", p)
 
     def locked_clock_mhz(self, i: int) -> int | None:
         if i in self._pending_lock:
