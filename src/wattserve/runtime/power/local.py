@@ -8,7 +8,8 @@ Which NVML device is `cuda:N`: CUDA numbers only the devices CUDA_VISIBLE_DEVICE
 order; an entry is an index or a UUID (`GPU-...`, a MIG instance `MIG-...`), and parsing stops at
 the first entry that is neither, as CUDA does (CUDA C Programming Guide, "CUDA Environment
 Variables"). So `cuda:N` is the N-th entry: an integer is taken as an NVML index, a UUID is opened
-with nvmlDeviceGetHandleByUUID (a MIG instance's power and clocks are its parent GPU's). NVML
+with nvmlDeviceGetHandleByUUID (a MIG instance's power and clocks are its parent GPU's, so workers
+on slices of one GPU share, and contend for, one cap and one clock lock). NVML
 numbers GPUs in PCI bus order; CUDA does too with CUDA_DEVICE_ORDER=PCI_BUS_ID, and on a node of
 identical GPUs its default order (fastest first, ties by PCI bus) is the same. On ROCm, torch's
 `cuda:N` is the N-th GPU left by ROCR_VISIBLE_DEVICES and then HIP_VISIBLE_DEVICES (or
