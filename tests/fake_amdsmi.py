@@ -92,13 +92,16 @@ class FakeAmdSmi:
         AMDSMI_STATUS_DRIVER_NOT_LOADED=AMDSMI_STATUS_DRIVER_NOT_LOADED)
 
     def __init__(self, count: int = 2, root: bool = True, settle_s: float = 0.2, driver: bool = True,
-                 clock: callable = time.monotonic, determinism: bool = True) -> None:  # type: ignore[valid-type]
+                 clock: callable = time.monotonic, determinism: bool = True,
+                 cut_levels: bool = False) -> None:  # type: ignore[valid-type]
         self.gpus = [FakeGpu(i, clock) for i in range(count)]
         self.root = root
         self.settle_s = settle_s
         self.driver = driver
         self.clock = clock
         self.determinism = determinism
+        self.cut_levels = cut_levels
+        """Return the DPM levels as some py-interface releases do: cut at num_supported - 1."""
         self.started = False
         self.calls: list[str] = []
 
@@ -173,7 +176,8 @@ class FakeAmdSmi:
 
     def amdsmi_get_clk_freq(self, h: FakeGpu, clk_type: int) -> dict:
         self._gpu(h)
-        return {"num_supported": len(DPM_HZ), "current": 2, "frequency": list(DPM_HZ)}
+        levels = DPM_HZ[: len(DPM_HZ) - 1] if self.cut_levels else list(DPM_HZ)
+        return {"num_supported": len(DPM_HZ), "current": 2, "frequency": levels}
 
     def amdsmi_set_gpu_perf_determinism_mode(self, h: FakeGpu, clkvalue: int) -> None:
         self.calls.append(f"determinism {h.idx} {clkvalue}")

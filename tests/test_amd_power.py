@@ -99,6 +99,11 @@ def test_clock_table_is_the_dpm_levels_and_a_lock_is_a_determinism_ceiling() -> 
     assert fake.calls == ["determinism 0 1200", "perf_level 0 0"]
 
 
+def test_clock_table_keeps_the_top_level_when_the_level_list_is_cut() -> None:
+    a, _, _ = agent(cut_levels=True)
+    assert a.supported_clocks_mhz(0) == [500, 1300, 2100]
+
+
 def test_determinism_unsupported_is_typed() -> None:
     a, _, _ = agent(determinism=False)
     with pytest.raises(GpuNotSupportedError, match="not supported"):

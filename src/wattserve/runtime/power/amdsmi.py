@@ -149,10 +149,16 @@ class AmdSmiGpuPower:
         return int(d["clk"])
 
     def supported_clocks_mhz(self, i: int) -> list[int]:
-        """The GFX DPM levels (amdsmi_get_clk_freq, Hz), ascending. Read once: the table is fixed."""
+        """The GFX DPM levels (amdsmi_get_clk_freq, Hz) with the GFX clock's min and max
+        (amdsmi_get_clock_info, MHz), ascending: some py-interface releases cut the level list at
+        num_supported - 1 and so drop the top level. Read once: the table is fixed."""
         if i not in self.clock_tables:
-            d = self._call("clock levels", self.lib.amdsmi_get_clk_freq, self.handles[i], self.lib.AmdSmiClkType.SYS)
-            self.clock_tables[i] = sorted({int(round(f / 1e6)) for f in d["frequency"]})
+            h = self.handles[i]
+            d = self._call("clock levels", self.lib.amdsmi_get_clk_freq, h, self.lib.AmdSmiClkType.SYS)
+            levels = {int(round(f / 1e6)) for f in d["frequency"]}
+            info = self._call("clock", self.lib.amdsmi_get_clock_info, h, self.lib.AmdSmiClkType.GFX)
+            levels |= {int(info[k]) for k in ("min_clk", "max_clk") if isinstance(info.get(k), int)}
+            self.clock_tables[i] = sorted(levels)
         return list(self.clock_tables[i])
 
     def locked_clock_mhz(self, i: int) -> int | None:
