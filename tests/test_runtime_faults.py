@@ -12,7 +12,10 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -128,13 +131,41 @@ def live_gauge(srv: Server) -> float:
     return fams["wattserve:workers_live"][0].value
 
 
+def successes(srv: Server) -> float:
+    text = get(srv.url, "/metrics")[1]
+    fams = {f.name: f.samples for f in parser.text_string_to_metric_families(text)}
+    return sum(x.value for x in fams["vllm:request_success"] if x.name.endswith("_total"))
+
+
 def serve_more(srv: Server, n: int = 8) -> None:
     for i in range(n):
         status, body = post(srv.url, "/v1/completions", {"prompt": f"after {i}", "max_tokens": 8, "ignore_eos": True})
         assert status == 200 and body["usage"]["completion_tokens"] == 8, body
 
 
-def test_killing_a_decode_then_a_prefill_worker_keeps_the_service_up() -> None:
+def bench_while_the_last_decode_worker_dies(srv: Server, tmp_path: Path, n: int = 40) -> None:
+    """`wattserve bench` finishes, prints its result and counts every request (issue 8's interface:
+    completed + failed == --num-prompts) when the last decode worker is killed under it."""
+    done_before = successes(srv)
+    bench = subprocess.Popen([sys.executable, "-m", "wattserve", "bench", "--base-url", srv.url, "--num-prompts",
+                              str(n), "--request-rate", "20", "--random-output-len", "64", "--ignore-eos",
+                              "--save-result", "--result-dir", str(tmp_path), "--result-filename", "r.json"],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    first = bench.stdout.readline()  # type: ignore[union-attr]
+    deadline = time.monotonic() + BOUND_S
+    while successes(srv) < done_before + 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    decode = next(w for w, r in srv.roles.items() if r == "decode" and str(w) not in
+                  {str(d["worker"]) for d in json.loads(get(srv.url, "/health")[1])["dead_workers"]})
+    os.kill(srv.pids[decode], signal.SIGKILL)
+    out, _ = bench.communicate(timeout=BOUND_S * 2)
+    assert bench.returncode == 1, first + out
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["completed"] + result["failed"] == n and result["failed"] > 0, result
+    assert "failed:" in out and "no live decode worker" in out, out
+
+
+def test_killing_a_decode_then_a_prefill_worker_keeps_the_service_up(tmp_path: Path) -> None:
     srv = start_server("--prefill", "2", "--decode", "2")
     try:
         assert get(srv.url, "/health") == (200, "ok")
@@ -151,6 +182,7 @@ def test_killing_a_decode_then_a_prefill_worker_keeps_the_service_up() -> None:
         assert ok2 + failed2 == 24 and ok2 > 0
         assert live_gauge(srv) == 2
         serve_more(srv)
+        bench_while_the_last_decode_worker_dies(srv, tmp_path)
     finally:
         out = srv.stop()
     assert srv.proc.returncode == 0, out
