@@ -248,16 +248,28 @@ def test_tpot_slack_governor_lowers_decode_clocks_in_the_runtime() -> None:
     assert clock is not None and H100.clock_min_mhz <= clock < H100.clock_max_mhz
 
 
-def test_limits_op_sets_what_the_view_shows() -> None:
+def test_power_ops_set_what_the_view_shows() -> None:
+    """The worker's own power agent is the one its step governor reads: a cap and a clock lock set
+    through the worker's power ops are what the next step's view shows."""
     import asyncio
+    import time
 
     gov = Recorder()
     w = Worker(WorkerSpec(0, "colocated", EngineArgs(model="tiny", seed=1)))
     w.engine.governor = gov
-    asyncio.run(w.handle({"op": "limits", "cap_w": 450.0, "locked_clock_mhz": 1400}, b""))
+    sent: list[dict] = []
+    w.send = lambda h, payload=b"": sent.append(h)  # type: ignore[method-assign]
+    asyncio.run(w.handle({"op": "set_cap", "watts": 450.0, "seq": 1}, b""))
+    asyncio.run(w.handle({"op": "lock_clock", "mhz": 1400, "seq": 2}, b""))
+    assert [e["ok"] for e in sent if e["ev"] == "power"] == [True, True], sent
+    deadline = time.monotonic() + 10
+    while w.power.limits()[0] != 450.0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    w.engine.cap_w, w.engine.locked_clock_mhz = w.power.limits()
     w.engine.add("a", [1, 2, 3], GREEDY)
     w.engine.step()
     assert (gov.seen[0].cap_w, gov.seen[0].locked_clock_mhz) == (450.0, 1400)
+    w.power.close()
 
 
 def _sim_cfg(governor: str) -> object:

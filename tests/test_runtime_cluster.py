@@ -13,9 +13,8 @@ aiohttp = pytest.importorskip("aiohttp")
 from wattserve.control import BudgetGuard, ControlLoop  # noqa: E402
 from wattserve.runtime.backend import RuntimeBackend  # noqa: E402
 from wattserve.runtime.engine.sequence import SamplingParams  # noqa: E402
-from wattserve.runtime.power.modelled import ModelledGpuPower  # noqa: E402
 from wattserve.runtime.router import Router  # noqa: E402
-from wattserve.runtime.server import ServeArgs, start_workers  # noqa: E402
+from wattserve.runtime.server import ServeArgs, start_workers, worker_power  # noqa: E402
 from wattserve.seam import Action, BudgetSignal, ClusterState, SetRole  # noqa: E402
 
 GREEDY = SamplingParams(max_tokens=40, temperature=0.0, ignore_eos=True)
@@ -81,7 +80,7 @@ async def role_switch_run(n: int, concurrency: int) -> tuple[list[str], Router, 
     args = ServeArgs(prefill=1, decode=2, seed=1)
     router = Router(await start_workers(args), args.model)
     await router.start()
-    agent = ModelledGpuPower(3, "h100", "llama-3.1-8b", lambda i: router.workers[i].stats)
+    agent = worker_power(router)
     budget = BudgetSignal.constant(1500.0)
     backend = RuntimeBackend(router, agent, budget, 1.0, 0.05)
     guard = BudgetGuard(backend, budget)

@@ -148,15 +148,14 @@ def test_sim_observation_has_no_side_effects() -> None:
 async def _runtime_states(n: int) -> tuple[list[ClusterState], ClusterInfo, list[list[float]], list[tuple]]:
     from wattserve.runtime.backend import RuntimeBackend
     from wattserve.runtime.engine.sequence import SamplingParams
-    from wattserve.runtime.power.modelled import ModelledGpuPower
     from wattserve.runtime.router import Router
-    from wattserve.runtime.server import ServeArgs, start_workers
+    from wattserve.runtime.server import ServeArgs, start_workers, worker_power
 
     args = ServeArgs(prefill=1, decode=1, seed=0)
     router = Router(await start_workers(args), args.model)
     await router.start(stats_period_s=0.05)
     try:
-        agent = ModelledGpuPower(2, "h100", "llama-3.1-8b", lambda i: router.workers[i].stats)
+        agent = worker_power(router)
         budget = BudgetSignal.constant(1200.0)
         backend = RuntimeBackend(router, agent, budget, 1.0, 0.05)
         rec = Recorder(backend, period_s=0.05)

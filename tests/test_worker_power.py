@@ -436,6 +436,7 @@ class StubWorker:
         self.stats: dict[str, Any] = {}
         self.output_tokens = 0
         self.completed = 0
+        self.alive = True
 
 
 class StubRouter:

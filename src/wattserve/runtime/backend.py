@@ -121,7 +121,7 @@ class RuntimeBackend:
                 ttft_p90_s=float(np.percentile(ttft, 90)) if ttft else None,
                 tpot_p90_s=float(np.percentile(tpot, 90)) if tpot else None,
                 oldest_wait_s=r.oldest_wait_s(w, now_abs), prompt_tokens=int(s.get("prompt_tokens", 0)),
-                output_tokens=w.output_tokens, completed=w.completed))
+                output_tokens=w.output_tokens, completed=w.completed, alive=w.alive))
         now = now_abs - self._t0
         return ClusterState(now, self.budget.at(now), self.slo_ttft_s, self.slo_tpot_s, tuple(insts), tuple(gpus))
 
@@ -131,13 +131,10 @@ class RuntimeBackend:
         try:
             if isinstance(action, SetPowerCap):
                 self.agent.set_power_cap(action.gpu, action.watts)
-                settled = now + self.cap_settle_s
-                self.call_at(settled, lambda g=action.gpu: self._tell_limits(g))
-                return settled
+                return now + self.cap_settle_s
             if isinstance(action, SetClock):
                 self.agent.lock_clock(action.gpu, action.mhz)
                 self._locked[action.gpu] = action.mhz
-                self._tell_limits(action.gpu)
                 return now
             if isinstance(action, SetRole):
                 self.router.set_role(action.instance, action.role)
@@ -164,12 +161,6 @@ class RuntimeBackend:
             if f.op == "lock_clock":
                 read = getattr(self.agent, "locked_clock_mhz", None)
                 self._locked[f.gpu] = read(f.gpu) if read is not None else None
-
-    def _tell_limits(self, gpu: int) -> None:
-        """The worker's step governor sees the cap in force and the clock lock (its StepView)."""
-        self._log_failures()
-        cap = getattr(self.agent, "cap_in_force_w", self.agent.power_cap_w)(gpu)
-        self.router.set_limits(gpu, float(cap), self._locked.get(gpu))
 
 
 def _catalog(name: str) -> GpuSpec | None:

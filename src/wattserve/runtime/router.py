@@ -50,6 +50,8 @@ class Router:
         self.routing = routing
         self.on_down = on_down
         """Called once per worker that dies, after its requests were placed again or failed."""
+        self.on_power: Callable[[int, dict[str, Any]], None] | None = None
+        """Called with each worker's {"ev": "power"} answers to power ops (runtime.power.remote)."""
         self.requests: dict[str, RequestState] = {}
         self.metrics = ServerMetrics(model)
         self._ids = itertools.count()
@@ -280,6 +282,10 @@ class Router:
             w.switching_to = None
             w.role_ready.set()
             return
+        if ev == "power":
+            if self.on_power is not None:
+                self.on_power(w.wid, h)
+            return
         if ev == "tokens":
             for rid, tok, finished, reason in h["items"]:
                 st = self.requests.get(rid)
@@ -339,7 +345,3 @@ class Router:
 
     def set_batch_limit(self, wid: int, n: int) -> None:
         self.workers[wid].send({"op": "set_batch_limit", "max_seqs": n})
-
-    def set_limits(self, wid: int, cap_w: float, locked_clock_mhz: int | None) -> None:
-        """Tell a worker the cap in force and the clock lock on its GPU, for its step governor."""
-        self.workers[wid].send({"op": "limits", "cap_w": cap_w, "locked_clock_mhz": locked_clock_mhz})

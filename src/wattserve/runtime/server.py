@@ -10,6 +10,7 @@ from pathlib import Path
 
 from wattserve.errors import UsageError
 from wattserve.runtime.engine.engine import EngineArgs
+from wattserve.runtime.power.remote import WorkerPower
 from wattserve.runtime.restarter import Restarter
 from wattserve.runtime.router import Router, WorkerClient
 from wattserve.runtime.transport import owner_prefix, server_prefix, sweep
@@ -105,7 +106,7 @@ def worker_specs(a: ServeConfig) -> list[WorkerSpec]:
                                 "127.0.0.1", gpu=a.gpu, power_as_model=a.power_as_model, governor=a.governor,
                                 slo_ttft_s=a.slo.ttft_ms and a.slo.ttft_ms / 1e3,
                                 slo_tpot_s=a.slo.tpot_ms and a.slo.tpot_ms / 1e3,
-                                shm_prefix=owner_prefix(os.getpid(), i)))
+                                shm_prefix=owner_prefix(os.getpid(), i), power_backend=a.power_backend))
     return specs
 
 
@@ -121,6 +122,23 @@ async def start_workers(a: ServeConfig) -> list[WorkerClient]:
                 r[0].kill()
         raise errors[0]
     return [WorkerClient(s.wid, s.role, "127.0.0.1", port, proc) for s, (proc, port) in zip(specs, started)]
+
+
+def worker_power(router: Router) -> WorkerPower:
+    """The router-side view of every worker's own power agent (runtime.power.remote): caps and
+    clock locks go to the worker that owns the GPU; readings come from its stats frames."""
+    wp = WorkerPower(len(router.workers), send=lambda wid, h: router.workers[wid].send(h),
+                     stats=lambda wid: router.workers[wid].stats)
+    router.on_power = wp.on_event
+    return wp
+
+
+def _power_note(agent: WorkerPower, a: ServeConfig) -> str:
+    names = sorted({agent.name(i) for i in range(agent.count())})
+    if agent.modelled:
+        where = "CPU workers" if a.device == "cpu" else "no power library reached the GPUs"
+        return f"{where}: power figures are modelled ({a.gpu} running {a.power_as_model})"
+    return f"power and clocks through each worker's own agent ({', '.join(names)})"
 
 
 def _report_down(w: WorkerClient) -> None:
@@ -147,8 +165,6 @@ async def serve(a: ServeConfig, stop: asyncio.Event | None = None) -> None:
     from wattserve.runtime.engine.config import get_config
     from wattserve.runtime.engine.tokenizer import load_tokenizer
     from wattserve.runtime.power.base import samples
-    from wattserve.runtime.power.modelled import ModelledGpuPower
-    from wattserve.runtime.power.select import select_power
     from wattserve.runtime.transport import make_transport
     from wattserve.seam import BudgetSignal
 
@@ -172,12 +188,8 @@ async def serve(a: ServeConfig, stop: asyncio.Event | None = None) -> None:
     try:
         await router.start()
         n = len(clients)
-        backend_name = "modelled" if a.device == "cpu" and a.power_backend == "auto" else a.power_backend
-        agent, note = select_power(
-            backend_name, n, lambda: ModelledGpuPower(n, a.gpu, a.power_as_model, lambda i: router.workers[i].stats))
-        if a.device == "cpu" and a.power_backend == "auto":
-            note = f"CPU workers: power figures are modelled ({a.gpu} running {a.power_as_model})"
-        print(f"wattserve serve: {note}", flush=True)
+        agent = worker_power(router)
+        print(f"wattserve serve: {_power_note(agent, a)}", flush=True)
         if a.control.budget_w is not None:
             lo = sum(agent.cap_range_w(i)[0] for i in range(n))
             if a.control.budget_w < lo:
@@ -211,9 +223,9 @@ async def serve(a: ServeConfig, stop: asyncio.Event | None = None) -> None:
     finally:
         if runner is not None:
             await runner.cleanup()
-        await router.close()
-        sweep(server_prefix(os.getpid()))
         if agent is not None:
             agent.restore()
+        await router.close()
+        sweep(server_prefix(os.getpid()))
         if listening:
             print("wattserve serve: stopped", file=sys.stderr, flush=True)

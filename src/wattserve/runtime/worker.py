@@ -1,10 +1,13 @@
-"""A worker process: one engine on one device, with a role (prefill, decode or colocated).
+"""A worker process: one engine on one device, with a role (prefill, decode or colocated), and the
+power agent of that device.
 
 It serves one router connection over TCP (JSON frames, see wire.py). Commands: add, import, abort,
-set_role, set_batch_limit, limits (the power cap and clock lock in force on this worker's GPU, for
-its step governor), stats, shutdown. Events: tokens (one frame per engine step: [rid, token,
-finished, reason] for each sequence that produced one, not a frame per token), prefilled (with its
-KV handle), migrated, requeue, stats, role_ready, error. A role change stops new admissions, hands queued prompts back (requeue), lets
+set_role, set_batch_limit, the power ops of its own device (set_cap, lock_clock, restore:
+runtime.power.ops; the step governor reads the cap in force and the lock from the same agent),
+stats, shutdown. Events: tokens (one frame per engine step: [rid, token, finished, reason] for
+each sequence that produced one, not a frame per token), prefilled (with its KV handle), migrated,
+requeue, stats (the device's power readings under "power"), power (the answer to a power op),
+role_ready, error. A role change stops new admissions, hands queued prompts back (requeue), lets
 running prefills finish, migrates running decodes to peers with their KV (migrated), then switches
 without reloading weights and reports role_ready.
 """
@@ -24,6 +27,7 @@ from wattserve.runtime import wire
 from wattserve.runtime.engine.engine import EngineArgs, LLMEngine
 from wattserve.runtime.engine.sequence import SamplingParams, Status
 from wattserve.runtime.engine.step_view import PowerProfile
+from wattserve.runtime.power.device import DevicePower
 from wattserve.runtime.transport import make_transport, transport_for
 
 ROLES = ("prefill", "decode", "colocated")
@@ -46,6 +50,8 @@ class WorkerSpec:
     slo_ttft_s: float | None = None
     slo_tpot_s: float | None = None
     shm_prefix: str | None = None
+    power_backend: str = "auto"
+    """This worker's own power agent (runtime.power.local): auto, nvml, amdsmi or modelled."""
     """Name prefix of the KV segments this worker creates (transport.owner_prefix): its server can
     sweep what it leaves if it dies."""
 
@@ -58,6 +64,8 @@ class Worker:
         self.engine = LLMEngine(spec.engine, make_governor(spec.governor), PowerProfile.of(spec.gpu, spec.power_as_model),
                                 spec.slo_ttft_s, spec.slo_tpot_s)
         self.transport = make_transport(spec.transport, spec.shm_prefix)
+        self.power = DevicePower.open(spec.power_backend, spec.engine.device, spec.gpu, spec.power_as_model,
+                                      self.counters)
         self.writer: asyncio.StreamWriter | None = None
         self.wake = asyncio.Event()
         self.started = time.monotonic()
@@ -76,7 +84,13 @@ class Worker:
                 "steps": e.steps, "tokens": e.tokens_computed, "uptime_s": time.monotonic() - self.started,
                 "max_num_seqs": e.scheduler.max_num_seqs, "pid": os.getpid(),
                 "governor_clock_mhz": e.governor_clock_mhz, "cap_w": e.cap_w, "locked_clock_mhz": e.locked_clock_mhz,
-                **self.load()}
+                "power": self.power.stats(), **self.load()}
+
+    def counters(self) -> dict[str, Any]:
+        """What the modelled power agent reads of this worker (never the power stats themselves)."""
+        e = self.engine
+        return {"busy_s": e.busy_s, "steps": e.steps, "tokens": e.tokens_computed, "role": self.role,
+                "governor_clock_mhz": e.governor_clock_mhz}
 
     def load(self) -> dict[str, int]:
         """The scheduler's queues in the seam's terms (`wattserve.seam.state.InstanceState`): a
@@ -100,6 +114,9 @@ class Worker:
 
     async def handle(self, h: dict[str, Any], payload: bytes) -> None:
         op = h["op"]
+        if DevicePower.is_power_op(h):
+            self.send(self.power.handle(h))
+            return
         if op == "add":
             if self.switching_to is not None:
                 self.send({"ev": "requeue", "rid": h["rid"]})
@@ -131,10 +148,6 @@ class Worker:
             self.engine.scheduler.max_num_seqs = max(1, int(h["max_seqs"]))
         elif op == "stats":
             self.send(self.stats())
-            return
-        elif op == "limits":
-            self.engine.cap_w = float(h["cap_w"])
-            self.engine.locked_clock_mhz = h.get("locked_clock_mhz")
             return
         elif op == "shutdown":
             raise SystemExit(0)
@@ -174,6 +187,8 @@ class Worker:
             except Exception as e:  # noqa: BLE001 - a faulty step fails its requests, not the worker
                 self._fail_running(e)
                 continue
+            self.power.request_clock(self.engine.governor_clock_mhz)
+            self.engine.cap_w, self.engine.locked_clock_mhz = self.power.limits()
             tokens = []
             for o in outs:
                 if o.finish_reason == "prefilled" and o.kv is not None:
@@ -236,7 +251,10 @@ def worker_main(spec: WorkerSpec, ready: Any) -> None:
         ready.send({"error": f"{type(e).__name__}: {e}", "trace": traceback.format_exc(limit=3)})
         ready.close()
         return
-    asyncio.run(w.serve(ready))
+    try:
+        asyncio.run(w.serve(ready))
+    finally:
+        w.power.close()
 
 
 def spawn_worker(spec: WorkerSpec, timeout_s: float = 120.0) -> tuple[mp.process.BaseProcess, int]:

@@ -49,7 +49,7 @@ SERVE = (
     Flag(name='router', path='router', type='str', help='request router [default least_loaded; allowed: round_robin, least_loaded]', group=''),
     Flag(name='governor', path='governor', type='str', help='step governor each worker asks for its clock before every step [default max-clock; allowed: max-clock, tpot-slack]', group=''),
     Flag(name='gpu', path='gpu', type='str', help='GPU whose power model stands in for CPU workers [default h100; allowed: h100, h200, a100, mi300x]', group=''),
-    Flag(name='power-backend', path='power_backend', type='str', help='GPU power agent (auto: NVML on GPUs, modelled on CPU) [default auto; allowed: auto, nvml, modelled]', group=''),
+    Flag(name='power-backend', path='power_backend', type='str', help="each worker's power agent for its own device (auto: NVML on CUDA GPUs, modelled on CPU; amdsmi: AMD GPUs through ROCm's amdsmi) [default auto; allowed: auto, nvml, amdsmi, modelled]", group=''),
     Flag(name='restart-workers', path='restart_workers', type='bool', help='restart a crashed worker (weights reloaded) in its role and put it back in service; without it the server serves on with the rest [default False]', group=''),
     Flag(name='budget', path='control.budget_w', type='float', help='cluster power budget, W (run a --policy under it)', group='control'),
     Flag(name='policy', path='control.policy', type='str', help='power policy run under the budget (needs --budget) [allowed: static, static-split, rapid-power, rapid-roles, rapid]', group='control'),

@@ -50,8 +50,9 @@ class ServeConfig(RuntimeEngineConfig):
     control: ControlConfig = Field(default_factory=ControlConfig)
     gpu: GpuName = Field("h100", description="GPU whose power model stands in for CPU workers",
                      json_schema_extra=flag("gpu", GPUS.names()))
-    power_backend: Literal["auto", "nvml", "modelled"] = Field(
-        "auto", description="GPU power agent (auto: NVML on GPUs, modelled on CPU)",
+    power_backend: Literal["auto", "nvml", "amdsmi", "modelled"] = Field(
+        "auto", description="each worker's power agent for its own device (auto: NVML on CUDA GPUs, modelled "
+        "on CPU; amdsmi: AMD GPUs through ROCm's amdsmi)",
         json_schema_extra=flag("power-backend"))
     power_as_model: ModelName = Field("llama-3.1-8b", description="catalog model whose iterations the modelled power "
                                 "agent assumes")
