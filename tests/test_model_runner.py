@@ -59,7 +59,8 @@ def test_block_table_decode_and_chunk_match_slot_gather() -> None:
     q = torch.randn(3, heads, dim, generator=g)
     padded = torch.tensor([t + [0] * (3 - len(t)) for t in tables])
     d = DecodeBatch(3, padded, torch.tensor(lens))
-    mask = torch.arange(3 * bs).unsqueeze(0) < d.context_lens.unsqueeze(1)
+    keep = torch.arange(3 * bs).unsqueeze(0) < d.context_lens.unsqueeze(1)
+    mask = torch.zeros(keep.shape).masked_fill(~keep, float("-inf"))[:, None, None, :]
     got = attn._decode(q, k_cache.view(-1, bs, kv_heads, dim), v_cache.view(-1, bs, kv_heads, dim), d, mask)
     torch.testing.assert_close(got, slot_gather_reference(attn, q, k_cache, v_cache, slots))
     chunk = torch.randn(4, heads, dim, generator=g)

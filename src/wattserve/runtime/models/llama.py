@@ -63,7 +63,9 @@ class LlamaForCausalLM(nn.Module):
         d = meta.decode
         if d is not None:
             width = d.block_tables.shape[1] * block_size
-            mask = torch.arange(width, device=x.device).unsqueeze(0) < d.context_lens.unsqueeze(1)
+            keep = torch.arange(width, device=x.device).unsqueeze(0) < d.context_lens.unsqueeze(1)
+            mask = torch.zeros(keep.shape, dtype=x.dtype, device=x.device).masked_fill(~keep, float("-inf"))
+            mask = mask[:, None, None, :]
         li = LayerInputs(meta, cos, sin, mask, block_size)
         for i, layer in enumerate(self.model.layers):
             x = layer(x, li, k_caches[i], v_caches[i])
