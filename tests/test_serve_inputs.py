@@ -74,6 +74,12 @@ CASES = [
     ("device-unknown", ["--device", "nosuch"], "--device: 'nosuch' is not a torch device; allowed: cpu"),
     ("colocated-and-prefill", ["--colocated", "1", "--prefill", "1"], "--colocated N or --prefill/--decode"),
     ("budget-below-min-caps", ["--budget", "10", "--policy", "rapid"], "--budget: 10 W is below the sum of the minimum"),
+    ("api-key-empty", ["--api-key", ""], "--api-key: an empty key would turn authentication off"),
+    ("max-prompt-tokens-beyond-positions", ["--max-prompt-tokens", "5000"],
+     "--max-prompt-tokens: 5000 leaves no room to generate in tiny's 4096 positions"),
+    ("num-blocks-zero", ["--num-blocks", "0"], "--num-blocks: 0 is not allowed; allowed: an integer >= 1"),
+    ("prefill-negative", ["--prefill", "-1"], "--prefill: -1 is not allowed; allowed: an integer >= 0"),
+    ("power-backend-unknown", ["--power-backend", "rapl"], "--power-backend: 'rapl' is not allowed"),
 ]
 
 
@@ -83,6 +89,13 @@ def test_bad_input_is_one_line_exit_2_and_nothing_left(args: list[str], expect: 
     (tmp_path / "empty").mkdir()
     paths = {"missing": str(tmp_path / "missing"), "empty": str(tmp_path / "empty")}
     assert_refused(serve(*(a.format(**paths) for a in args)), expect.format(**paths))
+
+
+def test_an_empty_api_key_in_the_environment_is_refused() -> None:
+    """WATTSERVE_API_KEY= (an unset shell variable expanded) must not turn authentication off."""
+    pytest.importorskip("torch")
+    p = serve(env={"WATTSERVE_API_KEY": ""})
+    assert_refused(p, "WATTSERVE_API_KEY: an empty key would turn authentication off")
 
 
 def test_cuda_without_a_gpu_is_refused() -> None:

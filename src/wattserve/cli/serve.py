@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from wattserve.errors import UsageError
+
+API_KEY_ENV = "WATTSERVE_API_KEY"
+"""Where serve reads its API key when --api-key is not given (vLLM reads VLLM_API_KEY)."""
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -31,10 +35,15 @@ def cmd_serve(args: argparse.Namespace, started: float) -> int:
     from wattserve.schema.loading import apply_overrides
     from wattserve.schema.serve import ServeConfig
 
+    given = overrides(args, SERVE)
+    flags = {f.path: f"--{f.name}" for f in SERVE}
+    if "api_key" not in given and os.environ.get(API_KEY_ENV) is not None:
+        given["api_key"] = os.environ[API_KEY_ENV]
+        flags["api_key"] = API_KEY_ENV
     try:
-        config = ServeConfig.model_validate(apply_overrides({}, overrides(args, SERVE)))
+        config = ServeConfig.model_validate(apply_overrides({}, given))
     except ValidationError as e:
-        raise UsageError(field_error(e, ServeConfig, {f.path: f"--{f.name}" for f in SERVE})) from None
+        raise UsageError(field_error(e, ServeConfig, flags)) from None
     try:
         from wattserve.runtime.server import check_inputs, serve
     except ImportError as e:

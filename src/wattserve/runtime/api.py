@@ -1,9 +1,11 @@
 """OpenAI-compatible HTTP API (aiohttp): /v1/completions, /v1/chat/completions (SSE streaming or not),
-/v1/models, /health, /metrics.
+/v1/models, vLLM's /tokenize, /health, /metrics.
 
-Errors use OpenAI's shape, {"error": {"message", "type", "param", "code"}}, with HTTP 400 for bad JSON
-or a bad field, 401 for a missing or wrong API key. When a client goes away mid-request, the request
-is aborted on its worker and its KV blocks are freed.
+Errors use OpenAI's shape, {"error": {"message", "type", "param", "code"}}, for every status: 400
+for bad JSON, a bad or unsupported parameter (api_params.py) or a request the model cannot hold,
+401 for a missing or wrong API key, 404/405/413 for a wrong path, method or body size, 503 when no
+live worker can serve. When a client goes away mid-request, the request is aborted on its worker
+and its KV blocks are freed.
 """
 
 from __future__ import annotations
@@ -16,35 +18,19 @@ from typing import Any
 
 from aiohttp import web
 
-from wattserve.runtime.engine.sequence import SamplingParams
+from wattserve.runtime.api_params import ApiError, RequestOptions, chat_messages, prompt_ids, read_options
 from wattserve.runtime.engine.tokenizer import Tokenizer, chat_prompt
 from wattserve.runtime.request_state import Failure, RequestState, Unavailable
 from wattserve.runtime.router import Router
+from wattserve.runtime.text_stream import TextStream
 
-
-class ApiError(Exception):
-    def __init__(self, message: str, param: str | None = None, status: int = 400,
-                 kind: str = "invalid_request_error") -> None:
-        super().__init__(message)
-        self.param = param
-        self.status = status
-        self.kind = kind
+MAX_BODY_BYTES = 8 * 2**20
+HTTP_KINDS = {404: "not_found_error", 405: "invalid_request_error", 413: "invalid_request_error"}
 
 
 def error_response(e: ApiError) -> web.Response:
     body = {"error": {"message": str(e), "type": e.kind, "param": e.param, "code": None}}
     return web.json_response(body, status=e.status)
-
-
-def _number(body: dict[str, Any], name: str, default: float, lo: float, hi: float, integer: bool = False) -> Any:
-    v = body.get(name, default)
-    if v is None:
-        v = default
-    if isinstance(v, bool) or not isinstance(v, int | float) or (integer and not float(v).is_integer()):
-        raise ApiError(f"'{name}' must be {'an integer' if integer else 'a number'}", name)
-    if not lo <= v <= hi:
-        raise ApiError(f"'{name}' must be between {lo:g} and {hi:g}, got {v}", name)
-    return int(v) if integer else float(v)
 
 
 class Api:
@@ -60,10 +46,11 @@ class Api:
         self.gpu_samples = gpu_samples or (lambda: [])
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[self._guard], client_max_size=8 * 2**20)
+        app = web.Application(middlewares=[self._guard], client_max_size=MAX_BODY_BYTES)
         app.router.add_post("/v1/completions", self.completions)
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_get("/v1/models", self.models)
+        app.router.add_post("/tokenize", self.tokenize)
         app.router.add_get("/health", self.health)
         app.router.add_get("/metrics", self.metrics)
         return app
@@ -78,6 +65,13 @@ class Api:
             return await handler(request)
         except ApiError as e:
             return error_response(e)
+        except web.HTTPException as e:
+            if e.status < 400:
+                raise
+            message = {404: f"no route {request.method} {request.path}",
+                       405: f"method {request.method} is not allowed on {request.path}",
+                       413: f"request body is larger than {MAX_BODY_BYTES} bytes"}.get(e.status, e.reason)
+            return error_response(ApiError(message, None, e.status, HTTP_KINDS.get(e.status, "invalid_request_error")))
 
     async def health(self, request: web.Request) -> web.Response:
         """200 `ok` while every worker serves; 503 with the dead workers named once one is down (the
@@ -87,6 +81,16 @@ class Api:
             return web.Response(text="ok")
         return web.json_response({"status": "degraded", "dead_workers": dead,
                                   "live_workers": len(self.router.workers) - len(dead)}, status=503)
+
+    async def tokenize(self, request: web.Request) -> web.Response:
+        """vLLM's /tokenize: {"prompt": text} -> {"tokens", "count", "max_model_len"}, with the
+        server's own tokenizer (the load generator sizes its prompts with it)."""
+        body = await self._body(request)
+        prompt = body.get("prompt")
+        if not isinstance(prompt, str):
+            raise ApiError("'prompt' must be a string", "prompt")
+        ids = self.tok.encode(prompt)
+        return web.json_response({"tokens": ids, "count": len(ids), "max_model_len": self.max_prompt_tokens})
 
     async def models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [
@@ -111,19 +115,9 @@ class Api:
                            404, "not_found_error")
         return body
 
-    def _params(self, body: dict[str, Any], default_max: int) -> SamplingParams:
-        seed = body.get("seed")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise ApiError("'seed' must be an integer", "seed")
-        if body.get("n", 1) != 1:
-            raise ApiError("only n=1 is supported", "n")
-        return SamplingParams(
-            max_tokens=_number(body, "max_tokens", default_max, 1, self.max_tokens_limit, integer=True),
-            temperature=_number(body, "temperature", 1.0, 0.0, 2.0),
-            top_p=_number(body, "top_p", 1.0, 1e-6, 1.0),
-            seed=seed,
-            ignore_eos=bool(body.get("ignore_eos", False)),
-        )
+    def _vocab(self) -> int:
+        """The served model's vocabulary size, as its workers report it."""
+        return min((int(w.stats["vocab"]) for w in self.router.workers if "vocab" in w.stats), default=2**31)
 
     def _check_prompt(self, ids: list[int]) -> list[int]:
         if not ids:
@@ -134,63 +128,59 @@ class Api:
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
         body = await self._body(request)
-        prompt = body.get("prompt")
-        if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str | list):
-            prompt = prompt[0]
-        if isinstance(prompt, str):
-            ids = self.tok.encode(prompt)
-        elif isinstance(prompt, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
-            ids = list(prompt)
-        else:
-            raise ApiError("'prompt' must be a string or a list of token ids (one prompt per request)", "prompt")
-        params = self._params(body, 16)
-        st = self._submit(self._check_prompt(ids), params)
-        return await self._respond(request, st, body, chat=False)
+        opts = read_options(body, "completions", 16, self.max_tokens_limit)
+        ids = self._check_prompt(prompt_ids(body, self.tok.encode, self._vocab()))
+        st = self._submit(ids, opts)
+        return await self._respond(request, st, opts, chat=False)
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         body = await self._body(request)
-        msgs = body.get("messages")
-        if not isinstance(msgs, list) or not msgs or not all(
-                isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
-                for m in msgs):
-            raise ApiError("'messages' must be a non-empty list of {role, content} objects", "messages")
-        ids = self.tok.encode(chat_prompt(msgs))
-        params = self._params(body, 128)
-        st = self._submit(self._check_prompt(ids), params)
-        return await self._respond(request, st, body, chat=True)
+        opts = read_options(body, "chat", 128, self.max_tokens_limit)
+        ids = self._check_prompt(self.tok.encode(chat_prompt(chat_messages(body))))
+        st = self._submit(ids, opts)
+        return await self._respond(request, st, opts, chat=True)
 
-    def _submit(self, ids: list[int], params: SamplingParams) -> RequestState:
+    def _submit(self, ids: list[int], opts: RequestOptions) -> RequestState:
         try:
-            return self.router.submit(ids, params)
+            return self.router.submit(ids, opts.params)
         except Unavailable as e:
             raise ApiError(str(e), None, 503, "server_error") from None
 
-    async def _respond(self, request: web.Request, st: RequestState, body: dict[str, Any], chat: bool
+    def _echo(self, st: RequestState, opts: RequestOptions) -> str:
+        """The prompt's text, for `echo` (the tokenizer leaves special tokens such as BOS out)."""
+        return self.tok.decode(st.prompt_ids) if opts.echo else ""
+
+    async def _respond(self, request: web.Request, st: RequestState, opts: RequestOptions, chat: bool
                        ) -> web.StreamResponse:
         rid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
         obj = "chat.completion" if chat else "text_completion"
         try:
-            if body.get("stream"):
-                return await self._stream(request, st, rid, created, chat, body)
-            tokens: list[int] = []
-            while True:
+            if opts.stream:
+                return await self._stream(request, st, opts, rid, created, chat)
+            text_stream = TextStream(self.tok.decode, opts.stop)
+            parts = [self._echo(st, opts)]
+            n = 0
+            while not text_stream.stopped:
                 kind, value = await st.queue.get()
                 if kind == "token":
-                    tokens.append(value)
+                    n += 1
+                    parts.append(text_stream.push(value))
                 elif kind == "error":
                     f = value if isinstance(value, Failure) else Failure(str(value), 500)
                     raise ApiError(f.message, None, f.status, f.kind)
                 else:
+                    parts.append(text_stream.flush())
                     break
-            text = self.tok.decode(tokens)
-            choice: dict[str, Any] = {"index": 0, "finish_reason": st.finish_reason, "logprobs": None}
+            finish = "stop" if text_stream.stopped else st.finish_reason
+            text = "".join(parts)
+            choice: dict[str, Any] = {"index": 0, "finish_reason": finish, "logprobs": None}
             if chat:
                 choice["message"] = {"role": "assistant", "content": text}
             else:
                 choice["text"] = text
             return web.json_response({"id": rid, "object": obj, "created": created, "model": self.model_name,
-                                      "choices": [choice], "usage": self._usage(st, len(tokens))})
+                                      "choices": [choice], "usage": self._usage(st, n)})
         finally:
             if st.stage != "done":
                 self.router.abort(st.rid)
@@ -198,12 +188,11 @@ class Api:
     def _usage(self, st: RequestState, n: int) -> dict[str, int]:
         return {"prompt_tokens": len(st.prompt_ids), "completion_tokens": n, "total_tokens": len(st.prompt_ids) + n}
 
-    async def _stream(self, request: web.Request, st: RequestState, rid: str, created: int, chat: bool,
-                      body: dict[str, Any]) -> web.StreamResponse:
+    async def _stream(self, request: web.Request, st: RequestState, opts: RequestOptions, rid: str, created: int,
+                      chat: bool) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await resp.prepare(request)
         obj = "chat.completion.chunk" if chat else "text_completion"
-        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
 
         def chunk(text: str | None, finish: str | None, first: bool = False) -> dict[str, Any]:
             c: dict[str, Any] = {"index": 0, "finish_reason": finish, "logprobs": None}
@@ -217,31 +206,33 @@ class Api:
         async def send(obj_: dict[str, Any]) -> None:
             await resp.write(f"data: {json.dumps(obj_)}\n\n".encode())
 
+        text_stream = TextStream(self.tok.decode, opts.stop)
         n = 0
-        pending: list[int] = []
         first = True
+        echo = self._echo(st, opts)
+        if echo:
+            await send(chunk(echo, None))
         while True:
             kind, value = await st.queue.get()
             if kind == "token":
                 n += 1
-                pending.append(value)
-                text = self.tok.decode(pending)
-                if text.endswith("\ufffd"):
-                    continue
-                pending = []
-                await send(chunk(text, None, first))
-                first = False
+                text = text_stream.push(value)
+                if text_stream.stopped:
+                    await send(chunk(text or None, "stop", first))
+                    break
+                if text:
+                    await send(chunk(text, None, first))
+                    first = False
             elif kind == "error":
                 f = value if isinstance(value, Failure) else Failure(str(value), 500)
                 await send({"error": {"message": f.message, "type": f.kind, "param": None, "code": f.status}})
                 break
             else:
-                await send(chunk(self.tok.decode(pending) if pending else None, st.finish_reason))
-                if include_usage:
-                    await send({"id": rid, "object": obj, "created": created, "model": self.model_name, "choices": [],
-                                "usage": self._usage(st, n)})
+                await send(chunk(text_stream.flush() or None, st.finish_reason, first))
                 break
+        if opts.include_usage and kind != "error":
+            await send({"id": rid, "object": obj, "created": created, "model": self.model_name, "choices": [],
+                        "usage": self._usage(st, n)})
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
         return resp
-

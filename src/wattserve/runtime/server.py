@@ -53,6 +53,7 @@ def check_inputs(a: ServeConfig) -> None:
         if not any(w.glob("*.safetensors")):
             raise UsageError(f"--weights: no *.safetensors files in {a.weights!r}; allowed: dummy or a folder "
                              "of HF safetensors")
+    _check_positions(a)
     try:
         device = torch.device(a.device)
     except RuntimeError:
@@ -75,6 +76,19 @@ def check_inputs(a: ServeConfig) -> None:
         if wanted > count:
             need = f"{len(roles)} worker(s), one GPU each" if device.index is None else f"cuda:{device.index}"
             raise UsageError(f"--device: {need} asked for, but torch sees {count} CUDA device(s)")
+
+
+def _check_positions(a: ServeConfig) -> None:
+    """A prompt limit beyond the model's positions would be accepted here and fail in the engine."""
+    from wattserve.runtime.engine.config import get_config
+    from wattserve.runtime.models.llama import config_from_hf
+
+    cfg = get_config(a.model)
+    if a.weights != "dummy":
+        cfg = config_from_hf(Path(a.weights), cfg)
+    if a.max_prompt_tokens >= cfg.max_positions:
+        raise UsageError(f"--max-prompt-tokens: {a.max_prompt_tokens} leaves no room to generate in {a.model}'s "
+                         f"{cfg.max_positions} positions; allowed: an integer from 1 to {cfg.max_positions - 1}")
 
 
 def _check_listen(host: str, port: int) -> None:

@@ -22,6 +22,7 @@ import traceback
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from wattserve.errors import UsageError
 from wattserve.governors.registry import make_governor
 from wattserve.runtime import wire
 from wattserve.runtime.engine.engine import EngineArgs, LLMEngine
@@ -84,7 +85,7 @@ class Worker:
                 "steps": e.steps, "tokens": e.tokens_computed, "uptime_s": time.monotonic() - self.started,
                 "max_num_seqs": e.scheduler.max_num_seqs, "pid": os.getpid(),
                 "governor_clock_mhz": e.governor_clock_mhz, "cap_w": e.cap_w, "locked_clock_mhz": e.locked_clock_mhz,
-                "power": self.power.stats(), **self.load()}
+                "power": self.power.stats(), "vocab": e.cfg.vocab, **self.load()}
 
     def counters(self) -> dict[str, Any]:
         """What the modelled power agent reads of this worker (never the power stats themselves)."""
@@ -125,7 +126,8 @@ class Worker:
             try:
                 self.engine.add(h["rid"], h["token_ids"], params, prefill_only=h.get("prefill_only", False))
             except Exception as e:  # noqa: BLE001 - reported to the router as a clean per-request error
-                self.send({"ev": "error", "rid": h["rid"], "message": str(e)})
+                self.send({"ev": "error", "rid": h["rid"], "message": str(e),
+                           "status": 400 if isinstance(e, UsageError) else 500})
         elif op == "import":
             if self.switching_to is not None:
                 self.send({"ev": "migrated", "rid": h["rid"], "handle": h["handle"], "token_ids": h["token_ids"],

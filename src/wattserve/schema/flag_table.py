@@ -42,7 +42,7 @@ SERVE = (
     Flag(name='colocated', path='colocated', type='int', help='colocated workers instead of prefill/decode [default 0]', group=''),
     Flag(name='host', path='host', type='str', help='address the API listens on [default 127.0.0.1]', group=''),
     Flag(name='port', path='port', type='int', help='API port (0: any free port) [default 8000]', group=''),
-    Flag(name='api-key', path='api_key', type='str', help="require 'Authorization: Bearer KEY'", group=''),
+    Flag(name='api-key', path='api_key', type='str', help="require 'Authorization: Bearer KEY' on /v1/* (default: the WATTSERVE_API_KEY environment variable, which keeps the key out of process listings; none: no authentication)", group=''),
     Flag(name='max-prompt-tokens', path='max_prompt_tokens', type='int', help='longest prompt accepted, tokens [default 2048]', group=''),
     Flag(name='kv-transport', path='kv_transport', type='str', help='how KV travels from prefill to decode workers [default shm; allowed: shm, tcp]', group=''),
     Flag(name='threads-per-worker', path='threads', type='int', help='torch threads per worker [default 1]', group=''),

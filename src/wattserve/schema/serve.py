@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from wattserve.governors.registry import GOVERNORS
 from wattserve.schema.base import flag
@@ -35,8 +35,9 @@ class ServeConfig(RuntimeEngineConfig):
                            json_schema_extra=flag("colocated"))
     host: str = Field("127.0.0.1", description="address the API listens on", json_schema_extra=flag("host"))
     port: int = Field(8000, ge=0, le=65535, description="API port (0: any free port)", json_schema_extra=flag("port"))
-    api_key: str | None = Field(None, description="require 'Authorization: Bearer KEY'",
-                                json_schema_extra=flag("api-key"))
+    api_key: str | None = Field(None, description="require 'Authorization: Bearer KEY' on /v1/* "
+                                "(default: the WATTSERVE_API_KEY environment variable, which keeps the key out of "
+                                "process listings; none: no authentication)", json_schema_extra=flag("api-key"))
     max_prompt_tokens: int = Field(2048, ge=1, description="longest prompt accepted, tokens",
                                    json_schema_extra=flag("max-prompt-tokens"))
     max_tokens: int = Field(2048, ge=1, description="largest max_tokens a request may ask for")
@@ -60,6 +61,15 @@ class ServeConfig(RuntimeEngineConfig):
     restart_workers: bool = Field(False, description="restart a crashed worker (weights reloaded) in its role and "
                                   "put it back in service; without it the server serves on with the rest",
                                   json_schema_extra=flag("restart-workers"))
+
+    @field_validator("api_key")
+    @classmethod
+    def _key_not_empty(cls, v: str | None) -> str | None:
+        """An empty key (an unset shell variable) would silently turn authentication off."""
+        if v is not None and not v.strip():
+            raise ValueError("an empty key would turn authentication off; allowed: a non-empty key, or none "
+                             "(leave --api-key and WATTSERVE_API_KEY unset)")
+        return v
 
     @model_validator(mode="before")
     @classmethod
