@@ -232,3 +232,45 @@ def test_restart_workers_puts_a_crashed_worker_back() -> None:
         out = srv.stop()
     assert f"worker {decode} (decode) restarted" in out, out
     assert srv.proc.returncode == 0 and "Traceback" not in out, out
+
+
+def live_roles(srv: Server) -> dict[int, str]:
+    text = get(srv.url, "/metrics")[1]
+    fams = {f.name: f.samples for f in parser.text_string_to_metric_families(text)}
+    return {int(s.labels["worker"]): s.labels["role"] for s in fams["wattserve:worker_alive"] if s.value == 1}
+
+
+def test_a_power_policy_never_moves_the_last_live_decode_worker() -> None:
+    """Issue 17: under --policy rapid, after one of two decode workers died, RAPID counted the dead
+    one toward "each phase keeps one" and switched the last live decode worker to prefill. A
+    prefill-heavy load (long prompts, two output tokens) is what pushes RAPID to take a decode GPU."""
+    srv = start_server("--prefill", "2", "--decode", "2", "--budget", "1600", "--policy", "rapid")
+    try:
+        decode = next(w for w, r in srv.roles.items() if r == "decode")
+        os.kill(srv.pids[decode], signal.SIGKILL)
+        wait_degraded(srv)
+
+        async def heavy() -> list[dict[str, Any]]:
+            timeout = aiohttp.ClientTimeout(total=BOUND_S)
+            async with aiohttp.ClientSession(timeout=timeout) as session:
+                sem = asyncio.Semaphore(8)
+                seen: list[dict[int, str]] = []
+
+                async def one_(i: int) -> dict[str, Any]:
+                    async with sem:
+                        body = {"prompt": f"{i} " + "power " * 80, "max_tokens": 2, "ignore_eos": True}
+                        async with session.post(srv.url + "/v1/completions", json=body) as r:
+                            seen.append(live_roles(srv))
+                            return {"status": r.status, "body": await r.json()}
+
+                results = await asyncio.gather(*(one_(i) for i in range(120)))
+                assert all("decode" in roles.values() for roles in seen), seen
+                return list(results)
+
+        results = asyncio.run(heavy())
+        assert [r["status"] for r in results] == [200] * len(results), [r for r in results if r["status"] != 200]
+        assert "decode" in live_roles(srv).values()
+        serve_more(srv, 3)
+    finally:
+        out = srv.stop()
+    assert srv.proc.returncode == 0 and "Traceback" not in out, out
