@@ -78,12 +78,14 @@ def test_sweep_takes_only_its_owners_segments(prefix: str) -> None:
 
 
 def test_no_resource_tracker_warnings_across_processes(prefix: str) -> None:
-    """A segment created in one process and read in another: neither tracker complains or unlinks twice."""
+    """A segment created in one process and read in another: neither tracker complains or unlinks
+    twice; one never read is swept when its creator exits."""
     code = textwrap.dedent(f"""
         import json, subprocess, sys, torch
         from wattserve.runtime.transport import ShmTransport
         h, _ = ShmTransport({prefix!r}).put(torch.ones(3, dtype=torch.bfloat16))
         h2, _ = ShmTransport({prefix!r}).put(torch.ones(3))
+        ShmTransport({prefix!r}).put(torch.ones(2))
         reader = "import json, sys; from wattserve.runtime.transport import transport_for; "
         reader += "h, h2 = json.loads(sys.argv[1]); print(transport_for(h).get(h, b'').sum().item()); "
         reader += "transport_for(h2).discard(h2)"

@@ -12,11 +12,14 @@ id>-` (`owner_prefix`), so when a worker or the server dies, `sweep(prefix)` unl
 the creating process's resource tracker, which would unlink them when that process exits and warn
 of a "leak" after a peer had unlinked them already; the sender therefore unregisters what it
 creates (3.13+: `track=False`), and the one process that unlinks a segment is the one that read or
-discarded it.
+discarded it. What the tracker did at the creator's exit, a sweep of the creator's own prefix at
+exit still does (a worker that exits normally leaves nothing); a killed owner's segments need
+`sweep` from whoever outlives it.
 """
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import os
 import sys
@@ -118,9 +121,13 @@ class ShmTransport:
         """`prefix` names this transport's segments (`owner_prefix`); default: this process's own."""
         self.prefix = prefix if prefix is not None else owner_prefix(os.getpid(), 0)
         self._counter = itertools.count()
+        self._swept_at_exit = False
 
     def put(self, kv: torch.Tensor) -> tuple[dict[str, Any], bytes]:
         meta, arr = _raw(kv)
+        if not self._swept_at_exit:
+            atexit.register(sweep, self.prefix)
+            self._swept_at_exit = True
         while True:
             name = f"{self.prefix}{next(self._counter)}"
             try:
