@@ -208,3 +208,31 @@ def test_fuzzed_bodies_never_get_a_5xx(url: str, path: str, body: dict[str, Any]
 def test_the_service_is_alive_after_the_fuzz(url: str) -> None:
     assert_serves(url)
     assert get(url, "/health") == (200, "ok")
+
+
+def test_logprobs_come_back_in_both_shapes(url: str) -> None:
+    body = {"prompt": "power", "max_tokens": 6, "temperature": 0, "ignore_eos": True, "logprobs": 2}
+    status, answer = post(url, COMPLETIONS, body)
+    assert status == 200
+    lp = answer["choices"][0]["logprobs"]
+    assert len(lp["token_logprobs"]) == len(lp["tokens"]) == answer["usage"]["completion_tokens"] == 6
+    for chosen, top in zip(lp["token_logprobs"], lp["top_logprobs"]):
+        assert chosen <= 0 and 1 <= len(top) <= 2  # keyed by token text: tokens that decode alike share a key
+        assert max(top.values()) <= chosen + 1e-5  # greedy: nothing is likelier than the chosen token
+    client = openai.OpenAI(base_url=url + "/v1", api_key="unused")
+    r = client.chat.completions.create(model="tiny", messages=MSG, max_completion_tokens=4, logprobs=True,
+                                       top_logprobs=3, temperature=0, extra_body={"ignore_eos": True})
+    content = r.choices[0].logprobs.content
+    assert len(content) == 4 and all(len(c.top_logprobs) == 3 and c.logprob <= 0 for c in content)
+
+
+def test_penalties_change_what_greedy_decoding_repeats(url: str) -> None:
+    def distinct(**extra: float) -> int:
+        body = {"prompt": [256, 1, 2, 3], "max_tokens": 48, "temperature": 0, "ignore_eos": True, "logprobs": 0,
+                **extra}
+        answer = post(url, COMPLETIONS, body)[1]
+        return len(set(answer["choices"][0]["logprobs"]["tokens"]))
+
+    plain = distinct()
+    assert distinct(frequency_penalty=2.0) > plain
+    assert distinct(presence_penalty=2.0) > plain

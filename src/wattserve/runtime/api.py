@@ -20,6 +20,7 @@ from aiohttp import web
 
 from wattserve.runtime.api_params import ApiError, RequestOptions, chat_messages, prompt_ids, read_options
 from wattserve.runtime.engine.tokenizer import Tokenizer, chat_prompt
+from wattserve.runtime.logprobs_format import chat_logprobs, completion_logprobs
 from wattserve.runtime.request_state import Failure, RequestState, Unavailable
 from wattserve.runtime.router import Router
 from wattserve.runtime.text_stream import TextStream
@@ -160,11 +161,11 @@ class Api:
                 return await self._stream(request, st, opts, rid, created, chat)
             text_stream = TextStream(self.tok.decode, opts.stop)
             parts = [self._echo(st, opts)]
-            n = 0
+            ids: list[int] = []
             while not text_stream.stopped:
                 kind, value = await st.queue.get()
                 if kind == "token":
-                    n += 1
+                    ids.append(value)
                     parts.append(text_stream.push(value))
                 elif kind == "error":
                     f = value if isinstance(value, Failure) else Failure(str(value), 500)
@@ -174,16 +175,26 @@ class Api:
                     break
             finish = "stop" if text_stream.stopped else st.finish_reason
             text = "".join(parts)
-            choice: dict[str, Any] = {"index": 0, "finish_reason": finish, "logprobs": None}
+            choice: dict[str, Any] = {"index": 0, "finish_reason": finish,
+                                      "logprobs": self._logprobs(ids, st.logprobs, opts, chat, len(parts[0]))}
             if chat:
                 choice["message"] = {"role": "assistant", "content": text}
             else:
                 choice["text"] = text
             return web.json_response({"id": rid, "object": obj, "created": created, "model": self.model_name,
-                                      "choices": [choice], "usage": self._usage(st, n)})
+                                      "choices": [choice], "usage": self._usage(st, len(ids))})
         finally:
             if st.stage != "done":
                 self.router.abort(st.rid)
+
+    def _logprobs(self, ids: list[int], lps: list[list], opts: RequestOptions, chat: bool, offset: int = 0
+                  ) -> dict[str, Any] | None:
+        if opts.logprobs is None:
+            return None
+        lps = lps[:len(ids)]
+        if chat:
+            return chat_logprobs(ids, lps, self.tok.decode)
+        return completion_logprobs(ids, lps, self.tok.decode, offset)
 
     def _usage(self, st: RequestState, n: int) -> dict[str, int]:
         return {"prompt_tokens": len(st.prompt_ids), "completion_tokens": n, "total_tokens": len(st.prompt_ids) + n}
@@ -195,7 +206,10 @@ class Api:
         obj = "chat.completion.chunk" if chat else "text_completion"
 
         def chunk(text: str | None, finish: str | None, first: bool = False) -> dict[str, Any]:
-            c: dict[str, Any] = {"index": 0, "finish_reason": finish, "logprobs": None}
+            nonlocal shown
+            c: dict[str, Any] = {"index": 0, "finish_reason": finish,
+                                 "logprobs": self._logprobs(ids[shown:], st.logprobs[shown:], opts, chat)}
+            shown = len(ids)
             if chat:
                 c["delta"] = ({"role": "assistant", "content": text or ""} if first else
                               ({"content": text} if text is not None else {}))
@@ -207,7 +221,8 @@ class Api:
             await resp.write(f"data: {json.dumps(obj_)}\n\n".encode())
 
         text_stream = TextStream(self.tok.decode, opts.stop)
-        n = 0
+        ids: list[int] = []
+        shown = 0
         first = True
         echo = self._echo(st, opts)
         if echo:
@@ -215,7 +230,7 @@ class Api:
         while True:
             kind, value = await st.queue.get()
             if kind == "token":
-                n += 1
+                ids.append(value)
                 text = text_stream.push(value)
                 if text_stream.stopped:
                     await send(chunk(text or None, "stop", first))
@@ -232,7 +247,7 @@ class Api:
                 break
         if opts.include_usage and kind != "error":
             await send({"id": rid, "object": obj, "created": created, "model": self.model_name, "choices": [],
-                        "usage": self._usage(st, n)})
+                        "usage": self._usage(st, len(ids))})
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
         return resp

@@ -47,5 +47,7 @@ class RequestState:
     n_tokens: int = 0
     finish_reason: str | None = None
     workers: list[int] = field(default_factory=list)
+    logprobs: list[list] = field(default_factory=list)
+    """[logprob, [[token, logprob], ...]] of each generated token, when the request asked for them."""
     retries: int = 0
     """Times the request was placed again because the worker holding it died before its first token."""

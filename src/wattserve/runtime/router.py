@@ -211,8 +211,10 @@ class Router:
         w.send({"op": "import", "rid": st.rid, "token_ids": token_ids, "prompt_len": prompt_len, "params": params,
                 "handle": handle}, payload)
 
-    def _token(self, st: RequestState, tok: int) -> None:
+    def _token(self, st: RequestState, tok: int, logprob: list | None = None) -> None:
         now = time.monotonic()
+        if logprob is not None:
+            st.logprobs.append(logprob)
         if st.wid is not None:
             self.workers[st.wid].output_tokens += 1
         if st.first_token_t is None:
@@ -287,10 +289,10 @@ class Router:
                 self.on_power(w.wid, h)
             return
         if ev == "tokens":
-            for rid, tok, finished, reason in h["items"]:
+            for rid, tok, finished, reason, *lp in h["items"]:
                 st = self.requests.get(rid)
                 if st is not None and st.wid == w.wid:
-                    self._token(st, tok)
+                    self._token(st, tok, lp[0] if lp else None)
                     if finished:
                         self._finish(st, reason)
             return
@@ -300,7 +302,7 @@ class Router:
                 transport_for(h["handle"]).discard(h["handle"])
             return
         if ev == "prefilled":
-            self._token(st, h["token"])
+            self._token(st, h["token"], h.get("logprob"))
             st.stage = "transfer"
             self._import(st, [*st.prompt_ids, h["token"]], len(st.prompt_ids), asdict(st.params), h["handle"],
                          payload, None)

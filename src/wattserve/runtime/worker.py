@@ -4,8 +4,8 @@ power agent of that device.
 It serves one router connection over TCP (JSON frames, see wire.py). Commands: add, import, abort,
 set_role, set_batch_limit, the power ops of its own device (set_cap, lock_clock, restore:
 runtime.power.ops; the step governor reads the cap in force and the lock from the same agent),
-stats, shutdown. Events: tokens (one frame per engine step: [rid, token, finished, reason] for
-each sequence that produced one, not a frame per token), prefilled (with its KV handle), migrated,
+stats, shutdown. Events: tokens (one frame per engine step: [rid, token, finished, reason, logprob] for
+each sequence that produced one, plus its [logprob, top] when asked; not a frame per token), prefilled (with its KV handle), migrated,
 requeue, stats (the device's power readings under "power"), power (the answer to a power op),
 role_ready, error. A role change stops new admissions, hands queued prompts back (requeue), lets
 running prefills finish, migrates running decodes to peers with their KV (migrated), then switches
@@ -26,6 +26,7 @@ from wattserve.errors import UsageError
 from wattserve.governors.registry import make_governor
 from wattserve.runtime import wire
 from wattserve.runtime.engine.engine import EngineArgs, LLMEngine
+from wattserve.runtime.engine.sampler import TokenLogprob
 from wattserve.runtime.engine.sequence import SamplingParams, Status
 from wattserve.runtime.engine.step_view import PowerProfile
 from wattserve.runtime.power.device import DevicePower
@@ -195,9 +196,10 @@ class Worker:
             for o in outs:
                 if o.finish_reason == "prefilled" and o.kv is not None:
                     handle, data = self.transport.put(o.kv)
-                    self.send({"ev": "prefilled", "rid": o.seq_id, "token": o.token, "handle": handle}, data)
+                    self.send({"ev": "prefilled", "rid": o.seq_id, "token": o.token, "handle": handle,
+                               "logprob": _wire_logprob(o.logprob)}, data)
                 else:
-                    tokens.append([o.seq_id, o.token, o.finished, o.finish_reason])
+                    tokens.append([o.seq_id, o.token, o.finished, o.finish_reason, _wire_logprob(o.logprob)])
             if tokens:
                 self.send({"ev": "tokens", "items": tokens})
             if self.writer is not None:
@@ -241,6 +243,11 @@ class Worker:
         ready.close()
         await done
         server.close()
+
+
+def _wire_logprob(lp: TokenLogprob | None) -> list | None:
+    """[logprob, [[token, logprob], ...]] or None: the JSON form of a TokenLogprob."""
+    return None if lp is None else [lp.logprob, [list(t) for t in lp.top]]
 
 
 def worker_main(spec: WorkerSpec, ready: Any) -> None:

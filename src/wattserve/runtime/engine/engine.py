@@ -23,6 +23,7 @@ from wattserve.runtime.engine.config import ModelConfig, get_config
 from wattserve.runtime.engine.kv_cache import KVCache
 from wattserve.runtime.engine.latency_window import LatencyWindow
 from wattserve.runtime.engine.model_runner import ModelRunner
+from wattserve.runtime.engine.sampler import TokenLogprob
 from wattserve.runtime.engine.scheduler import Scheduler
 from wattserve.runtime.engine.sequence import SamplingParams, Sequence, Status
 from wattserve.runtime.engine.step_view import (
@@ -46,6 +47,7 @@ class StepOutput:
     finish_reason: str | None
     num_generated: int
     kv: torch.Tensor | None = None
+    logprob: TokenLogprob | None = None
 
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -210,9 +212,11 @@ class LLMEngine:
             seq.num_computed += n
             q += n
         outputs: list[StepOutput] = []
-        for seq, tok in sampled:
+        for seq, tok, lp in sampled:
             seq.token_ids.append(tok)
-            outputs.append(self._after_token(seq, tok))
+            out = self._after_token(seq, tok)
+            out.logprob = lp
+            outputs.append(out)
         self.busy_s += time.perf_counter() - t0
         self.steps += 1
         self.tokens_computed += q

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from wattserve.runtime.engine.kv_cache import KVCache
-from wattserve.runtime.engine.sampler import sample_batch
+from wattserve.runtime.engine.sampler import TokenLogprob, sample_step
 from wattserve.runtime.engine.sequence import Sequence
 from wattserve.runtime.layers.attention import AttnMetadata, DecodeBatch, PrefillSlice
 from wattserve.runtime.models.llama import LlamaForCausalLM
@@ -100,17 +100,19 @@ class ModelRunner:
                           self.cache.block_size)
 
     @torch.inference_mode()
-    def run(self, batch: list[tuple[Sequence, int]]) -> list[tuple[Sequence, int]]:
-        """Forward the batch; each sequence that reached its end gets its next token. The caller
-        advances num_computed afterwards."""
+    def run(self, batch: list[tuple[Sequence, int]]) -> list[tuple[Sequence, int, TokenLogprob | None]]:
+        """Forward the batch; each sequence that reached its end gets its next token (and its
+        log-probability when asked). The caller advances num_computed afterwards."""
         step = self.prepare(batch)
         hidden = self.forward(step)
         if not step.sample_seqs:
             return []
         rows = hidden if len(step.sample_rows) == hidden.shape[0] else hidden[self._tensor(step.sample_rows)]
-        toks = sample_batch(self.model.logits(rows), [s.params for s in step.sample_seqs],
-                            [s.generator for s in step.sample_seqs])
-        return list(zip(step.sample_seqs, toks))
+        seqs = step.sample_seqs
+        penalized = any(s.params.presence_penalty or s.params.frequency_penalty for s in seqs)
+        toks, lps = sample_step(self.model.logits(rows), [s.params for s in seqs], [s.generator for s in seqs],
+                                [s.output_ids for s in seqs] if penalized else None)
+        return list(zip(seqs, toks, lps))
 
 
 class DecodeGraphs:

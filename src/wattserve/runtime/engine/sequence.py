@@ -16,6 +16,11 @@ class SamplingParams:
     seed: int | None = None
     ignore_eos: bool = False
     stop_token_ids: tuple[int, ...] = ()
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logprobs: int | None = None
+    """Return the chosen token's log-probability and this many top alternatives (0: none); None:
+    no logprobs."""
 
 
 class Status(Enum):
