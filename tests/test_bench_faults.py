@@ -121,9 +121,10 @@ def server() -> Iterator[FaultServer]:
 
 
 def argv(url: str, tmp_path: Path, *args: str) -> list[str]:
+    """The fault server has no /tokenize: prompts are counted in words, as the user would say."""
     return [sys.executable, "-m", "wattserve", "bench", "--base-url", url, "--random-input-len", "4",
-            "--random-output-len", "2", "--save-result", "--result-dir", str(tmp_path), "--result-filename",
-            "r.json", *args]
+            "--tokenizer", "words", "--random-output-len", "2", "--save-result", "--result-dir", str(tmp_path),
+            "--result-filename", "r.json", *args]
 
 
 def bench(url: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
@@ -156,6 +157,30 @@ def test_every_fault_is_a_failure_with_its_reason_and_exit_1(server: FaultServer
     line = next(s for s in p.stdout.splitlines() if s.startswith("failed: "))
     assert line == "failed: 12 (" + "; ".join(f"{k}: {n}" for k, n in MIX_FAILURES.items()) + ")"
     assert "Serving Benchmark Result" in p.stdout and "Traceback" not in p.stderr
+
+
+def test_a_server_without_tokenize_gets_words_and_a_line_saying_so(server: FaultServer, tmp_path: Path) -> None:
+    """The default --tokenizer server meets a 404 from /tokenize: one line on stderr before the run,
+    and the result says the lengths were words."""
+    cmd = [a for a in argv(f"{server.url}/ok", tmp_path, "--num-prompts", "2") if a not in ("--tokenizer", "words")]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, (p.stdout, p.stderr)
+    assert p.stderr.strip().splitlines() == [
+        f"wattserve bench: POST {server.url}/ok/tokenize answered 404, so prompt lengths are counted in whitespace "
+        "words, not the server's tokens (--tokenizer words)"]
+    res = result(tmp_path, 2)
+    assert res["input_len_unit"] == "words" and res["input_len_check"] is None
+
+
+def test_tokenizer_server_given_is_refused_without_tokenize(server: FaultServer, tmp_path: Path) -> None:
+    cmd = [a if a != "words" else "server" for a in argv(f"{server.url}/ok", tmp_path, "--num-prompts", "2")]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2, (p.stdout, p.stderr)
+    assert p.stderr.strip().splitlines() == [
+        f"wattserve bench: error: --tokenizer server: POST {server.url}/ok/tokenize answered 404: the server has no "
+        "/tokenize; allowed: --tokenizer words (lengths in whitespace words)"]
+    assert p.stdout == "" and not (tmp_path / "r.json").exists()
+    assert server.arrivals.empty(), "a request was sent"
 
 
 def test_allow_failures_exits_0(server: FaultServer, tmp_path: Path) -> None:

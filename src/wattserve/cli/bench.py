@@ -36,7 +36,17 @@ def cmd_bench(args: argparse.Namespace, started: float) -> int:
 
     from pydantic import ValidationError
 
-    from wattserve.loadgen.bench import check_plan, check_server, load_trace_of, plan, result_folder, run
+    from wattserve.loadgen.bench import (
+        asked_length,
+        check_plan,
+        check_server,
+        load_trace_of,
+        result_folder,
+        run,
+        schedule,
+        with_prompts,
+    )
+    from wattserve.loadgen.prompts import size_prompts
     from wattserve.schema.bench import BenchConfig
     from wattserve.schema.flag_table import BENCH
     from wattserve.schema.flags import field_error, overrides
@@ -46,12 +56,17 @@ def cmd_bench(args: argparse.Namespace, started: float) -> int:
         a = BenchConfig.model_validate(apply_overrides({}, overrides(args, BENCH)))
     except ValidationError as e:
         raise UsageError(field_error(e, BenchConfig, {f.path: f"--{f.name}" for f in BENCH})) from None
-    reqs = plan(a, load_trace_of(a))
-    about = check_plan(a, reqs)
+    specs = schedule(a, load_trace_of(a))
+    about = check_plan(a, specs)
     if a.save_result or a.result_dir is not None or a.result_filename is not None:
         result_folder(a)
     asyncio.run(check_server(a))
-    res = asyncio.run(run(a, reqs, announce=lambda: print(about, flush=True)))
+    sizing = asyncio.run(size_prompts(a, [n for _, n, _ in specs], asked_length(a)))
+    for line in sizing.notes:
+        print(line, file=sys.stderr, flush=True)
+    res = asyncio.run(run(a, with_prompts(specs, sizing.prompts), announce=lambda: print(about, flush=True)))
+    res["input_len_unit"] = sizing.unit
+    res["input_len_check"] = sizing.check.as_json() if sizing.check else None
     return conclude(res, a)
 
 

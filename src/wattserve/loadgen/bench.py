@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from wattserve.errors import UsageError
+from wattserve.loadgen.prompts import word_prompt
 from wattserve.schema.bench import BenchConfig
 
 if TYPE_CHECKING:
@@ -46,7 +47,6 @@ CANCELLED = "cancelled in flight: interrupted"
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 EXIT_STATUS = {"SIGINT": 130, "SIGTERM": 143}
 """A stopped run exits as a shell reports a process killed by the signal (128 + its number)."""
-WORDS = ("power", "budget", "token", "decode", "prefill", "cluster", "watt", "clock", "cache", "serve")
 
 
 @dataclass
@@ -61,15 +61,15 @@ class Outcome:
     error: str = ""
 
 
-def make_prompt(n_tokens: int, rng: random.Random) -> str:
-    """About n_tokens tokens of text for BPE tokenizers (one word and a space each)."""
-    return " ".join(rng.choice(WORDS) for _ in range(max(1, n_tokens)))
+def make_prompt(n_words: int, rng: random.Random) -> str:
+    """n_words whitespace-separated words (see wattserve.loadgen.prompts for prompts in tokens)."""
+    return word_prompt(n_words, rng)
 
 
-def plan(a: BenchConfig, trace: Workload | None = None) -> list[tuple[float, str, int]]:
-    """(send time offset, prompt, max_tokens) for each request; `trace` is a.trace already loaded
-    (see `load`), so that a bad trace is refused before anything else happens."""
-    rng = random.Random(a.seed)
+def schedule(a: BenchConfig, trace: Workload | None = None) -> list[tuple[float, int, int]]:
+    """(send time offset, prompt length, max_tokens) for each request; `trace` is a.trace already
+    loaded (see `load_trace_of`), so that a bad trace is refused before anything else happens. The
+    prompts are made later (`with_prompts`), once the server can say how it counts tokens."""
     nprng = np.random.default_rng(a.seed)
     if a.trace:
         from wattserve.workload import load_trace
@@ -78,15 +78,31 @@ def plan(a: BenchConfig, trace: Workload | None = None) -> list[tuple[float, str
         if a.request_rate != float("inf"):
             w = w.rescale(a.request_rate)
         w = w.head(a.num_prompts)
-        return [(float(t), make_prompt(int(p), rng), int(o))
-                for t, p, o in zip(w.arrival_s, w.prompt_tokens, w.output_tokens)]
+        return [(float(t), int(p), int(o)) for t, p, o in zip(w.arrival_s, w.prompt_tokens, w.output_tokens)]
     if a.request_rate == float("inf"):
         times = np.zeros(a.num_prompts)
     else:
         with np.errstate(over="ignore", invalid="ignore"):
             gaps = nprng.gamma(a.burstiness, 1.0 / (a.request_rate * a.burstiness), size=a.num_prompts)
             times = np.cumsum(gaps) - gaps[0]
-    return [(float(t), make_prompt(a.random_input_len, rng), a.random_output_len) for t in times]
+    return [(float(t), a.random_input_len, a.random_output_len) for t in times]
+
+
+def with_prompts(specs: list[tuple[float, int, int]], prompts: list[str]) -> list[tuple[float, str, int]]:
+    """(send time offset, prompt, max_tokens): each scheduled request with its prompt."""
+    return [(t, p, o) for (t, _, o), p in zip(specs, prompts, strict=True)]
+
+
+def plan(a: BenchConfig, trace: Workload | None = None) -> list[tuple[float, str, int]]:
+    """The schedule with prompts counted in words (no server needed)."""
+    specs = schedule(a, trace)
+    rng = random.Random(a.seed)
+    return with_prompts(specs, [make_prompt(n, rng) for _, n, _ in specs])
+
+
+def asked_length(a: BenchConfig) -> str:
+    """The lengths asked for, as the user gave them (for lines about prompts)."""
+    return "the trace asks" if a.trace else f"--random-input-len {a.random_input_len}"
 
 
 def request_body(a: BenchConfig, prompt: str, max_tokens: int) -> dict[str, Any]:
@@ -206,7 +222,7 @@ async def attempt(session: Any, a: BenchConfig, prompt: str, max_tokens: int) ->
         return Outcome(error=describe(e))
 
 
-def check_plan(a: BenchConfig, reqs: list[tuple[float, str, int]]) -> str:
+def check_plan(a: BenchConfig, reqs: list[tuple[float, int, int]] | list[tuple[float, str, int]]) -> str:
     """Refuse a plan whose arrivals never end (a rate so low that the gaps overflow), and say up
     front how many requests the run sends over how long, so a long run is no surprise."""
     if not reqs:

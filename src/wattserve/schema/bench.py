@@ -41,13 +41,22 @@ class BenchConfig(Strict):
                               json_schema_extra=flag("burstiness"))
     max_concurrency: int | None = Field(None, ge=1, description="most requests in flight (default: no limit)",
                                         json_schema_extra=flag("max-concurrency"))
-    random_input_len: int = Field(128, ge=1, le=1_000_000, description="prompt tokens of each synthetic request",
+    random_input_len: int = Field(128, ge=1, le=1_000_000,
+                                  description="prompt length of each synthetic request, in the server's tokens "
+                                              "(as its usage counts them, BOS included), or in words with "
+                                              "--tokenizer words",
                                   json_schema_extra=flag("random-input-len"))
     random_output_len: int = Field(64, ge=1, le=1_000_000, description="max_tokens of each synthetic request",
                                    json_schema_extra=flag("random-output-len"))
     trace: str | None = Field(None, description="replay arrivals and lengths from an Azure CSV or Mooncake JSONL "
                                                 "trace instead of synthetic requests",
                               json_schema_extra=flag("trace"))
+    tokenizer: Literal["server", "words"] = Field(
+        "server", description="how prompt lengths (--random-input-len, a trace's) are counted: server: in the "
+                              "server's own tokens, sized with its POST /tokenize (vLLM, SGLang, wattserve serve); "
+                              "a server without it gets words and a line on stderr saying so; words: whitespace "
+                              "words, for any server; the result's input_len_unit says which",
+        json_schema_extra=flag("tokenizer"))
     goodput: list[str] | None = Field(None, description="SLOs as KEY:MS, KEY one of ttft, tpot, e2el and MS >= 0 "
                                                         "(e.g. ttft:1000 tpot:50); goodput counts requests within all",
                                       json_schema_extra=flag("goodput"))
