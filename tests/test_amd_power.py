@@ -16,13 +16,7 @@ from wattserve.runtime.power.base import (
 from wattserve.runtime.power.local import open_device_power
 from wattserve.runtime.power.select import select_power
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
+from manual_clock import Clock
 
 
 def agent(**kw) -> tuple[AmdSmiGpuPower, FakeAmdSmi, Clock]:

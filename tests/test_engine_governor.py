@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from manual_clock import Clock
+
 torch = pytest.importorskip("torch")
 
 from wattserve.catalog.gpus import get_gpu  # noqa: E402
@@ -194,14 +196,6 @@ def test_the_decided_clock_is_recorded_and_none_when_ungoverned() -> None:
     g.add("a", [1, 2, 3], GREEDY)
     g.step()
     assert g.governor_clock_mhz == 1200
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def modelled_clock(gov: Recorder | None, lock: int | None = None) -> tuple[int, object]:

@@ -20,13 +20,7 @@ from wattserve.runtime.power.modelled import ModelledGpuPower
 from wattserve.runtime.power.nvml import NvmlGpuPower
 from wattserve.runtime.power.select import select_power
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
+from manual_clock import Clock
 
 
 def agent(**kw) -> tuple[NvmlGpuPower, FakeNvml, Clock]:

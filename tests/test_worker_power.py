@@ -27,15 +27,9 @@ from wattserve.runtime.power.nvml import NvmlGpuPower
 from wattserve.runtime.power.ops import power_op, power_stats
 from wattserve.runtime.power.remote import WorkerPower
 
+from manual_clock import Clock
+
 POWER = Path(__file__).resolve().parents[1] / "src" / "wattserve" / "runtime" / "power"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def nvml_agent(fake: FakeNvml, index: int | str = 0) -> NvmlGpuPower:
