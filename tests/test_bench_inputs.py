@@ -78,6 +78,7 @@ CASES = [
     ("request-timeout-inf", ["--request-timeout", "inf"], "--request-timeout: inf is not allowed"),
     ("request-timeout-huge", ["--request-timeout", "1e300"], "--request-timeout: 1e+300 is not allowed"),
     ("request-timeout-not-a-number", ["--request-timeout", "abc"], "--request-timeout: invalid float value"),
+    ("tokenizer-unknown", ["--tokenizer", "bytes"], "--tokenizer: 'bytes'"),
     ("allow-failures-takes-no-value", ["--allow-failures", "yes"], "unrecognized arguments: yes"),
 ]
 
@@ -133,6 +134,8 @@ def test_help_describes_every_flag() -> None:
     assert "default inf" in flag["request-rate"].help
     assert "allowed: /v1/completions, /v1/chat/completions" in flag["endpoint"].help
     assert "default 600" in flag["request-timeout"].help
+    assert "allowed: server, words" in flag["tokenizer"].help and "/tokenize" in flag["tokenizer"].help
+    assert "server's tokens" in flag["random-input-len"].help
 
 
 def test_readme_lists_every_bench_flag() -> None:

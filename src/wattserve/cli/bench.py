@@ -26,7 +26,7 @@ def add(sub: argparse._SubParsersAction) -> None:
                                    "the run and still print (and with --save-result save) what finished.")
     add_flags(p, BENCH, {"": None}, metavars={"goodput": "KEY:MS", "base-url": "URL", "endpoint": "PATH",
                                               "model": "NAME", "trace": "FILE", "result-dir": "DIR",
-                                              "result-filename": "NAME", "api-key": "KEY",
+                                              "result-filename": "NAME", "api-key": "KEY", "tokenizer": "server|words",
                                               "percentile-metrics": "M[,M...]", "metric-percentiles": "P[,P...]"})
     p.set_defaults(func=cmd_bench)
 

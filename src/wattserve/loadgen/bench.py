@@ -321,6 +321,8 @@ async def run(a: BenchConfig, reqs: list[tuple[float, str, int]],
 
 
 def summarize(a: BenchConfig, outs: list[Outcome], duration: float) -> dict[str, Any]:
+    """vLLM's result fields; `input_lens` and `output_lens` (its per-request lists, in the order
+    planned) hold the server's usage counts of the completed requests."""
     ok = [o for o in outs if o.ok]
     ttft = np.array([o.ttft for o in ok])
     tpot = np.array([(o.latency - o.ttft) / (o.output_tokens - 1) for o in ok if o.output_tokens > 1])
@@ -345,6 +347,7 @@ def summarize(a: BenchConfig, outs: list[Outcome], duration: float) -> dict[str,
         "request_goodput": good / duration if duration and slos else None,
         "output_throughput": total_out / duration if duration else 0.0,
         "total_token_throughput": (total_in + total_out) / duration if duration else 0.0,
+        "input_lens": [o.prompt_tokens for o in ok], "output_lens": [o.output_tokens for o in ok],
         "errors": [o.error for o in outs if not o.ok],
         "failures": tally(o.error for o in outs if not o.ok),
     }
