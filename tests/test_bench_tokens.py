@@ -200,3 +200,14 @@ def test_words_are_what_they_were(server: Server, tmp_path: Path) -> None:
     _, res = bench(server, tmp_path, "--num-prompts", "3", "--random-input-len", "64", "--tokenizer", "words")
     assert res["input_len_unit"] == "words" and res["input_len_check"] is None
     assert all(n > 300 for n in res["input_lens"])
+
+
+def test_chat_content_is_sized_and_the_template_adds_the_same_to_each(server: Server, tmp_path: Path) -> None:
+    """As in vLLM's bench the message content is N tokens; the server's chat template adds its own."""
+    from wattserve.runtime.engine.tokenizer import chat_prompt
+
+    _, res = bench(server, tmp_path, "--num-prompts", "3", "--random-input-len", "64", "--endpoint",
+                   "/v1/chat/completions")
+    template = len(chat_prompt([{"role": "user", "content": ""}]).encode())
+    assert res["input_lens"] == [64 + template] * 3
+    assert res["input_len_unit"] == "tokens (server), before the chat template"

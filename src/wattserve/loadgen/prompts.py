@@ -38,6 +38,9 @@ SAMPLE = 8
 """Finished prompts tokenized to check that a prompt's count is its words' costs added up."""
 UNIT_TOKENS = "tokens (server)"
 UNIT_WORDS = "words"
+UNIT_CHAT = "tokens (server), before the chat template"
+"""A chat request's message content is sized as vLLM's bench sizes it; the server's chat template
+adds its own tokens around it (and the server counts those too)."""
 TOKENIZE_TIMEOUT_S = 60.0
 """Longest the calibration and the check may take together (a few dozen short calls)."""
 
@@ -164,9 +167,14 @@ class Sizer:
     """Builds prompts of n tokens by the calibration (see the module's docstring)."""
     cal: Calibration
     table: list[tuple[str, ...] | None] = field(init=False)
+    window: int = field(init=False)
+    most: int = field(init=False)
+    """The dearest word after a space: a batch of random words stops short of the window."""
 
     def __post_init__(self) -> None:
-        self.table = fills(self.cal, 2 * self.cal.window)
+        self.window = self.cal.window
+        self.most = max(self.cal.rest[w] for w in WORDS)
+        self.table = fills(self.cal, 2 * self.window)
 
     def reachable(self, left: int) -> bool:
         return 0 <= left < len(self.table) and self.table[left] is not None
@@ -176,10 +184,10 @@ class Sizer:
         fillers cannot reach the remainder the last words give theirs back and it is tried again."""
         words = [self.first_word(n, rng)]
         left = n - self.cal.first[words[0]]
-        while left > self.cal.window:
-            w = rng.choice(WORDS)
-            words.append(w)
-            left -= self.cal.rest[w]
+        while left > self.window:
+            batch = rng.choices(WORDS, k=(left - self.window) // self.most + 1)
+            words += batch
+            left -= sum(map(self.cal.rest.__getitem__, batch))
         while not self.reachable(left) and len(words) > 1 and \
                 left + self.cal.rest[words[-1]] < len(self.table):
             left += self.cal.rest[words.pop()]
@@ -191,7 +199,7 @@ class Sizer:
         else the one coming nearest n (a prompt shorter than any word the tokenizer makes)."""
         def works(w: str) -> bool:
             left = n - self.cal.first[w]
-            return left > self.cal.window or self.reachable(left)
+            return left > self.window or self.reachable(left)
 
         for pool in (WORDS, WORDS + FILLERS):
             fit = [w for w in pool if works(w)]
@@ -279,4 +287,5 @@ async def size_prompts(a: BenchConfig, lengths: list[int], asked: str) -> Sizing
     except (aiohttp.ClientError, TimeoutError, ValueError) as e:
         why = f"timed out after {TOKENIZE_TIMEOUT_S:g} s" if type(e) is TimeoutError else describe(e)
         raise UsageError(f"--tokenizer server: POST {url}: {why}; use --tokenizer words") from None
-    return Sizing([p.text for p in prompts], UNIT_TOKENS, c, check_lines(c, asked))
+    unit = UNIT_CHAT if "chat" in a.endpoint else UNIT_TOKENS
+    return Sizing([p.text for p in prompts], unit, c, check_lines(c, asked))
