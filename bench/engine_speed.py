@@ -3,11 +3,12 @@
 For each model (tiny, small) both engines get the same config and the same seeded weights (our
 module names follow HF checkpoints, so LlamaForCausalLM loads our state dict as is). Reported:
 - prefill tokens/s: BATCH prompts of PROMPT tokens, first token only;
-- decode step time: BATCH sequences generating NEW tokens after that prompt, per step (for HF, a
-  loop of forwards over its own KV cache, timed apart from the prefill);
+- decode step time: BATCH sequences generating NEW tokens after that prompt, per step (for HF, one
+  forward over its own KV cache per step, as `generate` runs);
 - whether greedy tokens agree (a check that our Llama matches HF's).
-Ours and HF alternate, repeat by repeat, and each figure is the best of its repeats, so load from
-elsewhere on a shared machine hits both alike; compare ratios, not absolute times.
+Ours and HF alternate call by call (each prefill, each decode step), and the ratios reported are
+medians of those paired ratios, so load from elsewhere on a shared machine hits both alike: compare
+the ratios, not absolute times.
 The last line is one JSON object. Usage: python bench/engine_speed.py [--threads 2] [--repeats 3]
 Needs the `bench` extra (transformers). To measure another checkout's engine with this same script,
 put its src first on PYTHONPATH.
@@ -17,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -46,54 +49,96 @@ def prompts(vocab: int) -> list[list[int]]:
     return [torch.randint(0, min(vocab, 256), (PROMPT,), generator=g).tolist() for _ in range(BATCH)]
 
 
-def ours(model: str, ps: list[list[int]]) -> tuple[float, float, list[int]]:
-    e = LLMEngine(EngineArgs(model=model, max_batched_tokens=BATCH * PROMPT, max_num_seqs=BATCH, seed=1))
-    one = SamplingParams(max_tokens=1, temperature=0.0, ignore_eos=True)
-    for i, p in enumerate(ps):
-        e.add(f"w{i}", p, one)
-    while e.has_work():
-        e.step()
-    for i, p in enumerate(ps):
-        e.add(f"p{i}", p, one)
+def _timed(f: Callable[[], object]) -> float:
     t = time.perf_counter()
-    while e.has_work():
-        e.step()
-    prefill_tps = BATCH * PROMPT / (time.perf_counter() - t)
-    params = SamplingParams(max_tokens=NEW, temperature=0.0, ignore_eos=True)
-    for i, p in enumerate(ps):
-        e.add(f"d{i}", p, params)
-    toks = [o.token for o in e.step() if o.seq_id == "d0"]
-    t = time.perf_counter()
-    steps = 0
-    while e.has_work():
-        for o in e.step():
-            if o.seq_id == "d0":
-                toks.append(o.token)
-        steps += 1
-    return prefill_tps, (time.perf_counter() - t) / steps, toks
+    f()
+    return time.perf_counter() - t
 
 
-def hf(engine: LLMEngine, ps: list[list[int]]) -> tuple[float, float, list[int]]:
-    """HF's forward with its own KV cache: one timed prefill of the batch, then NEW - 1 greedy
-    decode steps timed as a loop (what `generate` runs inside, without its per-call set-up)."""
-    m = hf_model(engine)
-    ids = torch.tensor(ps)
-    with torch.inference_mode():
-        m(ids[:1, :8])
-        t = time.perf_counter()
-        out = m(ids, use_cache=True)
-        prefill_tps = BATCH * PROMPT / (time.perf_counter() - t)
-        nxt = out.logits[:, -1].argmax(-1, keepdim=True)
-        toks = [int(nxt[0, 0])]
-        past = out.past_key_values
-        t = time.perf_counter()
+class Ours:
+    def __init__(self, model: str, ps: list[list[int]]) -> None:
+        self.e = LLMEngine(EngineArgs(model=model, max_batched_tokens=BATCH * PROMPT, max_num_seqs=BATCH, seed=1))
+        self.ps = ps
+        self.n = 0
+        self.prefill()
+
+    def _add(self, params: SamplingParams) -> list[str]:
+        ids = []
+        for p in self.ps:
+            self.n += 1
+            ids.append(f"s{self.n}")
+            self.e.add(ids[-1], p, params)
+        return ids
+
+    def prefill(self) -> None:
+        self._add(SamplingParams(max_tokens=1, temperature=0.0, ignore_eos=True))
+        while self.e.has_work():
+            self.e.step()
+
+    def start_decode(self) -> None:
+        self.first = self._add(SamplingParams(max_tokens=NEW, temperature=0.0, ignore_eos=True))[0]
+        self.toks = []
+        self.step()
+
+    def step(self) -> None:
+        self.toks += [o.token for o in self.e.step() if o.seq_id == self.first]
+
+
+class Hf:
+    def __init__(self, engine: LLMEngine, ps: list[list[int]]) -> None:
+        self.m = hf_model(engine)
+        self.ids = torch.tensor(ps)
+        with torch.inference_mode():
+            self.m(self.ids[:1, :8])
+
+    @torch.inference_mode()
+    def prefill(self) -> None:
+        out = self.m(self.ids, use_cache=True)
+        self.past = out.past_key_values
+        self.nxt = out.logits[:, -1].argmax(-1, keepdim=True)
+
+    def start_decode(self) -> None:
+        self.prefill()
+        self.toks = [int(self.nxt[0, 0])]
+
+    @torch.inference_mode()
+    def step(self) -> None:
+        out = self.m(self.nxt, past_key_values=self.past, use_cache=True)
+        self.past = out.past_key_values
+        self.nxt = out.logits[:, -1].argmax(-1, keepdim=True)
+        self.toks.append(int(self.nxt[0, 0]))
+
+
+def compare(model: str, repeats: int) -> dict[str, object]:
+    """Ours and HF alternate call by call (prefills, then every decode step), so load from elsewhere
+    on a shared machine falls on both alike; ratios are medians of the paired ratios."""
+    ref = LLMEngine(EngineArgs(model=model, seed=1))
+    ps = prompts(ref.cfg.vocab)
+    ours, hf = Ours(model, ps), Hf(ref, ps)
+    pre_o, pre_h, dec_o, dec_h = [], [], [], []
+    for _ in range(repeats):
+        pre_o.append(_timed(ours.prefill))
+        pre_h.append(_timed(hf.prefill))
+    same = True
+    for _ in range(repeats):
+        ours.start_decode()
+        hf.start_decode()
         for _ in range(NEW - 1):
-            out = m(nxt, past_key_values=past, use_cache=True)
-            past = out.past_key_values
-            nxt = out.logits[:, -1].argmax(-1, keepdim=True)
-            toks.append(int(nxt[0, 0]))
-        step = (time.perf_counter() - t) / (NEW - 1)
-    return prefill_tps, step, toks
+            dec_o.append(_timed(ours.step))
+            dec_h.append(_timed(hf.step))
+        same = same and ours.toks == hf.toks
+    params = sum(p.numel() for p in ref.model.parameters())
+    pre_ratio = statistics.median(h / o for o, h in zip(pre_o, pre_h))
+    dec_ratio = statistics.median(h / o for o, h in zip(dec_o, dec_h))
+    o_dec, h_dec = statistics.median(dec_o), statistics.median(dec_h)
+    print(f"{model} ({params / 1e6:.1f}M params): prefill {BATCH * PROMPT / min(pre_o):,.0f} tok/s "
+          f"(HF {BATCH * PROMPT / min(pre_h):,.0f}); decode step {o_dec * 1e3:.2f} ms median at batch {BATCH} "
+          f"(HF {h_dec * 1e3:.2f} ms); paired ratios (HF time / ours): prefill {pre_ratio:.2f}x, "
+          f"decode {dec_ratio:.2f}x; greedy tokens agree: {same}")
+    return {"params_m": round(params / 1e6, 2), "prefill_tok_s": round(BATCH * PROMPT / min(pre_o)),
+            "hf_prefill_tok_s": round(BATCH * PROMPT / min(pre_h)), "decode_step_ms": round(o_dec * 1e3, 3),
+            "hf_decode_step_ms": round(h_dec * 1e3, 3), "prefill_ratio_vs_hf": round(pre_ratio, 2),
+            "decode_ratio_vs_hf": round(dec_ratio, 2), "greedy_tokens_agree": same}
 
 
 def main() -> None:
@@ -102,25 +147,10 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    result = {"batch": BATCH, "prompt_tokens": PROMPT, "new_tokens": NEW, "threads": a.threads,
-              "torch": torch.__version__}
+    result: dict[str, object] = {"batch": BATCH, "prompt_tokens": PROMPT, "new_tokens": NEW, "threads": a.threads,
+                                 "torch": torch.__version__}
     for model in ("tiny", "small"):
-        ref = LLMEngine(EngineArgs(model=model, seed=1))
-        ps = prompts(ref.cfg.vocab)
-        runs_o, runs_h = [], []
-        for _ in range(a.repeats):
-            runs_o.append(ours(model, ps))
-            runs_h.append(hf(ref, ps))
-        o_pre, o_dec = max(r[0] for r in runs_o), min(r[1] for r in runs_o)
-        h_pre, h_dec = max(r[0] for r in runs_h), min(r[1] for r in runs_h)
-        same = runs_o[0][2] == runs_h[0][2][:len(runs_o[0][2])]
-        params = sum(p.numel() for p in ref.model.parameters())
-        print(f"{model} ({params / 1e6:.1f}M params): prefill {o_pre:,.0f} tok/s (HF {h_pre:,.0f}); decode step "
-              f"{o_dec * 1e3:.2f} ms at batch {BATCH} (HF {h_dec * 1e3:.2f} ms); greedy tokens agree: {same}")
-        result[model] = {"params_m": round(params / 1e6, 2), "prefill_tok_s": round(o_pre), "hf_prefill_tok_s": round(h_pre),
-                         "decode_step_ms": round(o_dec * 1e3, 3), "hf_decode_step_ms": round(h_dec * 1e3, 3),
-                         "prefill_ratio_vs_hf": round(o_pre / h_pre, 2), "decode_ratio_vs_hf": round(h_dec / o_dec, 2),
-                         "greedy_tokens_agree": same}
+        result[model] = compare(model, a.repeats)
     print(json.dumps(result))
 
 
