@@ -211,3 +211,67 @@ def test_chat_content_is_sized_and_the_template_adds_the_same_to_each(server: Se
     template = len(chat_prompt([{"role": "user", "content": ""}]).encode())
     assert res["input_lens"] == [64 + template] * 3
     assert res["input_len_unit"] == "tokens (server), before the chat template"
+
+
+async def on_tokenize(handler: Callable[[Any], Any], fn: Callable[[str], Any]) -> Any:
+    """Run `fn(base_url)` against a local server whose POST /tokenize is `handler`."""
+    from aiohttp import web
+
+    app = web.Application()
+    app.router.add_post("/tokenize", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        return await fn(f"http://127.0.0.1:{port}")
+    finally:
+        await runner.cleanup()
+
+
+def size_against(handler: Callable[[Any], Any], lengths: list[int], **config: Any) -> Any:
+    from wattserve.loadgen.prompts import size_prompts
+    from wattserve.schema.bench import BenchConfig
+
+    async def fn(url: str) -> Any:
+        return await size_prompts(BenchConfig(base_url=url, **config), lengths, "--random-input-len")
+
+    return asyncio.run(on_tokenize(handler, fn))
+
+
+async def vllm_words(request: Any) -> Any:
+    """vLLM's answer for a word-per-token tokenizer; 401 without the key, as a guarded server."""
+    from aiohttp import web
+
+    if request.headers.get("Authorization") != "Bearer k":
+        return web.json_response({"error": {"message": "Unauthorized"}}, status=401)
+    body = await request.json()
+    ids = list(range(word_count(body["prompt"])))
+    return web.json_response({"count": len(ids), "max_model_len": 8192, "tokens": ids, "token_strs": None})
+
+
+def test_a_vllm_shaped_tokenize_sizes_every_prompt() -> None:
+    lengths = [64] * 30 + [2, 3, 500]
+    sizing = size_against(vllm_words, lengths, api_key="k", num_prompts=len(lengths))
+    assert [word_count(p) for p in sizing.prompts] == lengths
+    assert sizing.unit == "tokens (server)" and sizing.notes == []
+    assert sizing.check == Check(sampled=8, exact=8, max_off=0, asked_off=0, max_off_asked=0)
+
+
+@pytest.mark.parametrize(("status", "body", "expect"), [
+    (401, None, "answered 401 Unauthorized; use --tokenizer words"),
+    (500, "<html>boom</html>", "answered 500 <html>boom</html>; use --tokenizer words"),
+    (200, "not json", "answered with something that is not JSON; use --tokenizer words"),
+], ids=["no-key", "server-error", "not-json"])
+def test_a_tokenize_that_fails_is_one_line(status: int, body: str | None, expect: str) -> None:
+    from aiohttp import web
+
+    async def handler(request: Any) -> Any:
+        if body is None:
+            return await vllm_words(request)
+        return web.Response(status=status, text=body)
+
+    with pytest.raises(UsageError, match="^--tokenizer server: POST http://127.0.0.1:[0-9]+/tokenize ") as e:
+        size_against(handler, [64])
+    assert str(e.value).endswith(expect), str(e.value)

@@ -64,6 +64,7 @@ def cmd_bench(args: argparse.Namespace, started: float) -> int:
     sizing = asyncio.run(size_prompts(a, [n for _, n, _ in specs], asked_length(a)))
     for line in sizing.notes:
         print(line, file=sys.stderr, flush=True)
+    about += f", prompt lengths in {sizing.unit}"
     res = asyncio.run(run(a, with_prompts(specs, sizing.prompts), announce=lambda: print(about, flush=True)))
     res["input_len_unit"] = sizing.unit
     res["input_len_check"] = sizing.check.as_json() if sizing.check else None

@@ -109,11 +109,11 @@ def token_count(data: Any) -> int:
                      "use --tokenizer words")
 
 
-Counter = Callable[[str], Any]
+CountTokens = Callable[[str], Any]
 """An async function: the server's token count of a text."""
 
 
-def http_counter(session: Any, base_url: str, model: str | None, api_key: str | None) -> Counter:
+def http_counter(session: Any, base_url: str, model: str | None, api_key: str | None) -> CountTokens:
     """POST /tokenize {"prompt": text} (the body vLLM and SGLang share; their default
     add_special_tokens=true counts the BOS the server adds to a completion's prompt)."""
     from wattserve.loadgen.bench import http_error
@@ -129,12 +129,16 @@ def http_counter(session: Any, base_url: str, model: str | None, api_key: str | 
             if r.status != 200:
                 why = http_error(r.status, await r.text(errors="replace"))
                 raise UsageError(f"--tokenizer server: POST {url} answered {why}; use --tokenizer words")
-            return token_count(await r.json(content_type=None))
+            try:
+                return token_count(await r.json(content_type=None))
+            except ValueError:
+                raise UsageError(f"--tokenizer server: POST {url} answered with something that is not JSON; "
+                                 "use --tokenizer words") from None
 
     return count
 
 
-async def calibrate(count: Counter) -> Calibration:
+async def calibrate(count: CountTokens) -> Calibration:
     """Each word's cost first and after a space, from 2 concurrent calls per word."""
     anchor = WORDS[0]
     words = WORDS + FILLERS
@@ -223,7 +227,7 @@ def sample(prompts: list[Prompt], k: int = SAMPLE) -> list[Prompt]:
     return [prompts[ranked[round(j * step)]] for j in range(k)]
 
 
-async def check(count: Counter, prompts: list[Prompt], asked: list[int]) -> Check:
+async def check(count: CountTokens, prompts: list[Prompt], asked: list[int]) -> Check:
     """Tokenize a sample of the prompts: did each count as planned?"""
     picked = sample(prompts)
     got = await asyncio.gather(*(count(p.text) for p in picked))
@@ -284,7 +288,7 @@ async def size_prompts(a: BenchConfig, lengths: list[int], asked: str) -> Sizing
                              "allowed: --tokenizer words (lengths in whitespace words)") from None
         return in_words(lengths, rng, [f"wattserve bench: POST {url} answered {e}, so prompt lengths are counted "
                                        "in whitespace words, not the server's tokens (--tokenizer words)"])
-    except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+    except (aiohttp.ClientError, TimeoutError) as e:
         why = f"timed out after {TOKENIZE_TIMEOUT_S:g} s" if type(e) is TimeoutError else describe(e)
         raise UsageError(f"--tokenizer server: POST {url}: {why}; use --tokenizer words") from None
     unit = UNIT_CHAT if "chat" in a.endpoint else UNIT_TOKENS
