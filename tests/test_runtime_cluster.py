@@ -119,3 +119,29 @@ def test_200_requests_survive_role_switches() -> None:
     caps = [e for e in log if e.kind == "cap" and e.status == "applied"]
     assert caps and all(e.value <= 700 for e in caps)
     assert not router.requests
+
+
+def test_a_command_line_launcher_serves_the_same_tokens() -> None:
+    """The launcher seam: workers started as command lines (the shape a remote launcher takes) serve
+    exactly what spawned children serve, and the router watches their exits the same way."""
+    from wattserve.runtime.launcher import CommandLauncher
+
+    args = ServeArgs(prefill=1, decode=1, seed=1)
+
+    async def run() -> tuple[list[list[int]], list[int | None]]:
+        clients = await start_workers(args, CommandLauncher())
+        router = Router(clients, args.model)
+        await router.start()
+        try:
+            res = []
+            for p in PROMPTS:
+                toks, end = await collect(router, p, GREEDY)
+                assert end == "done:length"
+                res.append(toks)
+        finally:
+            await router.close()
+        return res, [w.proc.exitcode for w in clients]
+
+    tokens, codes = asyncio.run(run())
+    assert tokens == asyncio.run(outputs(args))
+    assert codes == [0, 0]

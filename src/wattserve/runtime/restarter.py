@@ -7,8 +7,9 @@ import sys
 import time
 from dataclasses import replace
 
+from wattserve.runtime.launcher import WorkerLauncher
 from wattserve.runtime.router import Router
-from wattserve.runtime.worker import WorkerSpec, spawn_worker
+from wattserve.runtime.worker import WorkerSpec
 from wattserve.runtime.worker_client import WorkerClient
 
 
@@ -20,9 +21,10 @@ class Restarter:
     MAX_RESTARTS = 3
     WINDOW_S = 60.0
 
-    def __init__(self, router: Router, specs: list[WorkerSpec]) -> None:
+    def __init__(self, router: Router, specs: list[WorkerSpec], launcher: WorkerLauncher) -> None:
         self.router = router
         self.specs = specs
+        self.launcher = launcher
         self.history: dict[int, list[float]] = {}
         self.tasks: set[asyncio.Task] = set()
 
@@ -41,9 +43,9 @@ class Restarter:
     async def _restart(self, w: WorkerClient) -> None:
         spec = replace(self.specs[w.wid], role=w.role)
         try:
-            proc, port = await asyncio.get_running_loop().run_in_executor(None, spawn_worker, spec)
-            await self.router.replace(WorkerClient(w.wid, w.role, "127.0.0.1", port, proc))
+            new = await asyncio.get_running_loop().run_in_executor(None, self.launcher.launch, spec)
+            await self.router.replace(WorkerClient(w.wid, w.role, new.host, new.port, new.proc))
         except Exception as e:  # noqa: BLE001 - a failed restart leaves the worker down, said once
             print(f"wattserve serve: worker {w.wid} could not be restarted: {e}", file=sys.stderr, flush=True)
             return
-        print(f"wattserve serve: worker {w.wid} ({w.role}) restarted, pid {proc.pid}", file=sys.stderr, flush=True)
+        print(f"wattserve serve: worker {w.wid} ({w.role}) restarted, pid {new.proc.pid}", file=sys.stderr, flush=True)

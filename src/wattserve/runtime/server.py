@@ -10,11 +10,12 @@ from pathlib import Path
 
 from wattserve.errors import UsageError
 from wattserve.runtime.engine.engine import EngineArgs
+from wattserve.runtime.launcher import ProcessLauncher, WorkerLauncher
 from wattserve.runtime.power.remote import WorkerPower
 from wattserve.runtime.restarter import Restarter
 from wattserve.runtime.router import Router, WorkerClient
 from wattserve.runtime.transport import owner_prefix, server_prefix, sweep
-from wattserve.runtime.worker import WorkerSpec, spawn_worker
+from wattserve.runtime.worker import WorkerSpec
 from wattserve.schema.serve import ServeConfig
 
 ServeArgs = ServeConfig
@@ -124,18 +125,20 @@ def worker_specs(a: ServeConfig) -> list[WorkerSpec]:
     return specs
 
 
-async def start_workers(a: ServeConfig) -> list[WorkerClient]:
+async def start_workers(a: ServeConfig, launcher: WorkerLauncher | None = None) -> list[WorkerClient]:
+    """Launch every worker (in parallel); if one fails, the others are stopped and its error raised."""
+    launcher = launcher or ProcessLauncher()
     specs = worker_specs(a)
     loop = asyncio.get_running_loop()
-    started = await asyncio.gather(*(loop.run_in_executor(None, spawn_worker, s) for s in specs),
+    started = await asyncio.gather(*(loop.run_in_executor(None, launcher.launch, s) for s in specs),
                                    return_exceptions=True)
     errors = [r for r in started if isinstance(r, BaseException)]
     if errors:
         for r in started:
             if not isinstance(r, BaseException):
-                r[0].kill()
+                r.proc.kill()
         raise errors[0]
-    return [WorkerClient(s.wid, s.role, "127.0.0.1", port, proc) for s, (proc, port) in zip(specs, started)]
+    return [WorkerClient(s.wid, s.role, w.host, w.port, w.proc) for s, w in zip(specs, started)]
 
 
 def worker_power(router: Router) -> WorkerPower:
@@ -187,7 +190,7 @@ async def serve(a: ServeConfig, stop: asyncio.Event | None = None) -> None:
     stop = stop or asyncio.Event()
     clients = await start_workers(a)
     router = Router(clients, a.model, a.router)
-    restarter = Restarter(router, worker_specs(a)) if a.restart_workers else None
+    restarter = Restarter(router, worker_specs(a), ProcessLauncher()) if a.restart_workers else None
 
     def on_down(w: WorkerClient) -> None:
         _report_down(w)

@@ -15,6 +15,7 @@ without reloading weights and reports role_ready.
 from __future__ import annotations
 
 import asyncio
+import json
 import multiprocessing as mp
 import os
 import time
@@ -264,6 +265,19 @@ def worker_main(spec: WorkerSpec, ready: Any) -> None:
         asyncio.run(w.serve(ready))
     finally:
         w.power.close()
+
+
+def spec_to_json(spec: WorkerSpec) -> str:
+    """The spec as JSON, for a worker started by a command line (runtime.launcher)."""
+    from dataclasses import fields
+
+    return json.dumps({f.name: (spec.engine.model_dump() if f.name == "engine" else getattr(spec, f.name))
+                       for f in fields(spec)})
+
+
+def spec_from_json(text: str) -> WorkerSpec:
+    d = json.loads(text)
+    return WorkerSpec(**{**d, "engine": EngineArgs(**d["engine"])})
 
 
 def spawn_worker(spec: WorkerSpec, timeout_s: float = 120.0) -> tuple[mp.process.BaseProcess, int]:
