@@ -4,7 +4,9 @@ Arrivals are Poisson, or gamma with --burstiness (vLLM's definition: shape = bur
 from an Azure CSV / Mooncake JSONL trace. Each request streams (SSE): TTFT is the time to the first
 chunk with content, ITL the gaps between chunks, TPOT (e2e - TTFT) / (output tokens - 1), and
 goodput counts requests inside every --goodput SLO. Token counts come from the server's `usage`
-when it reports them (stream_options.include_usage), else from the chunks.
+when it reports them (stream_options.include_usage), else from the chunks. Prompt lengths
+(--random-input-len, a trace's) are the server's tokens as its usage counts them, sized with its
+/tokenize before the run (wattserve.loadgen.prompts), or words with --tokenizer words.
 
 Every planned request ends as completed or failed, so vLLM's `completed + failed` is the number
 planned whatever the server does: an HTTP error, an SSE error event, a stream cut short or without
@@ -61,11 +63,6 @@ class Outcome:
     error: str = ""
 
 
-def make_prompt(n_words: int, rng: random.Random) -> str:
-    """n_words whitespace-separated words (see wattserve.loadgen.prompts for prompts in tokens)."""
-    return word_prompt(n_words, rng)
-
-
 def schedule(a: BenchConfig, trace: Workload | None = None) -> list[tuple[float, int, int]]:
     """(send time offset, prompt length, max_tokens) for each request; `trace` is a.trace already
     loaded (see `load_trace_of`), so that a bad trace is refused before anything else happens. The
@@ -97,7 +94,7 @@ def plan(a: BenchConfig, trace: Workload | None = None) -> list[tuple[float, str
     """The schedule with prompts counted in words (no server needed)."""
     specs = schedule(a, trace)
     rng = random.Random(a.seed)
-    return with_prompts(specs, [make_prompt(n, rng) for _, n, _ in specs])
+    return with_prompts(specs, [word_prompt(n, rng) for _, n, _ in specs])
 
 
 def asked_length(a: BenchConfig) -> str:
