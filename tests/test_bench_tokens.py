@@ -275,3 +275,25 @@ def test_a_tokenize_that_fails_is_one_line(status: int, body: str | None, expect
     with pytest.raises(UsageError, match="^--tokenizer server: POST http://127.0.0.1:[0-9]+/tokenize ") as e:
         size_against(handler, [64])
     assert str(e.value).endswith(expect), str(e.value)
+
+
+def templated(content: str) -> str:
+    return f"<|user|>\n{content}\n<|assistant|>\n"
+
+
+async def vllm_chat_words(request: Any) -> Any:
+    """vLLM's /tokenize, which also takes messages and counts them through the chat template."""
+    from aiohttp import web
+
+    body = await request.json()
+    text = templated(body["messages"][0]["content"]) if "messages" in body else body["prompt"]
+    ids = list(range(word_count(text)))
+    return web.json_response({"count": len(ids), "max_model_len": 8192, "tokens": ids, "token_strs": None})
+
+
+def test_where_tokenize_takes_messages_the_whole_chat_prompt_is_sized() -> None:
+    lengths = [64] * 10 + [5, 300]
+    sizing = size_against(vllm_chat_words, lengths, endpoint="/v1/chat/completions", num_prompts=len(lengths))
+    assert [word_count(templated(p)) for p in sizing.prompts] == lengths
+    assert sizing.unit == "tokens (server)"
+    assert sizing.check.exact == sizing.check.sampled == 8

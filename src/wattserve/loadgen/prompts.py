@@ -39,8 +39,8 @@ SAMPLE = 8
 UNIT_TOKENS = "tokens (server)"
 UNIT_WORDS = "words"
 UNIT_CHAT = "tokens (server), before the chat template"
-"""A chat request's message content is sized as vLLM's bench sizes it; the server's chat template
-adds its own tokens around it (and the server counts those too)."""
+"""A chat request's message content is sized as vLLM's bench sizes it, where /tokenize cannot say
+what the server's chat template adds around it (the server counts those tokens too)."""
 TOKENIZE_TIMEOUT_S = 60.0
 """Longest the calibration and the check may take together (a few dozen short calls)."""
 
@@ -113,16 +113,20 @@ CountTokens = Callable[[str], Any]
 """An async function: the server's token count of a text."""
 
 
-def http_counter(session: Any, base_url: str, model: str | None, api_key: str | None) -> CountTokens:
+def http_counter(session: Any, base_url: str, model: str | None, api_key: str | None, chat: bool = False
+                 ) -> CountTokens:
     """POST /tokenize {"prompt": text} (the body vLLM and SGLang share; their default
-    add_special_tokens=true counts the BOS the server adds to a completion's prompt)."""
+    add_special_tokens=true counts the BOS the server adds to a completion's prompt), or with `chat`
+    {"messages": [one user message]}, which vLLM's /tokenize counts through the chat template."""
     from wattserve.loadgen.bench import http_error
 
     url = base_url.rstrip("/") + TOKENIZE_PATH
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
     async def count(text: str) -> int:
-        body: dict[str, Any] = {"prompt": text, **({"model": model} if model else {})}
+        body: dict[str, Any] = {"messages": [{"role": "user", "content": text}]} if chat else {"prompt": text}
+        if model:
+            body["model"] = model
         async with session.post(url, json=body, headers=headers) as r:
             if r.status in ABSENT:
                 raise NoTokenizer(str(r.status))
@@ -136,6 +140,25 @@ def http_counter(session: Any, base_url: str, model: str | None, api_key: str | 
                                  "use --tokenizer words") from None
 
     return count
+
+
+@dataclass
+class ChatCount:
+    """How a server counts a chat request: `count` of one user message's content through its chat
+    template, which adds `overhead` tokens to the content's own count."""
+    count: CountTokens
+    overhead: int
+
+
+async def chat_count(session: Any, a: BenchConfig, count: CountTokens) -> ChatCount | None:
+    """The chat template's cost, where /tokenize takes messages (vLLM); None where it takes only
+    prompts (SGLang, wattserve serve), and the content alone is sized, as vLLM's bench sizes it."""
+    chat = http_counter(session, a.base_url, a.model, a.api_key, chat=True)
+    try:
+        whole, alone = await asyncio.gather(chat(WORDS[0]), count(WORDS[0]))
+    except (UsageError, NoTokenizer):
+        return None
+    return ChatCount(chat, whole - alone) if whole > alone else None
 
 
 async def calibrate(count: CountTokens) -> Calibration:
@@ -280,8 +303,11 @@ async def size_prompts(a: BenchConfig, lengths: list[int], asked: str) -> Sizing
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TOKENIZE_TIMEOUT_S)) as session:
             count = http_counter(session, a.base_url, a.model, a.api_key)
             sizer = Sizer(await calibrate(count))
-            prompts = [sizer.prompt(n, rng) for n in lengths]
-            c = await check(count, prompts, lengths)
+            chat = await chat_count(session, a, count) if "chat" in a.endpoint else None
+            extra = chat.overhead if chat else 0
+            prompts = [sizer.prompt(max(1, n - extra), rng) for n in lengths]
+            prompts = [Prompt(p.text, p.tokens + extra) for p in prompts]
+            c = await check(chat.count if chat else count, prompts, lengths)
     except NoTokenizer as e:
         if "tokenizer" in a.model_fields_set:
             raise UsageError(f"--tokenizer server: POST {url} answered {e}: the server has no /tokenize; "
@@ -291,5 +317,5 @@ async def size_prompts(a: BenchConfig, lengths: list[int], asked: str) -> Sizing
     except (aiohttp.ClientError, TimeoutError) as e:
         why = f"timed out after {TOKENIZE_TIMEOUT_S:g} s" if type(e) is TimeoutError else describe(e)
         raise UsageError(f"--tokenizer server: POST {url}: {why}; use --tokenizer words") from None
-    unit = UNIT_CHAT if "chat" in a.endpoint else UNIT_TOKENS
+    unit = UNIT_CHAT if "chat" in a.endpoint and chat is None else UNIT_TOKENS
     return Sizing([p.text for p in prompts], unit, c, check_lines(c, asked))

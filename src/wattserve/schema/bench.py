@@ -54,7 +54,8 @@ class BenchConfig(Strict):
     tokenizer: Literal["server", "words"] = Field(
         "server", description="how prompt lengths (--random-input-len, a trace's) are counted: server: in the "
                               "server's own tokens, sized with its POST /tokenize (vLLM, SGLang, wattserve serve; "
-                              "with /v1/chat/completions the message content, before the chat template); "
+                              "with /v1/chat/completions the whole templated prompt where /tokenize takes messages, as "
+                              "vLLM's does, else the message content); "
                               "a server without it gets words and a line on stderr saying so; words: whitespace "
                               "words, for any server; the result's input_len_unit says which",
         json_schema_extra=flag("tokenizer"))
