@@ -11,7 +11,10 @@ such a text as the sum of its words' costs plus their own special tokens (BOS). 
 takes 2 calls per word, and a sample of the finished prompts is tokenized to check the sum held.
 
 What the server counts is what matters: a word's cost as the first word includes the special
-tokens the server adds, so that the `prompt_tokens` in its usage is the length asked for."""
+tokens the server adds, so that the `prompt_tokens` in its usage is the length asked for. A chat
+request's prompt is its chat template around the message: where /tokenize takes messages (vLLM's
+does) the template's cost is measured and the content made that much shorter; elsewhere the content
+alone is sized, as vLLM's bench sizes it, and the result's unit says so."""
 
 from __future__ import annotations
 
