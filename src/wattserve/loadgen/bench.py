@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from wattserve.errors import UsageError
+from wattserve.loadgen.failures import describe, http_error, server_message
 from wattserve.loadgen.prompts import word_prompt
 from wattserve.schema.bench import BenchConfig
 
@@ -42,8 +43,6 @@ if TYPE_CHECKING:
 MAX_SPAN_S = 10_000_000.0
 """Longest span of arrivals a run may plan (about four months: a week-long trace fits); beyond it a
 tiny --request-rate would have the run sleep for ever, or overflow."""
-MAX_REASON = 200
-"""Longest failure reason kept (a server's message or body), so that a page of HTML stays one line."""
 NOT_SENT = "not sent: interrupted"
 CANCELLED = "cancelled in flight: interrupted"
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -117,22 +116,6 @@ def request_body(a: BenchConfig, prompt: str, max_tokens: int) -> dict[str, Any]
     return body
 
 
-def server_message(error: Any) -> str:
-    """The message of an OpenAI error object ({"message", "type", ...}), or the object as text."""
-    message = error.get("message") if isinstance(error, dict) else error
-    return str(message or error)[:MAX_REASON]
-
-
-def http_error(status: int, text: str) -> str:
-    """"503 worker 1 exited": the status and, from OpenAI's error shape, the server's message (any
-    other body is quoted, shortened), so that equal failures group under one reason."""
-    try:
-        message = server_message(json.loads(text)["error"])
-    except (ValueError, KeyError, TypeError):
-        message = " ".join(text.split())[:MAX_REASON] or "(empty body)"
-    return f"{status} {message}"
-
-
 async def one(session: Any, a: BenchConfig, prompt: str, max_tokens: int) -> Outcome:
     """One streamed request, timed as vLLM's async_request_openai_completions times it. Stricter than
     vLLM in two ways: an SSE error event fails the request with the server's message (vLLM would
@@ -190,22 +173,6 @@ async def read_stream(content: Any, chat: bool, out: Outcome, start: float) -> N
     out.ok = chunks > 0
     if not out.ok:
         out.error = "no tokens in the response"
-
-
-def describe(e: Exception) -> str:
-    """A failure's reason, worded so that the same fault gives the same reason on every request."""
-    import aiohttp
-
-    if isinstance(e, aiohttp.ServerDisconnectedError):
-        return "server disconnected"
-    if isinstance(e, aiohttp.ClientPayloadError):
-        return "connection closed mid-response"
-    if isinstance(e, aiohttp.ClientConnectorError):
-        errno = e.os_error.errno
-        return f"cannot connect ({os.strerror(errno) if errno else e.os_error})"
-    if isinstance(e, json.JSONDecodeError):
-        return f"bad JSON in the stream ({e.msg})"
-    return f"{type(e).__name__}: {e}"[:MAX_REASON]
 
 
 async def attempt(session: Any, a: BenchConfig, prompt: str, max_tokens: int) -> Outcome:
