@@ -45,7 +45,7 @@ def test_kv_round_trips_in_its_own_dtype(name: str, dtype: torch.dtype, prefix: 
     handle, payload = t.put(x)
     assert handle["dtype"] == str(dtype).removeprefix("torch.")
     if name == "tcp":
-        assert len(payload) == x.numel() * x.element_size()
+        assert payload == b"" and {"host", "port", "key"} <= set(handle)
     else:
         assert payload == b"" and handle["name"].startswith(prefix) and live_segments(prefix) == [handle["name"]]
     y = transport_for(handle).get(handle, payload)
@@ -98,3 +98,32 @@ def test_no_resource_tracker_warnings_across_processes(prefix: str) -> None:
     assert r.stdout.strip() == "3.0"
     assert "resource_tracker" not in r.stderr and "leaked" not in r.stderr, r.stderr
     assert live_segments(prefix) == []
+
+
+def test_tcp_kv_is_pulled_once_from_its_owner_and_never_rides_the_handle() -> None:
+    """The pull model: the handle (what the router carries) is a few hundred bytes of JSON whatever
+    the KV's size; the receiver pulls the bytes from the owner's store, once."""
+    import json
+
+    t = make_transport("tcp")
+    x = torch.randn(2, 4, 64, 2, 16, generator=torch.Generator().manual_seed(1)).to(torch.bfloat16)
+    handle, payload = t.put(x)
+    assert payload == b"" and len(json.dumps(handle)) < 300 < x.numel() * x.element_size()
+    assert torch.equal(transport_for(handle).get(handle, b""), x)
+    with pytest.raises(KeyError, match="pulled, dropped or expired"):
+        transport_for(handle).get(handle, b"")
+    t.close()
+
+
+def test_unpulled_kv_expires() -> None:
+    import time
+
+    from wattserve.runtime.kv_store import KvStore
+
+    store = KvStore(ttl_s=0.01)
+    first = store.put(b"abc")
+    time.sleep(0.05)
+    store.put(b"def")
+    assert store.take(first) is None
+    assert len(store) == 1
+    store.close()

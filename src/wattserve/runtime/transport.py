@@ -3,7 +3,8 @@
 KV travels in its own dtype (a bf16 cache hands off bf16: half the bytes of float32), as raw bytes
 with the dtype and shape in the handle. `shm` (one host): the sender copies the KV into a POSIX
 shared-memory segment and passes its name; the receiver copies it into its cache and unlinks the
-segment. `tcp` (any hosts): the bytes travel in the frame itself. CUDA IPC is not implemented yet:
+segment. `tcp` (any hosts): the receiver pulls the bytes from the sender's KvStore over its own
+connection (kv_store.py); the router passes only the handle. CUDA IPC is not implemented yet:
 on GPU, KV goes through host shared memory.
 
 Segment ownership: every segment's name starts with its owner's prefix, `wsv<server pid>-<worker
@@ -31,6 +32,7 @@ import numpy as np
 import torch
 
 from wattserve.errors import unknown
+from wattserve.runtime.kv_store import KvStore, pull
 
 TRANSPORTS = ("shm", "tcp")
 SHM_DIR = Path("/dev/shm")
@@ -167,28 +169,47 @@ class ShmTransport:
 
 
 class TcpTransport:
+    """KV pulled by the decode worker straight from the exporting worker's KvStore (any hosts): the
+    handle says where; the router carries the handle, never the bytes."""
+
     name = "tcp"
 
-    def __init__(self, prefix: str | None = None) -> None:
+    def __init__(self, prefix: str | None = None, host: str = "127.0.0.1") -> None:
         self.prefix = prefix
+        self.host = host
+        self._store: KvStore | None = None
+
+    @property
+    def store(self) -> KvStore:
+        if self._store is None:
+            self._store = KvStore(self.host)
+        return self._store
 
     def put(self, kv: torch.Tensor) -> tuple[dict[str, Any], bytes]:
         meta, arr = _raw(kv)
-        return {"kind": "tcp", **meta}, arr.tobytes()
+        key = self.store.put(arr.tobytes())
+        return {"kind": "tcp", "host": self.store.host, "port": self.store.port, "key": key, **meta}, b""
 
     def get(self, handle: dict[str, Any], payload: bytes) -> torch.Tensor:
-        return _tensor(handle, payload)
+        return _tensor(handle, pull(handle) if "key" in handle else payload)
 
     def discard(self, handle: dict[str, Any]) -> None:
+        """Nothing to do here: the owner's store drops unpulled KV after its TTL (a network call
+        from the router's event loop to drop it now could stall every request)."""
         return None
 
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
 
-def make_transport(name: str, prefix: str | None = None) -> KvTransport:
-    """`prefix`: the owner prefix of the segments this transport creates (shm only)."""
+
+def make_transport(name: str, prefix: str | None = None, host: str = "127.0.0.1") -> KvTransport:
+    """`prefix`: the owner prefix of the segments this transport creates (shm); `host`: the address
+    its KV store binds (tcp)."""
     if name == "shm":
         return ShmTransport(prefix)
     if name == "tcp":
-        return TcpTransport(prefix)
+        return TcpTransport(prefix, host)
     raise unknown("kv_transport", name, TRANSPORTS)
 
 

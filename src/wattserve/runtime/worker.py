@@ -66,7 +66,7 @@ class Worker:
         self.switching_to: str | None = None
         self.engine = LLMEngine(spec.engine, make_governor(spec.governor), PowerProfile.of(spec.gpu, spec.power_as_model),
                                 spec.slo_ttft_s, spec.slo_tpot_s)
-        self.transport = make_transport(spec.transport, spec.shm_prefix)
+        self.transport = make_transport(spec.transport, spec.shm_prefix, spec.host)
         self.power = DevicePower.open(spec.power_backend, spec.engine.device, spec.gpu, spec.power_as_model,
                                       self.counters)
         self.writer: asyncio.StreamWriter | None = None
