@@ -274,3 +274,50 @@ def test_a_power_policy_never_moves_the_last_live_decode_worker() -> None:
     finally:
         out = srv.stop()
     assert srv.proc.returncode == 0 and "Traceback" not in out, out
+
+
+def test_a_step_that_raises_fails_its_requests_and_the_worker_serves_on() -> None:
+    """Issue 17: an exception inside a worker's step (a bad batch, a kernel error) used to stop its
+    engine loop silently, and every later request hung. Now the step's requests fail with the error
+    and the next request is served by the same worker."""
+    from wattserve.runtime.engine.engine import EngineArgs
+    from wattserve.runtime.engine.sequence import SamplingParams
+    from wattserve.runtime.worker import Worker, WorkerSpec
+
+    w = Worker(WorkerSpec(0, "colocated", EngineArgs(model="tiny", seed=1)))
+    sent: list[dict[str, Any]] = []
+    w.send = lambda h, payload=b"": sent.append(h)  # type: ignore[method-assign]
+    real = w.engine.runner.run
+    faults = iter([RuntimeError("injected kernel fault")])
+
+    def flaky(batch: Any) -> Any:
+        fault = next(faults, None)
+        if fault is not None:
+            raise fault
+        return real(batch)
+
+    w.engine.runner.run = flaky  # type: ignore[method-assign]
+    params = SamplingParams(max_tokens=4, temperature=0.0, ignore_eos=True)
+    w.engine.add("a", [256, 1, 2], params)
+    w.engine.add("b", [256, 3, 4], params)
+
+    async def run_until(done: Any) -> None:
+        task = asyncio.create_task(w.run_engine())
+        try:
+            deadline = time.monotonic() + BOUND_S
+            while not done() and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+        finally:
+            task.cancel()
+
+    asyncio.run(run_until(lambda: sum(e["ev"] == "error" for e in sent) == 2))
+    errors = {e["rid"]: e for e in sent if e["ev"] == "error"}
+    assert set(errors) == {"a", "b"} and all("injected kernel fault" in e["message"] and e["status"] == 500
+                                             for e in errors.values())
+    assert not w.engine.has_work()
+    w.engine.add("c", [256, 5, 6], params)
+    asyncio.run(run_until(lambda: any(e["ev"] == "tokens" and any(i[0] == "c" and i[2] for i in e["items"])
+                                      for e in sent)))
+    tokens = [i for e in sent if e["ev"] == "tokens" for i in e["items"] if i[0] == "c"]
+    assert len(tokens) == 4 and tokens[-1][3] == "length"
+    w.power.close()
