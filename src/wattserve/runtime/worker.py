@@ -80,14 +80,21 @@ class Worker:
             self.writer.write(wire.encode(header, payload))
 
     def stats(self) -> dict[str, Any]:
+        """The worker's state; the engine's limits are refreshed from the device's agent first, so
+        `cap_w` and `locked_clock_mhz` are what its next step's governor will see (a cap settles
+        while the worker idles too)."""
         e = self.engine
+        power = self.power.stats()
+        e.cap_w, e.locked_clock_mhz = self.power.limits()
+        if power.get("cap_in_force_w") is not None:
+            e.cap_w, e.locked_clock_mhz = float(power["cap_in_force_w"]), power.get("locked_clock_mhz")
         return {"ev": "stats", "wid": self.spec.wid, "role": self.role, "switching_to": self.switching_to,
                 "running": len(e.scheduler.running), "waiting": len(e.scheduler.waiting), "kv_usage": e.kv_usage,
                 "kv_blocks_used": e.cache.used_blocks, "kv_blocks": e.cache.num_blocks, "busy_s": e.busy_s,
                 "steps": e.steps, "tokens": e.tokens_computed, "uptime_s": time.monotonic() - self.started,
                 "max_num_seqs": e.scheduler.max_num_seqs, "pid": os.getpid(),
                 "governor_clock_mhz": e.governor_clock_mhz, "cap_w": e.cap_w, "locked_clock_mhz": e.locked_clock_mhz,
-                "power": self.power.stats(), "vocab": e.cfg.vocab, **self.load()}
+                "power": power, "vocab": e.cfg.vocab, **self.load()}
 
     def counters(self) -> dict[str, Any]:
         """What the modelled power agent reads of this worker (never the power stats themselves)."""
@@ -119,6 +126,7 @@ class Worker:
         op = h["op"]
         if DevicePower.is_power_op(h):
             self.send(self.power.handle(h))
+            self.engine.cap_w, self.engine.locked_clock_mhz = self.power.limits()
             return
         if op == "add":
             if self.switching_to is not None:
