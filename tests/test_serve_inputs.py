@@ -84,11 +84,33 @@ CASES = [
 
 
 @pytest.mark.parametrize(("args", "expect"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_bad_input_is_one_line_exit_2_and_nothing_left(args: list[str], expect: str, tmp_path: Path) -> None:
+def test_bad_input_is_one_line_exit_2(args: list[str], expect: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """In this process (a Python start with torch costs seconds per case): every check runs before
+    `serve` starts anything, and a case that got through would fail here instead of serving."""
     pytest.importorskip("torch")
+    from wattserve.cli import main
+    from wattserve.runtime import server
+
+    async def started(*a: object, **k: object) -> None:
+        raise AssertionError("the input passed every check and the server would have started")
+
+    monkeypatch.setattr(server, "serve", started)
+    monkeypatch.delenv("WATTSERVE_API_KEY", raising=False)
     (tmp_path / "empty").mkdir()
     paths = {"missing": str(tmp_path / "missing"), "empty": str(tmp_path / "empty")}
-    assert_refused(serve(*(a.format(**paths) for a in args)), expect.format(**paths))
+    try:
+        code = main(["serve", "--port", "0", *(a.format(**paths) for a in args)])
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    out = capsys.readouterr()
+    assert_refused(subprocess.CompletedProcess([], code, out.out, out.err), expect.format(**paths))
+
+
+def test_a_refused_run_leaves_no_process() -> None:
+    """As a user runs it, in its own process group: a refused run exits 2 and nothing of it is left."""
+    pytest.importorskip("torch")
+    assert_refused(serve("--budget", "10", "--policy", "rapid"), "--budget: 10 W is below the sum of the minimum")
 
 
 def test_an_empty_api_key_in_the_environment_is_refused() -> None:
