@@ -32,8 +32,10 @@ async def collect(router: Router, prompt: list[int], params: SamplingParams) -> 
             return toks, f"{kind}:{v}"
 
 
-async def outputs(args: ServeArgs) -> list[list[int]]:
-    router = Router(await start_workers(args), args.model)
+async def outputs(args: ServeArgs, launcher: object = None, exits: list | None = None) -> list[list[int]]:
+    """Greedy tokens of PROMPTS through a router and workers; `exits` gets the workers' exit codes."""
+    clients = await start_workers(args, launcher)  # type: ignore[arg-type]
+    router = Router(clients, args.model)
     await router.start()
     try:
         res = []
@@ -44,6 +46,8 @@ async def outputs(args: ServeArgs) -> list[list[int]]:
         return res
     finally:
         await router.close()
+        if exits is not None:
+            exits.extend(w.proc.exitcode for w in clients)
 
 
 @pytest.mark.parametrize("transport", ["shm", "tcp"])
@@ -127,21 +131,7 @@ def test_a_command_line_launcher_serves_the_same_tokens() -> None:
     from wattserve.runtime.launcher import CommandLauncher
 
     args = ServeArgs(prefill=1, decode=1, seed=1)
-
-    async def run() -> tuple[list[list[int]], list[int | None]]:
-        clients = await start_workers(args, CommandLauncher())
-        router = Router(clients, args.model)
-        await router.start()
-        try:
-            res = []
-            for p in PROMPTS:
-                toks, end = await collect(router, p, GREEDY)
-                assert end == "done:length"
-                res.append(toks)
-        finally:
-            await router.close()
-        return res, [w.proc.exitcode for w in clients]
-
-    tokens, codes = asyncio.run(run())
+    codes: list = []
+    tokens = asyncio.run(outputs(args, CommandLauncher(), codes))
     assert tokens == asyncio.run(outputs(args))
     assert codes == [0, 0]
