@@ -14,7 +14,6 @@ from wattserve.runtime.power.base import (
     GpuRangeError,
 )
 from wattserve.runtime.power.local import open_device_power
-from wattserve.runtime.power.select import select_power
 
 from manual_clock import Clock
 
@@ -131,9 +130,9 @@ def test_a_worker_opens_its_rocm_device_through_the_visibility_lists() -> None:
     assert b.handles == [fake.gpus[1]]
 
 
-def test_select_power_names_amdsmi_and_says_when_it_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_asking_for_amdsmi_without_it_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
 
     monkeypatch.setitem(sys.modules, "amdsmi", None)
     with pytest.raises(GpuInitError, match="amdsmi is not installed"):
-        select_power("amdsmi", 1, lambda: None)
+        open_device_power("amdsmi", "cuda:0", "mi300x", "llama-3.1-8b", dict, env={}, install_handlers=False)

@@ -18,7 +18,6 @@ from wattserve.runtime.power.base import (
 )
 from wattserve.runtime.power.modelled import ModelledGpuPower
 from wattserve.runtime.power.nvml import NvmlGpuPower
-from wattserve.runtime.power.select import select_power
 
 from manual_clock import Clock
 
@@ -92,21 +91,6 @@ def test_restores_defaults_on_sigterm() -> None:
     finally:
         signal.signal(signal.SIGTERM, prev)
         signal.signal(signal.SIGINT, signal.default_int_handler)
-
-
-def test_select_power_never_falls_back_silently() -> None:
-    made = []
-
-    def factory() -> str:
-        made.append(1)
-        return "modelled-agent"
-
-    agent_, note = select_power("auto", 1, factory)
-    assert agent_ == "modelled-agent" and "falling back to modelled" in note
-    with pytest.raises(GpuPowerError):
-        select_power("nvml", 1, factory)
-    with pytest.raises(GpuPowerError, match="allowed: amdsmi, auto, modelled, nvml"):
-        select_power("magic", 1, factory)
 
 
 def test_modelled_agent_follows_the_power_model() -> None:

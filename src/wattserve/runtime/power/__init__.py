@@ -1,6 +1,6 @@
 """GPU power agents behind one protocol: NVML on NVIDIA GPUs, AMD SMI on AMD GPUs, or the
-simulator's power model; node-level (select.py) or one device per worker (local.py, ops.py) with the
-router's view over the workers (remote.py)."""
+simulator's power model; one device per worker (local.py, ops.py, device.py) with the router's view
+over the workers (remote.py)."""
 
 from wattserve.runtime.power.base import (
     GpuInitError,
@@ -12,7 +12,6 @@ from wattserve.runtime.power.base import (
     GpuPowerError,
     GpuRangeError,
 )
-from wattserve.runtime.power.select import select_power
 
 __all__ = ["GpuInitError", "GpuLostError", "GpuNotFoundError", "GpuNotSupportedError", "GpuPermissionError",
-           "GpuPower", "GpuPowerError", "GpuRangeError", "select_power"]
+           "GpuPower", "GpuPowerError", "GpuRangeError"]
