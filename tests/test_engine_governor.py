@@ -259,7 +259,7 @@ def test_power_ops_set_what_the_view_shows() -> None:
     deadline = time.monotonic() + 10
     while w.power.limits()[0] != 450.0 and time.monotonic() < deadline:
         time.sleep(0.01)
-    w.engine.cap_w, w.engine.locked_clock_mhz = w.power.limits()
+    w.stats()
     w.engine.add("a", [1, 2, 3], GREEDY)
     w.engine.step()
     assert (gov.seen[0].cap_w, gov.seen[0].locked_clock_mhz) == (450.0, 1400)

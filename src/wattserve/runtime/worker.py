@@ -85,9 +85,7 @@ class Worker:
         while the worker idles too)."""
         e = self.engine
         power = self.power.stats()
-        e.cap_w, e.locked_clock_mhz = self.power.limits()
-        if power.get("cap_in_force_w") is not None:
-            e.cap_w, e.locked_clock_mhz = float(power["cap_in_force_w"]), power.get("locked_clock_mhz")
+        self._adopt_limits(power)
         return {"ev": "stats", "wid": self.spec.wid, "role": self.role, "switching_to": self.switching_to,
                 "running": len(e.scheduler.running), "waiting": len(e.scheduler.waiting), "kv_usage": e.kv_usage,
                 "kv_blocks_used": e.cache.used_blocks, "kv_blocks": e.cache.num_blocks, "busy_s": e.busy_s,
@@ -95,6 +93,14 @@ class Worker:
                 "max_num_seqs": e.scheduler.max_num_seqs, "pid": os.getpid(),
                 "governor_clock_mhz": e.governor_clock_mhz, "cap_w": e.cap_w, "locked_clock_mhz": e.locked_clock_mhz,
                 "power": power, "vocab": e.cfg.vocab, **self.load()}
+
+    def _adopt_limits(self, reading: dict[str, Any]) -> None:
+        """The cap in force and the control plane's clock lock, from a power reading (a stats entry
+        or an op's answer), for the engine's step governor: read when the worker reports or a
+        power op lands (a cap settles within a stats period), never on the step's path."""
+        if reading.get("cap_in_force_w") is not None:
+            self.engine.cap_w = float(reading["cap_in_force_w"])
+        self.engine.locked_clock_mhz = reading.get("locked_clock_mhz")
 
     def counters(self) -> dict[str, Any]:
         """What the modelled power agent reads of this worker (never the power stats themselves)."""
@@ -125,8 +131,9 @@ class Worker:
     async def handle(self, h: dict[str, Any], payload: bytes) -> None:
         op = h["op"]
         if DevicePower.is_power_op(h):
-            self.send(self.power.handle(h))
-            self.engine.cap_w, self.engine.locked_clock_mhz = self.power.limits()
+            event = self.power.handle(h)
+            self._adopt_limits(event)
+            self.send(event)
             return
         if op == "add":
             if self.switching_to is not None:
@@ -200,7 +207,6 @@ class Worker:
                 self._fail_running(e)
                 continue
             self.power.request_clock(self.engine.governor_clock_mhz)
-            self.engine.cap_w, self.engine.locked_clock_mhz = self.power.limits()
             tokens = []
             for o in outs:
                 if o.finish_reason == "prefilled" and o.kv is not None:
