@@ -44,7 +44,7 @@ async def _stand_in(wid: int, per_step: bool, ready: Any) -> None:
                 for rid in list(active):
                     active[rid] -= 1
                     done = active[rid] == 0
-                    items.append([rid, 7, done, "length" if done else None])
+                    items.append([rid, 7, done, "length" if done else None, None])
                     if done:
                         del active[rid]
                 if per_step:

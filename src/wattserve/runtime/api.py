@@ -189,7 +189,7 @@ class Api:
 
     def _logprobs(self, ids: list[int], lps: list[list], opts: RequestOptions, chat: bool, offset: int = 0
                   ) -> dict[str, Any] | None:
-        if opts.logprobs is None:
+        if opts.params.logprobs is None:
             return None
         lps = lps[:len(ids)]
         if chat:

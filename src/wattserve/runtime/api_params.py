@@ -9,7 +9,7 @@ are checked strictly: `"stream": "yes"` is an error, not true. vLLM's extensions
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from wattserve.runtime.engine.sequence import SamplingParams
@@ -47,17 +47,14 @@ MAX_TOP_LOGPROBS = {"completions": 5, "chat": 20}
 
 @dataclass
 class RequestOptions:
-    """What the API layer does around the engine's sampling: stop strings, echo, logprobs, usage."""
+    """What the API layer does around the engine's sampling (`params`, logprobs included): stop
+    strings, echo, streaming and usage."""
 
     params: SamplingParams
     stream: bool = False
     include_usage: bool = False
     stop: tuple[str, ...] = ()
     echo: bool = False
-    logprobs: int | None = None
-    """Top alternatives to return with each token's log-probability (0: only the chosen token's);
-    None: no logprobs."""
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _bool(body: dict[str, Any], name: str, default: bool = False) -> bool:
@@ -148,23 +145,18 @@ def read_options(body: dict[str, Any], endpoint: str, default_max: int, max_toke
         logprobs = number(body, "top_logprobs", 0, 0, MAX_TOP_LOGPROBS["chat"], integer=True)
     elif body.get("top_logprobs") is not None:
         raise ApiError("'top_logprobs' needs 'logprobs': true", "top_logprobs")
-    sampling: dict[str, Any] = {
-        "max_tokens": number(body, name, default_max, 1, max_tokens_limit, integer=True),
-        "temperature": number(body, "temperature", 1.0, 0.0, 2.0),
-        "top_p": number(body, "top_p", 1.0, 1e-6, 1.0),
-        "seed": seed,
-        "ignore_eos": _bool(body, "ignore_eos"),
-        "presence_penalty": number(body, "presence_penalty", 0.0, -2.0, 2.0),
-        "frequency_penalty": number(body, "frequency_penalty", 0.0, -2.0, 2.0),
-        "logprobs": logprobs,
-    }
-    known = set(SamplingParams.__dataclass_fields__)
-    for k in ("presence_penalty", "frequency_penalty", "logprobs"):
-        if k not in known and sampling[k] not in (0.0, None):
-            raise ApiError(f"'{k}' is not supported by this engine yet", k)
-    params = SamplingParams(**{k: v for k, v in sampling.items() if k in known})
+    params = SamplingParams(
+        max_tokens=number(body, name, default_max, 1, max_tokens_limit, integer=True),
+        temperature=number(body, "temperature", 1.0, 0.0, 2.0),
+        top_p=number(body, "top_p", 1.0, 1e-6, 1.0),
+        seed=seed,
+        ignore_eos=_bool(body, "ignore_eos"),
+        presence_penalty=number(body, "presence_penalty", 0.0, -2.0, 2.0),
+        frequency_penalty=number(body, "frequency_penalty", 0.0, -2.0, 2.0),
+        logprobs=logprobs,
+    )
     return RequestOptions(params, stream, include_usage, _stop(body),
-                          _bool(body, "echo") if endpoint == "completions" else False, logprobs)
+                          _bool(body, "echo") if endpoint == "completions" else False)
 
 
 def prompt_ids(body: dict[str, Any], encode: Any, vocab: int) -> list[int]:

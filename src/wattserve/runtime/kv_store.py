@@ -23,6 +23,8 @@ import threading
 import time
 from typing import Any
 
+from wattserve.runtime.address import advertised
+
 MISSING = 2**64 - 1
 _LEN = struct.Struct(">Q")
 PULL_TIMEOUT_S = 30.0
@@ -53,7 +55,7 @@ class KvStore:
             allow_reuse_address = True
 
         self._server = Server((host, 0), Handler)
-        self.host = advertise or (socket.gethostname() if host in ("0.0.0.0", "::", "") else host)
+        self.host = advertise or advertised(host)
         """The address peers pull from: the bound one, or this machine's name for a wildcard bind."""
         self.port = int(self._server.server_address[1])
         self._thread = threading.Thread(target=self._server.serve_forever, name="kv-store", daemon=True)

@@ -19,16 +19,14 @@ import contextlib
 import json
 import os
 import select
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from wattserve.errors import UsageError
+from wattserve.runtime.address import advertised
 from wattserve.runtime.worker import WorkerSpec, spawn_worker, spec_to_json
-
-WILDCARDS = ("0.0.0.0", "::", "")
 
 
 @dataclass(frozen=True)
@@ -42,12 +40,6 @@ class LaunchedWorker:
 
 class WorkerLauncher(Protocol):
     def launch(self, spec: WorkerSpec, timeout_s: float = 120.0) -> LaunchedWorker: ...
-
-
-def advertised(host: str) -> str:
-    """The address others reach a worker bound to `host` at: itself, or this machine's name for a
-    wildcard bind."""
-    return socket.gethostname() if host in WILDCARDS else host
 
 
 class ProcessLauncher:

@@ -252,13 +252,7 @@ class Router:
         """End a request with an error; its worker is told to drop it, its KV in transit is freed."""
         if self.requests.pop(st.rid, None) is None and st.stage == "done":
             return
-        if st.wid is not None:
-            self.workers[st.wid].send({"op": "abort", "rid": st.rid})
-        if st.in_transit is not None:
-            transport_for(st.in_transit).discard(st.in_transit)
-            st.in_transit = None
-        self._move(st, None)
-        st.finish_reason = "error"
+        self._release(st, "error")
         self.metrics.failed(failure.status)
         st.queue.put_nowait(("error", failure))
 
@@ -289,10 +283,10 @@ class Router:
                 self.on_power(w.wid, h)
             return
         if ev == "tokens":
-            for rid, tok, finished, reason, *lp in h["items"]:
+            for rid, tok, finished, reason, logprob in h["items"]:
                 st = self.requests.get(rid)
                 if st is not None and st.wid == w.wid:
-                    self._token(st, tok, lp[0] if lp else None)
+                    self._token(st, tok, logprob)
                     if finished:
                         self._finish(st, reason)
             return
@@ -320,15 +314,18 @@ class Router:
 
     def abort(self, rid: str) -> None:
         st = self.requests.pop(rid, None)
-        if st is None:
-            return
+        if st is not None:
+            self._release(st, "abort")
+
+    def _release(self, st: RequestState, reason: str) -> None:
+        """Take an unfinished request off its worker (told to drop it) and free its KV in transit."""
         if st.wid is not None:
-            self.workers[st.wid].send({"op": "abort", "rid": rid})
+            self.workers[st.wid].send({"op": "abort", "rid": st.rid})
         if st.in_transit is not None:
             transport_for(st.in_transit).discard(st.in_transit)
             st.in_transit = None
         self._move(st, None)
-        st.finish_reason = "abort"
+        st.finish_reason = reason
 
     # ---- roles ----
     def set_role(self, wid: int, role: str) -> None:

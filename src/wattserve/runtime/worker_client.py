@@ -12,9 +12,9 @@ from wattserve.runtime import wire
 class WorkerClient:
     """One worker as the router sees it, and that worker's `LoadView` for the routing policy.
 
-    `alive` turns False once, when the worker's socket closes or its process exits; a dead worker
-    is never sent anything again (writes to a closed transport are what flooded the log with
-    "socket.send() raised exception")."""
+    `alive` turns False once (`down_reason` is set), when the worker's socket closes or its process
+    exits; a dead worker is never sent anything again (writes to a closed transport are what flooded
+    the log with "socket.send() raised exception")."""
 
     def __init__(self, wid: int, role: str, host: str, port: int, proc: Any = None) -> None:
         self.wid = wid
@@ -39,9 +39,13 @@ class WorkerClient:
         self.role_ready = asyncio.Event()
         self.stats_ready = asyncio.Event()
         """Set once the worker has reported its stats: until then `stats` holds placeholders."""
-        self.alive = True
         self.down_reason: str | None = None
+        """Why the worker is down; None while it serves."""
         self.down_at: float | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.down_reason is None
 
     @property
     def pending_prefill_tokens(self) -> int:
@@ -73,7 +77,6 @@ class WorkerClient:
         """Record the worker as dead; False if it already was. Wakes anyone waiting on it."""
         if not self.alive:
             return False
-        self.alive = False
         self.down_reason = reason
         self.down_at = time.monotonic()
         self.switching_to = None
