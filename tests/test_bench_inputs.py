@@ -17,6 +17,8 @@ import pytest
 from wattserve.cli import build_parser
 from wattserve.schema.flag_table import BENCH
 
+from refusal import assert_refused
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
@@ -34,13 +36,8 @@ def bench(cwd: Path, *args: str) -> subprocess.CompletedProcess:
                           cwd=cwd, timeout=60)
 
 
-def assert_refused(p: subprocess.CompletedProcess, cwd: Path, before: set[Path], expect: str) -> None:
-    assert p.returncode == 2, (p.returncode, p.stdout, p.stderr)
-    assert "Traceback" not in p.stderr
-    assert p.stdout == "", "a refused run printed a table or a result"
-    lines = p.stderr.strip().splitlines()
-    assert len(lines) == 1, p.stderr
-    assert expect in lines[0], lines[0]
+def assert_bench_refused(p: subprocess.CompletedProcess, cwd: Path, before: set[Path], expect: str) -> None:
+    assert_refused(p.returncode, p.stdout, p.stderr, expect)
     assert set(cwd.rglob("*")) == before, "a refused run wrote a file"
 
 
@@ -95,7 +92,7 @@ def test_bad_input_is_one_line_exit_2_and_no_file(args: list[str], expect: str, 
     before = set(tmp_path.rglob("*"))
     argv = [a.format(**paths) for a in args]
     p = bench(tmp_path, "--base-url", closed_url, "--num-prompts", "2", *argv)
-    assert_refused(p, tmp_path, before, expect)
+    assert_bench_refused(p, tmp_path, before, expect)
 
 
 def test_an_unwritable_result_folder_is_refused_before_the_run(tmp_path: Path,
@@ -115,13 +112,13 @@ def test_an_unwritable_result_folder_is_refused_before_the_run(tmp_path: Path,
 def test_a_closed_port_is_one_line_and_no_table(closed_url: str, tmp_path: Path) -> None:
     before = set(tmp_path.rglob("*"))
     p = bench(tmp_path, "--base-url", closed_url, "--num-prompts", "3", "--save-result")
-    assert_refused(p, tmp_path, before, "--base-url: cannot connect to 127.0.0.1")
+    assert_bench_refused(p, tmp_path, before, "--base-url: cannot connect to 127.0.0.1")
 
 
 def test_an_infinite_rate_is_allowed(closed_url: str, tmp_path: Path) -> None:
     """inf sends every request at once (as vllm); it passes validation and meets the closed port."""
     p = bench(tmp_path, "--base-url", closed_url, "--num-prompts", "2", "--request-rate", "inf")
-    assert_refused(p, tmp_path, set(tmp_path.rglob("*")), "--base-url: cannot connect")
+    assert_bench_refused(p, tmp_path, set(tmp_path.rglob("*")), "--base-url: cannot connect")
 
 
 def test_help_describes_every_flag() -> None:

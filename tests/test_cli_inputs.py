@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from wattserve.cli import main
+from refusal import assert_refused, run_in_process
 
 AZURE_HEADER = "TIMESTAMP,ContextTokens,GeneratedTokens\n"
 
@@ -222,24 +222,6 @@ def snapshot(folder: Path) -> set[tuple[str, int]]:
     return {(str(p.relative_to(folder)), p.stat().st_mtime_ns) for p in folder.rglob("*")}
 
 
-def assert_refused(code: int, out: str, err: str, expect: str) -> None:
-    assert code == 2, (code, out, err)
-    assert "Traceback" not in err
-    assert out == "", "a refused command printed a result"
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert expect in lines[0], lines[0]
-
-
-def invoke(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        code = main(argv)
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 @pytest.mark.parametrize(("argv", "expect"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_bad_input_is_one_line_exit_2_and_no_output(argv: list[str], expect: str, inputs: Path, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch,
@@ -249,7 +231,7 @@ def test_bad_input_is_one_line_exit_2_and_no_output(argv: list[str], expect: str
     args = [a.format(**{"in": inputs}) for a in argv]
     if args and args[0] == "simulate" and "--out" not in args and "--bogus" not in args:
         args += ["--out", str(tmp_path / "run")]
-    code, out, err = invoke(args, capsys)
+    code, out, err = run_in_process(args, capsys)
     assert_refused(code, out, err, expect.format(**{"in": inputs}))
     assert list(tmp_path.iterdir()) == [], "a refused command wrote into the working folder"
     assert snapshot(inputs) == before, "a refused command wrote beside its inputs"

@@ -21,6 +21,8 @@ import pytest
 from wattserve.cli import build_parser
 from wattserve.schema.flag_table import SERVE
 
+from refusal import assert_refused, run_in_process
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
@@ -48,13 +50,8 @@ def busy_port() -> Iterator[int]:
         yield s.getsockname()[1]
 
 
-def assert_refused(p: subprocess.CompletedProcess, expect: str) -> None:
-    assert p.returncode == 2, (p.returncode, p.stdout, p.stderr)
-    assert "Traceback" not in p.stderr
-    assert p.stdout == "", "a refused run started something"
-    lines = p.stderr.strip().splitlines()
-    assert len(lines) == 1, p.stderr
-    assert expect in lines[0], lines[0]
+def assert_process_refused(p: subprocess.CompletedProcess, expect: str) -> None:
+    assert_refused(p.returncode, p.stdout, p.stderr, expect)
 
 
 CASES = [
@@ -89,7 +86,6 @@ def test_bad_input_is_one_line_exit_2(args: list[str], expect: str, tmp_path: Pa
     """In this process (a Python start with torch costs seconds per case): every check runs before
     `serve` starts anything, and a case that got through would fail here instead of serving."""
     pytest.importorskip("torch")
-    from wattserve.cli import main
     from wattserve.runtime import server
 
     async def started(*a: object, **k: object) -> None:
@@ -99,37 +95,33 @@ def test_bad_input_is_one_line_exit_2(args: list[str], expect: str, tmp_path: Pa
     monkeypatch.delenv("WATTSERVE_API_KEY", raising=False)
     (tmp_path / "empty").mkdir()
     paths = {"missing": str(tmp_path / "missing"), "empty": str(tmp_path / "empty")}
-    try:
-        code = main(["serve", "--port", "0", *(a.format(**paths) for a in args)])
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    out = capsys.readouterr()
-    assert_refused(subprocess.CompletedProcess([], code, out.out, out.err), expect.format(**paths))
+    code, out, err = run_in_process(["serve", "--port", "0", *(a.format(**paths) for a in args)], capsys)
+    assert_refused(code, out, err, expect.format(**paths))
 
 
 def test_a_refused_run_leaves_no_process() -> None:
     """As a user runs it, in its own process group: a refused run exits 2 and nothing of it is left."""
     pytest.importorskip("torch")
-    assert_refused(serve("--budget", "10", "--policy", "rapid"), "--budget: 10 W is below the sum of the minimum")
+    assert_process_refused(serve("--budget", "10", "--policy", "rapid"), "--budget: 10 W is below the sum of the minimum")
 
 
 def test_an_empty_api_key_in_the_environment_is_refused() -> None:
     """WATTSERVE_API_KEY= (an unset shell variable expanded) must not turn authentication off."""
     pytest.importorskip("torch")
     p = serve(env={"WATTSERVE_API_KEY": ""})
-    assert_refused(p, "WATTSERVE_API_KEY: an empty key would turn authentication off")
+    assert_process_refused(p, "WATTSERVE_API_KEY: an empty key would turn authentication off")
 
 
 def test_cuda_without_a_gpu_is_refused() -> None:
     """CUDA_VISIBLE_DEVICES="" hides every GPU, so the case holds on a machine that has one."""
     pytest.importorskip("torch")
     p = serve("--device", "cuda", env={"CUDA_VISIBLE_DEVICES": ""})
-    assert_refused(p, "--device: 'cuda' asked for, but torch sees no CUDA device; allowed: cpu")
+    assert_process_refused(p, "--device: 'cuda' asked for, but torch sees no CUDA device; allowed: cpu")
 
 
 def test_a_busy_port_is_refused_before_the_workers_start(busy_port: int) -> None:
     pytest.importorskip("torch")
-    assert_refused(serve("--port", str(busy_port)), f"--host/--port: cannot listen on 127.0.0.1:{busy_port}")
+    assert_process_refused(serve("--port", str(busy_port)), f"--host/--port: cannot listen on 127.0.0.1:{busy_port}")
 
 
 def test_help_describes_every_flag() -> None:
