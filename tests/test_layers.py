@@ -169,7 +169,7 @@ def test_the_walk_sees_the_package(edges: list[ImportEdge]) -> None:
     assert "wattserve.sim.cluster" in mods and "wattserve.runtime.engine.engine" in mods
     pairs = {(e.src, e.dst) for e in edges}
     assert ("wattserve.sim.cluster", "wattserve.schema.cluster") in pairs
-    assert ("wattserve.runtime.power.select", "wattserve.runtime.power.nvml") in pairs, "imports inside functions count"
+    assert ("wattserve.runtime.power.local", "wattserve.runtime.power.nvml") in pairs, "imports inside functions count"
 
 
 def test_every_unit_has_a_layer() -> None:
