@@ -61,6 +61,7 @@ def test_discard_unlinks_and_tolerates_a_missing_segment(prefix: str) -> None:
     transport_for(h1).discard(h1)
     transport_for(h1).discard(h1)
     assert live_segments(prefix) == [h2["name"]]
+    assert sweep(prefix, keep={h2["name"]}) == [] and live_segments(prefix) == [h2["name"]]
     assert sweep(prefix) == [h2["name"]] and live_segments(prefix) == []
     transport_for(h2).discard(h2)
 

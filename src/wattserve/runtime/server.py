@@ -165,12 +165,7 @@ def _report_down(w: WorkerClient) -> None:
 
 def _sweep_dead(router: Router, w: WorkerClient) -> None:
     """Unlink the KV segments a dead worker created and no live request still carries."""
-    from wattserve.runtime.transport import live_segments, transport_for
-
-    in_transit = {h.get("name") for h in router.live_handles()}
-    for name in live_segments(owner_prefix(os.getpid(), w.wid)):
-        if name not in in_transit:
-            transport_for({"kind": "shm", "name": name}).discard({"kind": "shm", "name": name})
+    sweep(owner_prefix(os.getpid(), w.wid), keep={str(h.get("name")) for h in router.live_handles()})
 
 
 async def serve(a: ServeConfig, stop: asyncio.Event | None = None) -> None:

@@ -104,10 +104,13 @@ def live_segments(prefix: str) -> list[str]:
     return sorted(p.name for p in SHM_DIR.iterdir() if p.name.startswith(prefix))
 
 
-def sweep(prefix: str) -> list[str]:
-    """Unlink every segment named with `prefix` (its owner died, or is shutting down); returns them."""
+def sweep(prefix: str, keep: frozenset[str] | set[str] = frozenset()) -> list[str]:
+    """Unlink every segment named with `prefix` (its owner died, or is shutting down) except those in
+    `keep` (handles still on their way to a reader); returns the ones unlinked."""
     gone = []
     for name in live_segments(prefix):
+        if name in keep:
+            continue
         try:
             (SHM_DIR / name).unlink()
             gone.append(name)
