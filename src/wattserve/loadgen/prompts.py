@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from wattserve.errors import UsageError
+from wattserve.loadgen.failures import describe, http_error
 
 if TYPE_CHECKING:
     from wattserve.schema.bench import BenchConfig
@@ -121,8 +122,6 @@ def http_counter(session: Any, base_url: str, model: str | None, api_key: str | 
     """POST /tokenize {"prompt": text} (the body vLLM and SGLang share; their default
     add_special_tokens=true counts the BOS the server adds to a completion's prompt), or with `chat`
     {"messages": [one user message]}, which vLLM's /tokenize counts through the chat template."""
-    from wattserve.loadgen.failures import http_error
-
     url = base_url.rstrip("/") + TOKENIZE_PATH
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
@@ -298,8 +297,6 @@ async def size_prompts(a: BenchConfig, lengths: list[int], asked: str) -> Sizing
     if a.tokenizer == "words":
         return in_words(lengths, rng)
     import aiohttp
-
-    from wattserve.loadgen.failures import describe
 
     url = a.base_url.rstrip("/") + TOKENIZE_PATH
     try:
