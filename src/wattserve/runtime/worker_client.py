@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 from wattserve.runtime import wire
@@ -41,7 +40,6 @@ class WorkerClient:
         """Set once the worker has reported its stats: until then `stats` holds placeholders."""
         self.down_reason: str | None = None
         """Why the worker is down; None while it serves."""
-        self.down_at: float | None = None
 
     @property
     def alive(self) -> bool:
@@ -78,7 +76,6 @@ class WorkerClient:
         if not self.alive:
             return False
         self.down_reason = reason
-        self.down_at = time.monotonic()
         self.switching_to = None
         self.stats_ready.set()
         self.role_ready.set()
