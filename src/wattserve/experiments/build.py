@@ -34,8 +34,8 @@ class SimRun:
     guard: BudgetGuard | None = None
     log: ActuationLog | None = None
 
-    def run(self, progress: Callable[[float], None] | None = None) -> SimResult:
-        return self.cluster.run(progress=progress)
+    def run(self, progress: Callable[[float], None] | None = None, until: float | None = None) -> SimResult:
+        return self.cluster.run(progress=progress, until=until)
 
 
 def build_run(scenario: Scenario, workload: Workload | None = None,

@@ -106,6 +106,9 @@ class ClusterState:
     """Indexed by instance id."""
     gpus: tuple[GpuState, ...]
     """Indexed by GPU index."""
+    target_tok_s: float | None = None
+    """The operator's cluster throughput target in force now, output tokens per second (PALS's
+    QoS target, arXiv 2605.21427); None when the run has none."""
 
     def by_role(self, role: str) -> list[InstanceState]:
         """The live instances serving `role` now (not switching): those a policy may act on."""

@@ -199,10 +199,14 @@ class Cluster:
         if i < n:
             self.loop.at(arr[i], self._arrive, i)
 
-    def run(self, progress: Callable[[float], None] | None = None) -> SimResult:
+    def run(self, progress: Callable[[float], None] | None = None, until: float | None = None) -> SimResult:
+        """Runs until the workload is done or, with `until`, until that simulated time (a backlog
+        that never drains is measured over a window; requests still in flight stay unfinished)."""
         if len(self._arr):
             self.loop.at(self._arr[0], self._arrive, 0)
-        self.loop.run(progress=progress)
+        self.loop.run(until=until, progress=progress)
+        if until is not None and not self.loop.stopped and self.loop.pending():
+            self.loop.now = max(self.loop.now, until)
         end = self.loop.now
         for g in self.gpus:
             g.close(end)
