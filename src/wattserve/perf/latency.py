@@ -2,11 +2,18 @@
 
 t = soft_max_p(linear FLOPs / (peak * eff_gemm * s), weight bytes / (HBM * eff_mem))
   + max(attention FLOPs / (peak * eff_attn * s), KV bytes / (HBM * eff_mem))
-  + elementwise bytes / (HBM * eff_mem) + TP all-reduce + fixed per-iteration overhead,
+  + elementwise bytes / (HBM * eff_mem) + TP all-reduce + MoE all-to-all + fixed per-iteration overhead,
 with s = clock / max clock and soft_max_p(a, b) = (a**p + b**p)**(1/p). The soft maximum models GEMMs near
 the ridge point, where neither compute nor weight streaming fully hides the other. Compute time scales
 with the SM clock; memory time does not (the HBM clock is independent of the SM clock on
 H100/A100/MI300X).
+
+Mixture-of-experts (docs/moe.md): expert weight reads are the distinct experts a layer touches
+(ModelSpec.experts_touched; under expert parallelism, those the busiest rank touches, read whole),
+expert FLOPs follow the busiest rank's share of assignments, and with ep > 1 every MoE layer adds a
+dispatch and a combine all-to-all timed by perf/collectives.py from APEX+'s NCCL profile. That
+communication scales with neither the SM clock nor the cap, and IterCost counts it as neither
+compute nor memory busy time, so the power model sees a communication-heavy step as less busy.
 
 Calibration (docs/calibration.md holds the error table; `wattserve calibrate` regenerates it):
 - EFF_GEMM 0.76: Vidur's H100 Llama-2-7B profile reaches 734-768 TFLOP/s (of 989) in the four
@@ -23,11 +30,13 @@ Calibration (docs/calibration.md holds the error table; `wattserve calibrate` re
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from wattserve.catalog.gpus import GpuSpec
 from wattserve.catalog.models import BatchShape, ModelSpec
+from wattserve.perf.collectives import AllToAllFit, alltoall_fit
 
 EFF_GEMM = 0.76
 EFF_MEM = 0.79
@@ -70,16 +79,24 @@ class RooflineLatencyModel:
     gpu: GpuSpec
     model: ModelSpec
     tp: int = 1
+    ep: int = 1
+    """Expert-parallel ranks (1, or tp: experts spread whole over the TP group)."""
+    expert_skew: float | None = None
+    """The busiest expert's share of (token, expert) assignments; None: uniform routing."""
     eff_gemm: float = EFF_GEMM
     eff_mem: float = EFF_MEM
     eff_attn: float = EFF_ATTN
     overhead_s: float = OVERHEAD_S
     gemm_p: float = GEMM_P
     _k: tuple[float, ...] = field(init=False, repr=False, compare=False)
+    _a2a: tuple[AllToAllFit, float, int] | None = field(init=False, repr=False, compare=False)
+    _reads: Callable[[int], float] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         """Fold the GPU and model into per-unit seconds once; iteration() runs per simulator step."""
-        c = self.model.work_coeffs(self.tp)
+        if self.ep > 1 and not self.model.is_moe:
+            raise ValueError(f"ep={self.ep} needs a mixture-of-experts model; {self.model.name} is dense")
+        c = self.model.work_coeffs(self.tp, self.ep, self.expert_skew)
         g = self.gpu
         bw = g.hbm_bytes_s * self.eff_mem
         gemm = g.peak_flops * self.eff_gemm
@@ -97,6 +114,22 @@ class RooflineLatencyModel:
             self.overhead_s + c.allreduce_calls * g.allreduce_latency_s,
         )
         object.__setattr__(self, "_k", k)
+        a2a = None
+        if c.alltoall_calls:
+            a2a = (alltoall_fit(g, self.ep), c.alltoall_bytes_per_token, c.alltoall_calls)
+        object.__setattr__(self, "_a2a", a2a)
+        object.__setattr__(self, "_reads", self.model.expert_reads(self.ep, self.expert_skew))
+
+    def experts_read(self, tokens: int) -> float:
+        """Distinct experts per layer whose weights the (busiest) rank reads for `tokens` tokens."""
+        return self._reads(tokens)
+
+    def comm_s(self, tokens: int) -> float:
+        """MoE dispatch + combine all-to-all time of one iteration: clock- and cap-independent."""
+        if self._a2a is None or tokens <= 0:
+            return 0.0
+        fit, per_token, calls = self._a2a
+        return calls * fit.time_s(per_token * tokens)
 
     def iteration(self, shape: BatchShape, clock_mhz: float) -> IterCost:
         tokens = shape.prefill_tokens + shape.decode_seqs
@@ -105,13 +138,16 @@ class RooflineLatencyModel:
         t_tok, t_logit, t_dense, t_expert, t_pair, t_kv, t_elem, t_fixed = self._k
         inv_s = self.gpu.clock_max_mhz / clock_mhz
         lin_c = (t_tok * tokens + t_logit * (shape.prefill_seqs + shape.decode_seqs)) * inv_s
-        lin_m = t_dense + (t_expert * self.model.experts_touched(tokens) if t_expert else 0.0)
+        lin_m = t_dense + (t_expert * self._reads(tokens) if t_expert else 0.0)
         attn_c = t_pair * (shape.prefill_attn_pairs + shape.decode_ctx) * inv_s
         attn_m = t_kv * (shape.decode_ctx + shape.prefill_ctx + tokens)
         p = self.gemm_p
         lin = (lin_c**p + lin_m**p) ** (1.0 / p)
         elem = t_elem * tokens
         t = lin + (attn_c if attn_c > attn_m else attn_m) + elem + t_fixed
+        if self._a2a is not None:
+            fit, per_token, calls = self._a2a
+            t += calls * fit.time_s(per_token * tokens)
         return IterCost(t, lin_c + attn_c, lin_m + attn_m + elem)
 
     def decode_coeffs(self, seqs: int, clock_mhz: float) -> tuple[float, float]:

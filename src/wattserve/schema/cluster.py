@@ -34,6 +34,12 @@ class ClusterConfig(Strict):
     model: ModelName = Field("llama-3.1-8b", description="served model", json_schema_extra=flag("model", MODELS.names()))
     tp: Literal[1, 2, 4, 8] = Field(1, description="tensor-parallel GPUs per instance",
                                     json_schema_extra=flag("tp"))
+    ep: int = Field(1, ge=1, description="expert-parallel ranks per instance: 1, or tp to spread a mixture-of-"
+                    "experts model's experts whole over the TP group (attention stays tensor-parallel)",
+                    json_schema_extra=flag("ep"))
+    expert_skew: float | None = Field(None, gt=0, le=1, description="busiest expert's share of routed "
+                                      "(token, expert) assignments, from 1/experts (uniform) to 1/top_k; "
+                                      "default uniform", json_schema_extra=flag("expert-skew"))
     prefill: int = Field(4, ge=0, description="prefill instances", json_schema_extra=flag("prefill"))
     decode: int = Field(4, ge=0, description="decode instances", json_schema_extra=flag("decode"))
     colocated: int = Field(0, ge=0, description="colocated (hybrid-batching) instances instead of "

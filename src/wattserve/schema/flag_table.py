@@ -8,6 +8,8 @@ SIMULATE = (
     Flag(name='gpu', path='cluster.gpu', type='str', help='GPU kind [default h100; allowed: h100, h200, a100, mi300x]', group='cluster'),
     Flag(name='model', path='cluster.model', type='str', help='served model [default llama-3.1-8b; allowed: llama-3.1-8b, llama-3.1-70b, llama-2-70b, mixtral-8x7b, qwen3-30b-a3b]', group='cluster'),
     Flag(name='tp', path='cluster.tp', type='int', help='tensor-parallel GPUs per instance [default 1; allowed: 1, 2, 4, 8]', group='cluster'),
+    Flag(name='ep', path='cluster.ep', type='int', help="expert-parallel ranks per instance: 1, or tp to spread a mixture-of-experts model's experts whole over the TP group (attention stays tensor-parallel) [default 1]", group='cluster'),
+    Flag(name='expert-skew', path='cluster.expert_skew', type='float', help="busiest expert's share of routed (token, expert) assignments, from 1/experts (uniform) to 1/top_k; default uniform", group='cluster'),
     Flag(name='prefill', path='cluster.prefill', type='int', help='prefill instances [default 4]', group='cluster'),
     Flag(name='decode', path='cluster.decode', type='int', help='decode instances [default 4]', group='cluster'),
     Flag(name='colocated', path='cluster.colocated', type='int', help='colocated (hybrid-batching) instances instead of prefill/decode: the layout [default 0]', group='cluster'),

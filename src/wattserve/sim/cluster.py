@@ -56,7 +56,7 @@ class Cluster:
         self.itl_hist = LogHistogram()
         self.records = RequestRecords(workload.arrival_s, workload.prompt_tokens, workload.output_tokens)
         self.router = make_policy(spec.router)
-        latency = RooflineLatencyModel(self.gpu_spec, self.model, spec.tp)
+        latency = RooflineLatencyModel(self.gpu_spec, self.model, spec.tp, spec.ep, spec.expert_skew)
         power = UtilizationPowerModel.for_gpu(self.gpu_spec)
         eng = spec.engine
         kv_tokens = self.model.kv_capacity_tokens(self.gpu_spec.hbm_bytes, spec.tp, eng.mem_util)
@@ -238,10 +238,38 @@ def _validate(spec: ClusterConfig, gpu: GpuSpec, model: ModelSpec) -> None:
             check_cap(gpu, cap, f"cluster.{name}")
     if spec.clock_mhz is not None:
         check_clock(gpu, spec.clock_mhz, "cluster.clock_mhz")
+    _validate_moe(spec, model)
     if model.kv_capacity_tokens(gpu.hbm_bytes, spec.tp, spec.engine.mem_util) < spec.engine.block_size:
         per_gpu = model.weight_bytes_per_rank(spec.tp) / 1e9
         raise UsageError(f"{model.name} needs {per_gpu:.1f} GB of weights per GPU at tp={spec.tp}, more than "
                          f"{gpu.name}'s {gpu.hbm_gb:g} GB leaves for KV; raise tp", "cluster.tp")
+
+
+def _validate_moe(spec: ClusterConfig, model: ModelSpec) -> None:
+    """Expert parallelism as vLLM runs it inside one instance: ep = tp spreads whole experts over
+    the TP group, so ep must be 1 or tp, the model must have experts, and ep must divide them. The
+    skew is the busiest expert's share of (token, expert) assignments, between uniform (1/E) and 1/k
+    (a token picks k distinct experts)."""
+    if spec.ep != 1:
+        if not model.is_moe:
+            raise UsageError(f"{spec.ep} needs a mixture-of-experts model, and {model.name} is dense; "
+                             "allowed: 1", "cluster.ep")
+        if spec.ep != spec.tp:
+            raise UsageError(f"{spec.ep} must be 1 or equal tp ({spec.tp}): experts spread over the TP group; "
+                             f"allowed: 1, {spec.tp}", "cluster.ep")
+        if model.experts % spec.ep:
+            raise UsageError(f"{spec.ep} must divide {model.name}'s {model.experts} experts; allowed: 1"
+                             + "".join(f", {d}" for d in (2, 4, 8) if d == spec.tp and model.experts % d == 0),
+                             "cluster.ep")
+    if spec.expert_skew is not None:
+        if not model.is_moe:
+            raise UsageError(f"{spec.expert_skew:g} needs a mixture-of-experts model, and {model.name} is dense; "
+                             "allowed: unset", "cluster.expert_skew")
+        lo, hi = model.uniform_share, model.max_share
+        if not lo - 1e-12 <= spec.expert_skew <= hi + 1e-12:
+            raise UsageError(f"{spec.expert_skew:g} is outside {model.name}'s range (the busiest expert's share "
+                             f"of token-expert assignments, uniform 1/{model.experts} to 1/{model.experts_per_token}); "
+                             f"allowed: {lo:g} to {hi:g}", "cluster.expert_skew")
 
 
 __all__ = ["CAP_SETTLE_S", "CLOCK_DELAY_S", "Cluster", "RECONFIG_S", "SimResult"]

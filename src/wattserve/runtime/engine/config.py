@@ -23,6 +23,19 @@ class ModelConfig(ModelSpec):
     rms_eps: float = 1e-5
     max_positions: int = 8192
     rope_scaling: RopeScaling | None = None
+    ep: int = 1
+    """Expert-parallel shards of a mixture-of-experts layer (runtime.layers.mlp.SparseMoE): the
+    routing shape of expert parallelism in one process; outputs equal ep = 1's."""
+
+    def __post_init__(self) -> None:
+        if self.ep == 1:
+            return
+        if self.experts == 0:
+            raise UsageError(f"{self.ep} needs a mixture-of-experts model, and {self.name} is dense; allowed: 1",
+                             "--ep")
+        if self.ep < 1 or self.experts % self.ep:
+            allowed = ", ".join(str(d) for d in range(1, self.experts + 1) if self.experts % d == 0)
+            raise UsageError(f"{self.ep} must divide {self.name}'s {self.experts} experts; allowed: {allowed}", "--ep")
 
     @staticmethod
     def from_spec(spec: ModelSpec) -> ModelConfig:

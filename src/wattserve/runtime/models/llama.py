@@ -27,7 +27,7 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden, cfg.rms_eps)
         self.is_moe = cfg.experts > 0
         if self.is_moe:
-            self.block_sparse_moe = SparseMoE(cfg.hidden, cfg.ffn, cfg.experts, cfg.experts_per_token)
+            self.block_sparse_moe = SparseMoE(cfg.hidden, cfg.ffn, cfg.experts, cfg.experts_per_token, cfg.ep)
         else:
             self.mlp = SwiGLU(cfg.hidden, cfg.ffn)
 
@@ -129,5 +129,5 @@ def config_from_hf(path: Path, base: ModelConfig) -> ModelConfig:
         rope_theta=float(c.get("rope_theta", base.rope_theta)), rms_eps=float(c.get("rms_norm_eps", base.rms_eps)),
         max_positions=min(int(c.get("max_position_embeddings", base.max_positions)), 131072),
         tied_embeddings=bool(c.get("tie_word_embeddings", base.tied_embeddings)),
-        rope_scaling=RopeScaling.from_hf(c.get("rope_scaling")),
+        rope_scaling=RopeScaling.from_hf(c.get("rope_scaling")), ep=base.ep,
     )
