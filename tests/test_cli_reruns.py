@@ -22,6 +22,10 @@ KINDS: dict[str, list[str]] = {
     "trace": ["--trace", "trace.csv", "--duration", "240", "--rate", "6"],
     "trace-mooncake": ["--trace", "trace.jsonl", "--num-requests", "300"],
     "budget-policy": ["--rate", "150", "--duration", "30", "--budget", "4000", "--policy", "rapid"],
+    "budget-trace": ["--rate", "150", "--duration", "30", "--policy", "rapid", "--budget-trace", "budget.csv",
+                     "--target", "target.csv"],
+    "budget-shape": ["--rate", "150", "--duration", "30", "--budget", "4000", "--policy", "rapid", "--budget-trace",
+                     "demand-response:start=10,minutes=0.25,level=0.6", "--target", "900"],
     "colocated": ["--colocated", "8", "--rate", "30", "--duration", "60"],
     "governed": ["--governor", "tpot-slack", "--duration", "60", "--seed", "7"],
     "repeated-slo": ["--num-requests", "200", "--repeat", "3", "--slo-ttft-ms", "0", "--power-cap", "400"],
@@ -50,6 +54,8 @@ def test_a_run_reruns_from_its_own_config_byte_for_byte(kind: str, data_dir: Pat
     shutil.copy(data_dir / "traces/azure_llm_2023/AzureLLMInferenceTrace_code.csv", first / "trace.csv")
     with (data_dir / "traces/mooncake_fast25/conversation_trace.jsonl").open() as src:
         (first / "trace.jsonl").write_text("".join(next(src) for _ in range(2000)))
+    (first / "budget.csv").write_text("time_s,watts\n0,4000\n10,2600\n20,4000\n")
+    (first / "target.csv").write_text("time_s,tok_s\n0,900\n15,1200\n")
     monkeypatch.chdir(first)
     simulate(*KINDS[kind], "--out", "run")
     printed = json.loads(capsys.readouterr().out)
@@ -62,6 +68,9 @@ def test_a_run_reruns_from_its_own_config_byte_for_byte(kind: str, data_dir: Pat
     assert (b / "config.yaml").read_text() == (a / "config.yaml").read_text()
     summary = json.loads((a / "summary.json").read_text())
     assert summary["completed"] > 0 and printed["completed"] == summary["completed"]
+    if kind.startswith("budget-") and kind != "budget-policy":
+        assert summary["budget_breaches"] == 0 and summary["budget_w"] == 4000
+        assert (b / "actuations.csv").read_bytes() == (a / "actuations.csv").read_bytes()
     if kind == "budget-policy":
         assert summary["policy"] == "rapid" and summary["budget_w"] == 4000 and summary["cap_changes"] > 0
         assert (b / "actuations.csv").read_bytes() == (a / "actuations.csv").read_bytes()

@@ -77,7 +77,50 @@ CASES = [
     ("num-blocks-zero", ["--num-blocks", "0"], "--num-blocks: 0 is not allowed; allowed: an integer >= 1"),
     ("prefill-negative", ["--prefill", "-1"], "--prefill: -1 is not allowed; allowed: an integer >= 0"),
     ("power-backend-unknown", ["--power-backend", "rapl"], "--power-backend: 'rapl' is not allowed"),
+    ("budget-trace-missing", ["--policy", "rapid", "--budget-trace", "{missing}"],
+     "--budget-trace: file '{missing}' does not exist; allowed: a CSV file with header time_s,watts"),
+    ("budget-trace-folder", ["--policy", "rapid", "--budget-trace", "{empty}"], "--budget-trace: '{empty}' is a folder"),
+    ("budget-trace-shape-without-budget", ["--policy", "rapid", "--budget-trace", "ramp"],
+     "--budget-trace: the shape 'ramp' scales the full budget; give --budget W too"),
+    ("budget-trace-shape-below-min-caps", ["--policy", "rapid", "--budget", "600", "--budget-trace",
+                                           "step:level=0.5"],
+     "--budget-trace: 300 W from 60 s is below the sum of the minimum caps; allowed: >= 400 W"),
+    ("budget-trace-shape-bad-key", ["--policy", "rapid", "--budget", "1400", "--budget-trace", "step:when=3"],
+     "--budget-trace: step: unknown parameter 'when'; allowed: start, seconds, level"),
+    ("target-without-policy", ["--target", "500"], "--target: a throughput target is for a power policy"),
+    ("target-negative", ["--policy", "rapid", "--budget", "1400", "--target", "-5"], "--target: -5 is not allowed"),
+    ("target-missing", ["--policy", "rapid", "--budget", "1400", "--target", "{missing}"],
+     "--target: file '{missing}' does not exist; allowed: a CSV file with header time_s,tok_s, or a number"),
 ]
+
+BUDGET_FILES = [
+    ("empty", b"", "file is empty"),
+    ("wrong-header", b"watts,time_s\n4000,0\n", "row 1: header 'watts,time_s'; allowed: exactly time_s,watts"),
+    ("letters", b"time_s,watts\n0,1400\n4,lots\n", "row 3: watts 'lots' is not a number"),
+    ("negative", b"time_s,watts\n0,1400\n4,-800\n", "row 3: watts -800 is not allowed; allowed: a finite number > 0"),
+    ("inf", b"time_s,watts\n0,1400\n4,inf\n", "row 3: watts inf is not allowed"),
+    ("unsorted", b"time_s,watts\n0,1400\n4,800\n2,900\n", "row 4: time_s 2 is not after the previous row's 4"),
+    ("late-start", b"time_s,watts\n1,1400\n", "row 2: the first time is 1 s; allowed: 0"),
+    ("below-min-caps", b"time_s,watts\n0,1400\n8,300\n", "300 W from 8 s is below the sum of the minimum caps"),
+]
+
+
+@pytest.mark.parametrize(("content", "expect"), [c[1:] for c in BUDGET_FILES], ids=[c[0] for c in BUDGET_FILES])
+def test_a_bad_budget_file_is_refused_before_any_worker_starts(content: bytes, expect: str, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str],
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two modelled H100 workers (200 W minimum caps each) under a --budget-trace file."""
+    pytest.importorskip("torch")
+    from wattserve.runtime import server
+
+    async def started(*a: object, **k: object) -> None:
+        raise AssertionError("the input passed every check and the server would have started")
+
+    monkeypatch.setattr(server, "serve", started)
+    (tmp_path / "b.csv").write_bytes(content)
+    code, out, err = run_in_process(["serve", "--port", "0", "--policy", "rapid", "--budget-trace",
+                                     str(tmp_path / "b.csv")], capsys)
+    assert_refused(code, out, err, expect)
 
 
 @pytest.mark.parametrize(("args", "expect"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])

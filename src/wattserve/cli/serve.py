@@ -21,7 +21,8 @@ def add(sub: argparse._SubParsersAction) -> None:
                                    "the power controllers. --model tiny serves a test-sized model on CPU. The "
                                    "flags set fields of wattserve.schema.serve.ServeConfig.")
     add_flags(p, SERVE, {"": None, "control": "power control", "slo": "SLO"},
-              metavars={"weights": "DIR", "device": "DEVICE", "host": "ADDR", "api-key": "KEY"})
+              metavars={"weights": "DIR", "device": "DEVICE", "host": "ADDR", "api-key": "KEY",
+                        "budget-trace": "FILE|SHAPE", "target": "TOK_S|FILE"})
     p.set_defaults(func=cmd_serve)
 
 
@@ -49,6 +50,9 @@ def cmd_serve(args: argparse.Namespace, started: float) -> int:
     except ImportError as e:
         raise UsageError(f"the runtime needs torch and aiohttp ({e.name} is missing); "
                          "pip install 'wattserve[runtime]'") from None
-    check_inputs(config)
-    asyncio.run(serve(config))
+    try:
+        check_inputs(config)
+        asyncio.run(serve(config))
+    except UsageError as e:
+        raise e.named(flags) from None
     return 0

@@ -21,7 +21,7 @@ def add(sub: argparse._SubParsersAction) -> None:
                                    "shaped workload for 600 s, SLO TTFT 1 s / TPOT 50 ms. The flags set fields "
                                    "of the scenario schema (wattserve.schema) and override --config.")
     p.add_argument("--config", help="scenario YAML (flags override its fields); a run's DIR/config.yaml reruns it")
-    groups = add_flags(p, SIMULATE)
+    groups = add_flags(p, SIMULATE, metavars={"budget-trace": "FILE|SHAPE", "target": "TOK_S|FILE"})
     s = groups["SLO and output"]
     s.add_argument("--out", help="folder for config.yaml, summary.json, requests.csv, power.csv and plots")
     s.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
@@ -73,18 +73,20 @@ def cmd_simulate(args: argparse.Namespace, started: float) -> int:
     finally:
         close()
     summary = summarize(res, scenario.slo.ttft_ms, scenario.slo.tpot_ms, time.perf_counter() - started)
-    if run.log is not None:
-        from wattserve.experiments.run_metrics import caps_sum_peak
+    if run.log is not None and run.budget is not None:
+        from wattserve.metrics.budget_tracking import track_budget
 
-        summary.update({"policy": scenario.control.policy, "budget_w": scenario.control.budget_w,
-                        "max_sum_caps_w": caps_sum_peak(res),
+        summary.update({"policy": scenario.control.policy, "budget_w": run.budget.peak(),
+                        **({"budget_trace": scenario.control.budget_trace, "budget_min_w": run.budget.floor()}
+                           if scenario.control.budget_trace is not None else {}),
+                        **track_budget(res.gpus, run.budget, res.end_s).fields(),
                         "cap_changes": run.log.count("cap"), "role_changes": run.log.count("role")})
     summary["scenario"] = scenario.name
     summary["workload"] = workload.name
     summary["num_prompts"] = len(workload)
     if args.out:
         _write_outputs(Path(args.out), res, scenario, summary, scenario_yaml(scenario), not args.no_plots, run.log,
-                       scenario.control.budget_w)
+                       run.budget)
     if args.json:
         print(json.dumps(summary, indent=2, default=float))
     else:
@@ -95,7 +97,7 @@ def cmd_simulate(args: argparse.Namespace, started: float) -> int:
 
 
 def _write_outputs(out: Path, res: Any, scenario: Any, summary: dict[str, Any], cfg_yaml: str,
-                   plots: bool, log: Any = None, budget_w: float | None = None) -> None:
+                   plots: bool, log: Any = None, budget: Any = None) -> None:
     from wattserve.metrics import outputs
     from wattserve.metrics.summary import slo_met
 
@@ -109,7 +111,7 @@ def _write_outputs(out: Path, res: Any, scenario: Any, summary: dict[str, Any], 
             from wattserve.metrics import plots as pl
 
             pl.latency_cdfs(stage / "latency_cdf.png", res, scenario.slo.ttft_ms, scenario.slo.tpot_ms)
-            pl.cluster_power_plot(stage / "cluster_power.png", res, budget_w)
+            pl.cluster_power_plot(stage / "cluster_power.png", res, budget=budget)
         if log is not None:
             outputs.write_actuations_csv(stage / "actuations.csv", log)
         outputs.write_json(stage / "summary.json", summary)

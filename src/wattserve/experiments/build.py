@@ -13,12 +13,13 @@ from typing import Any
 
 from wattserve.catalog import get_gpu
 from wattserve.control import BudgetGuard, ControlLoop, make_controller
+from wattserve.control.loop import Controller
 from wattserve.results.sim_result import SimResult
 from wattserve.schema.scenario import Scenario
 from wattserve.schema.workload import LengthConfig, WorkloadConfig
-from wattserve.seam import ActuationLog, BudgetSignal
+from wattserve.seam import ActuationLog, BudgetSignal, StepSignal, follow_rises
 from wattserve.sim.backend import SimBackend
-from wattserve.sim.cluster import Cluster
+from wattserve.sim.cluster import CAP_SETTLE_S, Cluster
 from wattserve.workload.synthetic import AZURE_CONV, LengthDist, SyntheticSpec, generate
 from wattserve.workload.traces import load_trace
 from wattserve.workload.workload import Workload
@@ -26,13 +27,17 @@ from wattserve.workload.workload import Workload
 
 @dataclass
 class SimRun:
-    """A built, not yet run, simulation: `run()` it once; `guard` and `log` exist with a policy."""
+    """A built, not yet run, simulation: `run()` it once; `guard`, `log` and `budget` exist with a policy."""
 
     scenario: Scenario
     workload: Workload
     cluster: Cluster
     guard: BudgetGuard | None = None
     log: ActuationLog | None = None
+    budget: BudgetSignal | None = None
+    """The budget over the run, with a policy."""
+    target: StepSignal | None = None
+    """The throughput target over the run (tok/s), when the scenario gives one."""
 
     def run(self, progress: Callable[[float], None] | None = None, until: float | None = None) -> SimResult:
         return self.cluster.run(progress=progress, until=until)
@@ -42,27 +47,40 @@ def build_run(scenario: Scenario, workload: Workload | None = None,
               controller_params: dict[str, Any] | None = None) -> SimRun:
     """The run `scenario` describes; `workload` replaces the scenario's own (named compare workloads).
 
-    Under a policy every GPU starts at the uniform share of the budget (clamped to the GPU's
-    maximum cap), and the policy's start() sets the caps it wants through the guard."""
+    Under a policy every GPU starts at the uniform share of the lowest budget of the guard's first
+    look-ahead (twice the cap settle time), clamped to the GPU's maximum cap: caps in force at t=0
+    need no settling, so a budget trace that drops before the guard could lower caps in time is
+    still held. The policy's start() then sets the caps it wants through the guard."""
     wl = workload if workload is not None else build_workload(scenario.workload, scenario.seed)
     cluster_cfg = scenario.cluster
     ctl = scenario.control
     slo = scenario.slo
     slo_s = (slo.ttft_ms and slo.ttft_ms / 1e3, slo.tpot_ms and slo.tpot_ms / 1e3)
-    if ctl.policy is None or ctl.budget_w is None:
+    if ctl.policy is None:
         return SimRun(scenario, wl, Cluster(cluster_cfg, wl, slo_s=slo_s))
-    controller = make_controller(ctl.policy, **(controller_params or {}))
     gpu = get_gpu(cluster_cfg.gpu)
+    budget = ctl.budget_signal(floor_w=cluster_cfg.num_gpus * gpu.cap_min_w)
+    assert budget is not None
+    target = ctl.target_signal()
+    controller = _controller(ctl.policy, controller_params)
+    start_w = budget.min_over(0.0, 2.0 * CAP_SETTLE_S)
     cluster_cfg = cluster_cfg.model_copy(update={
-        "power_cap_w": min(gpu.cap_max_w, ctl.budget_w / cluster_cfg.num_gpus),
+        "power_cap_w": min(gpu.cap_max_w, start_w / cluster_cfg.num_gpus),
         "prefill_cap_w": None, "decode_cap_w": None})
     cluster = Cluster(cluster_cfg, wl, slo_s=slo_s)
-    budget = BudgetSignal.constant(ctl.budget_w)
-    backend = SimBackend(cluster, budget, *slo_s)
+    backend = SimBackend(cluster, budget, *slo_s, target=target)
     log = ActuationLog()
     guard = BudgetGuard(backend, budget, log)
     ControlLoop(backend, guard, [controller]).start()
-    return SimRun(scenario, wl, cluster, guard, log)
+    if not getattr(controller, "follows_budget", False):
+        follow_rises(backend, budget, guard.submit)
+    return SimRun(scenario, wl, cluster, guard, log, budget, target)
+
+
+def _controller(policy: str, params: dict[str, Any] | None) -> Controller:
+    """The one place a run's controller is made, so a policy that needs more (a target, a model of
+    the cluster) gets it here for simulate, compare and the tests alike."""
+    return make_controller(policy, **(params or {}))
 
 
 def _length_dist(cfg: LengthConfig, trace_values: Any) -> LengthDist:

@@ -9,6 +9,7 @@ import numpy as np
 from wattserve.metrics.power_series import binned_average, cluster_power
 from wattserve.results.records import COMPLETED
 from wattserve.results.sim_result import SimResult
+from wattserve.seam import StepSignal
 
 
 def _pyplot():  # noqa: ANN202
@@ -43,9 +44,11 @@ def latency_cdfs(path: Path, res: SimResult, ttft_ms: float | None, tpot_ms: flo
     plt.close(fig)
 
 
-def cluster_power_plot(path: Path, res: SimResult, budget_w: float | None = None) -> None:
+def cluster_power_plot(path: Path, res: SimResult, budget_w: float | None = None,
+                       budget: StepSignal | None = None) -> None:
     """The legend sits below the axes, where it can cover neither the budget line nor the power
-    series; the averaging bin width is given in the legend."""
+    series; the averaging bin width is given in the legend. A budget that changes over the run
+    (`budget`) is drawn as a step line over the run; a constant one as a flat line."""
     plt = _pyplot()
     t, w = cluster_power(res.gpus)
     bins = min(600, max(10, int(res.end_s)))
@@ -55,8 +58,17 @@ def cluster_power_plot(path: Path, res: SimResult, budget_w: float | None = None
     ax.step(t, w, where="post", lw=0.4, alpha=0.35, color="tab:blue", label="instantaneous")
     ax.plot(centers, avg, lw=1.6, color="tab:blue", label=f"average per {width_s:.3g} s bin")
     caps = sum(g.cap_w for g in res.gpus)
-    ax.axhline(budget_w if budget_w is not None else caps, color="tab:red", ls="--", lw=1.2,
-               label=(f"budget {budget_w:,.0f} W" if budget_w is not None else f"power limit {caps:,.0f} W (sum of caps)"))
+    if budget is not None and len(budget.times) > 1:
+        bt = [x for x in budget.times if x < res.end_s]
+        ax.step([*bt, res.end_s], [budget.at(x) for x in bt] + [budget.at(res.end_s)], where="post",
+                color="tab:red", ls="--", lw=1.2, label=f"budget ({budget.floor():,.0f} to {budget.peak():,.0f} W)")
+        budget_w = budget.peak()
+    else:
+        if budget is not None:
+            budget_w = budget.peak()
+        ax.axhline(budget_w if budget_w is not None else caps, color="tab:red", ls="--", lw=1.2,
+                   label=(f"budget {budget_w:,.0f} W" if budget_w is not None
+                          else f"power limit {caps:,.0f} W (sum of caps)"))
     ax.axhline(sum(g.idle_w for g in res.gpus), color="gray", ls=":", lw=1, label="all idle")
     ax.set_xlabel("time (s)")
     ax.set_ylabel("cluster GPU power (W)")

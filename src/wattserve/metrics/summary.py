@@ -135,8 +135,11 @@ def terminal_table(s: dict[str, Any], title: str) -> str:
         ("Avg / max cluster power (W)", f"{f(s['gpu_avg_power_w'], 0)} / {f(s['max_cluster_power_w'], 0)} "
                                         f"(caps sum {f(s['sum_power_caps_w'], 0)})"),
         ("Output tokens per joule", f(s["output_toks_per_joule"], 3)),
-        ("Wall time (s)", f(s["wall_time_s"])),
     ]
+    if "budget_breaches" in s:
+        rows.append(("Budget breaches / gap mean, max (W)",
+                     f"{s['budget_breaches']} / {f(s['budget_gap_mean_w'], 0)}, {f(s['budget_gap_max_w'], 0)}"))
+    rows.append(("Wall time (s)", f(s["wall_time_s"])))
     width = max(len(k) for k, _ in rows) + 2
     bar = "=" * (width + 40)
     lines = [f"{(' ' + header(s, title) + ' '):=^{len(bar)}}"]

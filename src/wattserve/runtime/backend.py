@@ -33,6 +33,7 @@ from wattserve.seam import (
     SetComputeShare,
     SetPowerCap,
     SetRole,
+    StepSignal,
 )
 
 CAP_SETTLE_S = 0.3
@@ -42,10 +43,14 @@ WINDOW_S = 5.0
 class RuntimeBackend:
     def __init__(self, router: Router, agent: GpuPower, budget: BudgetSignal, slo_ttft_s: float | None,
                  slo_tpot_s: float | None, loop: asyncio.AbstractEventLoop | None = None,
-                 cap_settle_s: float = CAP_SETTLE_S, log: ActuationLog | None = None) -> None:
+                 cap_settle_s: float = CAP_SETTLE_S, log: ActuationLog | None = None,
+                 target: StepSignal | None = None) -> None:
         self.router = router
         self.agent = agent
         self.budget = budget
+        self.target = target
+        """The operator's throughput target over time (output tok/s; time in seconds since this back
+        end started, as `budget`), shown to controllers as ClusterState.target_tok_s."""
         self.slo_ttft_s = slo_ttft_s
         self.slo_tpot_s = slo_tpot_s
         self.loop = loop or asyncio.get_event_loop()
@@ -123,7 +128,8 @@ class RuntimeBackend:
                 oldest_wait_s=r.oldest_wait_s(w, now_abs), prompt_tokens=int(s.get("prompt_tokens", 0)),
                 output_tokens=w.output_tokens, completed=w.completed, alive=w.alive))
         now = now_abs - self._t0
-        return ClusterState(now, self.budget.at(now), self.slo_ttft_s, self.slo_tpot_s, tuple(insts), tuple(gpus))
+        return ClusterState(now, self.budget.at(now), self.slo_ttft_s, self.slo_tpot_s, tuple(insts), tuple(gpus),
+                            target_tok_s=self.target.at(now) if self.target is not None else None)
 
     def apply(self, action: Action) -> float:
         self._log_failures()

@@ -17,6 +17,7 @@ from wattserve.runtime.router import Router, WorkerClient
 from wattserve.runtime.transport import owner_prefix, server_prefix, sweep
 from wattserve.runtime.worker import WorkerSpec
 from wattserve.schema.serve import ServeConfig
+from wattserve.seam import BudgetSignal
 
 ServeArgs = ServeConfig
 """The old name of ServeConfig (wattserve.schema.serve), for code that still imports it."""
@@ -68,6 +69,11 @@ def check_inputs(a: ServeConfig) -> None:
         if a.control.budget_w < lo:
             raise UsageError(f"--budget: {a.control.budget_w:g} W is below the sum of the minimum caps; "
                              f"allowed: >= {lo:g} W for {len(roles)} worker(s) of {a.gpu}")
+    if a.control.policy is not None:
+        from wattserve.catalog.gpus import GPUS
+
+        a.control.budget_signal(floor_w=len(roles) * GPUS[a.gpu].cap_min_w if modelled else None)
+        a.control.target_signal()
     _check_listen(a.host, a.port)
     if device.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -168,17 +174,32 @@ def _sweep_dead(router: Router, w: WorkerClient) -> None:
     sweep(owner_prefix(os.getpid(), w.wid), keep={str(h.get("name")) for h in router.live_handles()})
 
 
+def start_control(a: ServeConfig, router: Router, agent: WorkerPower, budget: BudgetSignal) -> None:
+    """The control plane over live workers, as build_run builds it over the simulator: the budget
+    and target signals (time: seconds since the back end started), the guard, the one controller
+    (made here and nowhere else in serve), and the caps given back when the budget rises."""
+    from wattserve.control import BudgetGuard, ControlLoop, make_controller
+    from wattserve.runtime.backend import RuntimeBackend
+    from wattserve.seam import follow_rises
+
+    backend = RuntimeBackend(router, agent, budget, a.slo.ttft_ms and a.slo.ttft_ms / 1e3,
+                             a.slo.tpot_ms and a.slo.tpot_ms / 1e3, target=a.control.target_signal())
+    controller = make_controller(str(a.control.policy))
+    guard = BudgetGuard(backend, budget)
+    guard.enforce()
+    ControlLoop(backend, guard, [controller]).start()
+    if not getattr(controller, "follows_budget", False):
+        follow_rises(backend, budget, guard.submit)
+
+
 async def serve(a: ServeConfig, stop: asyncio.Event | None = None) -> None:
     from aiohttp import web
 
-    from wattserve.control import BudgetGuard, ControlLoop, make_controller
     from wattserve.runtime.api import Api
-    from wattserve.runtime.backend import RuntimeBackend
     from wattserve.runtime.engine.config import get_config
     from wattserve.runtime.engine.tokenizer import load_tokenizer
     from wattserve.runtime.power.base import samples
     from wattserve.runtime.transport import make_transport
-    from wattserve.seam import BudgetSignal
 
     get_config(a.model)
     make_transport(a.kv_transport)
@@ -207,6 +228,7 @@ async def serve(a: ServeConfig, stop: asyncio.Event | None = None) -> None:
             if a.control.budget_w < lo:
                 raise UsageError(f"--budget: {a.control.budget_w:g} W is below the sum of the minimum caps; "
                                  f"allowed: >= {lo:g} W for {n} worker(s)")
+        budget = a.control.budget_signal(floor_w=sum(agent.cap_range_w(i)[0] for i in range(n)))
         api = Api(router, load_tokenizer(None if a.weights == "dummy" else Path(a.weights)), a.model,
                   a.max_prompt_tokens, a.max_tokens, a.api_key, lambda: samples(agent))
         runner = web.AppRunner(api.app(), handler_cancellation=True, access_log=None)
@@ -217,13 +239,8 @@ async def serve(a: ServeConfig, stop: asyncio.Event | None = None) -> None:
         except OSError as e:
             raise UsageError(f"--host/--port: cannot listen on {a.host}:{a.port} ({e.strerror})") from None
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        if a.control.policy is not None and a.control.budget_w is not None:
-            budget = BudgetSignal.constant(a.control.budget_w)
-            backend = RuntimeBackend(router, agent, budget,
-                                     a.slo.ttft_ms and a.slo.ttft_ms / 1e3, a.slo.tpot_ms and a.slo.tpot_ms / 1e3)
-            guard = BudgetGuard(backend, budget)
-            guard.enforce()
-            ControlLoop(backend, guard, [make_controller(a.control.policy)]).start()
+        if a.control.policy is not None and budget is not None:
+            start_control(a, router, agent, budget)
         roles = ", ".join(f"{w.wid}:{w.role} pid {w.proc.pid}" for w in clients)
         print(f"wattserve serve: {a.model} on {n} worker(s) [{roles}], listening on http://{a.host}:{port}",
               flush=True)

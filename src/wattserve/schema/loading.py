@@ -3,6 +3,7 @@ into one `Scenario`; and writing the resolved one back. Errors name the field an
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from pydantic import ValidationError
 from wattserve.errors import UsageError
 from wattserve.schema.flags import field_error
 from wattserve.schema.scenario import Scenario
+from wattserve.workload.step_signal import parse_number, shape_name
 
 
 def format_error(e: ValidationError, what: str = "config", flags: dict[str, str] | None = None) -> str:
@@ -62,15 +64,18 @@ def load_scenario(path: str | Path | None, overrides: dict[str, Any] | None = No
                   flags: dict[str, str] | None = None) -> Scenario:
     """The scenario of the YAML at `path` with `overrides` (dotted path -> value) applied; `flags`
     (dotted path -> "--flag") names the flags that gave those overrides, for the error message.
-    A relative trace path is resolved against the working folder (as it always was read), so that
-    the config.yaml a run writes holds an absolute path and reruns from any folder."""
+    A relative file path (the workload's trace, a budget trace, a target) is resolved against the
+    working folder (as it always was read), so that the config.yaml a run writes holds an absolute
+    path and reruns from any folder. Budget shapes and numeric targets are not paths and stay."""
     data = read_yaml(path) if path is not None else {}
-    wl = data.get("workload")
-    if isinstance(wl, dict) and isinstance(wl.get("trace"), str):
-        wl["trace"] = _resolved(wl["trace"])
-    given = overrides or {}
-    if isinstance(given.get("workload.trace"), str):
-        given = {**given, "workload.trace": _resolved(given["workload.trace"])}
+    given = dict(overrides or {})
+    for dotted, keep in _PATHS.items():
+        section, _, key = dotted.partition(".")
+        node = data.get(section)
+        if isinstance(node, dict) and isinstance(node.get(key), str) and not keep(node[key]):
+            node[key] = _resolved(node[key])
+        if isinstance(given.get(dotted), str) and not keep(given[dotted]):
+            given[dotted] = _resolved(given[dotted])
     try:
         return Scenario.model_validate(apply_overrides(data, given))
     except ValidationError as e:
@@ -80,6 +85,14 @@ def load_scenario(path: str | Path | None, overrides: dict[str, Any] | None = No
 
 def _resolved(trace: str) -> str:
     return str(Path(trace).expanduser().resolve())
+
+
+_PATHS: dict[str, Callable[[str], bool]] = {
+    "workload.trace": lambda _: False,
+    "control.budget_trace": lambda v: not v.strip() or shape_name(v) is not None,
+    "control.target_trace": lambda v: not v.strip() or parse_number(v) is not None,
+}
+"""The fields that may hold a file path, and what of theirs is not a path (kept as given)."""
 
 
 def scenario_yaml(s: Scenario) -> str:

@@ -9,7 +9,7 @@ unchanged against real GPUs.
 from wattserve.seam.actions import Action, SetBatchLimit, SetClock, SetComputeShare, SetPowerCap, SetRole
 from wattserve.seam.actuation_log import Actuation, ActuationLog
 from wattserve.seam.backend import ActuationRefused, Backend
-from wattserve.seam.budget import BudgetSignal
+from wattserve.seam.budget import BudgetSignal, follow_rises, rise_caps
 from wattserve.seam.governor import (
     HOLD_UNTIL_CHANGE,
     STEP_PHASES,
@@ -20,12 +20,14 @@ from wattserve.seam.governor import (
 )
 from wattserve.seam.info import ClusterInfo
 from wattserve.seam.roles import check_role_change
+from wattserve.seam.signal import StepSignal
 from wattserve.seam.state import PHASES, ClusterState, GpuState, InstanceState
 
 __all__ = [
     "Action", "Actuation", "ActuationLog", "ActuationRefused", "Backend", "BudgetSignal", "ClusterInfo",
     "ClusterState",
     "GpuState", "HOLD_UNTIL_CHANGE", "InstanceState", "PHASES", "STEP_PHASES", "SetBatchLimit", "SetClock",
-    "SetComputeShare", "SetPowerCap", "SetRole", "StepDecision", "StepGovernor", "StepView", "UNGOVERNED",
-    "check_role_change",
+    "SetComputeShare", "SetPowerCap", "SetRole", "StepDecision", "StepGovernor", "StepSignal", "StepView",
+    "UNGOVERNED",
+    "check_role_change", "follow_rises", "rise_caps",
 ]

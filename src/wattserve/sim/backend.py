@@ -23,6 +23,7 @@ from wattserve.seam import (
     SetComputeShare,
     SetPowerCap,
     SetRole,
+    StepSignal,
 )
 from wattserve.sim.cluster import CAP_SETTLE_S, RECONFIG_S, Cluster
 
@@ -32,9 +33,12 @@ WINDOW_S = 5.0
 class SimBackend:
     def __init__(self, cluster: Cluster, budget: BudgetSignal, slo_ttft_s: float | None, slo_tpot_s: float | None,
                  cap_settle_s: float = CAP_SETTLE_S, reconfig_s: float = RECONFIG_S, migrate: bool = True,
-                 window_s: float = WINDOW_S) -> None:
+                 window_s: float = WINDOW_S, target: StepSignal | None = None) -> None:
         self.cluster = cluster
         self.budget = budget
+        self.target = target
+        """The operator's throughput target over time (output tok/s), shown to controllers as
+        ClusterState.target_tok_s; None: the run has none."""
         self.slo_ttft_s = slo_ttft_s
         self.slo_tpot_s = slo_tpot_s
         self.cap_settle_s = cap_settle_s
@@ -93,7 +97,8 @@ class SimBackend:
                 ttft_p90_s=self._p90(i.recent_ttft, now), tpot_p90_s=self._p90(i.recent_tpot, now),
                 oldest_wait_s=now - min(unstarted) if unstarted else 0.0,
                 prompt_tokens=i.prompt_tokens, output_tokens=i.output_tokens_at(now), completed=i.completed))
-        return ClusterState(now, self.budget.at(now), self.slo_ttft_s, self.slo_tpot_s, tuple(insts), tuple(gpus))
+        return ClusterState(now, self.budget.at(now), self.slo_ttft_s, self.slo_tpot_s, tuple(insts), tuple(gpus),
+                            target_tok_s=self.target.at(now) if self.target is not None else None)
 
     def apply(self, action: Action) -> float:
         c = self.cluster
