@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DATA ?= ../shared/data
 
-.PHONY: demo demo-serve test install dev runtime lint docs bench bench-engine clean
+.PHONY: demo demo-serve test install dev runtime lint docs bench bench-engine pals-models clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ $(VENV)/.dev: pyproject.toml | $(BIN)/python
 
 $(VENV)/.runtime: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[runtime]'
+	touch $(VENV)/.installed $@
+
+$(VENV)/.fit: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[fit]'
 	touch $(VENV)/.installed $@
 
 install: $(VENV)/.installed
@@ -58,6 +62,20 @@ bench: install
 bench-engine: $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python bench/engine_speed.py
+
+# PALS's offline models (docs/pals-models.md): profile the simulator, fit, ship the predictions.
+PALS_MODELS := mixtral-8x7b,qwen3-30b-a3b
+PALS_BATCHES := 1,4,8,16,32,64,128,256
+PALS_EP ?= 1,4
+pals-models: $(VENV)/.fit
+	mkdir -p runs/pals
+	$(BIN)/wattserve profile --backend sim --gpu a100 --caps 100:400:50 --model $(PALS_MODELS) --tp 4 \
+	  --ep $(PALS_EP) --batches $(PALS_BATCHES) --duration 60 --seed 0 --out runs/pals/a100.csv
+	$(BIN)/wattserve profile --backend sim --gpu h100 --caps 200:700:50 --model $(PALS_MODELS) --tp 4 \
+	  --ep $(PALS_EP) --batches $(PALS_BATCHES) --duration 60 --seed 0 --out runs/pals/h100.csv
+	{ cat runs/pals/a100.csv; tail -n +2 runs/pals/h100.csv; } > runs/pals/profile.csv
+	$(BIN)/wattserve fit --profile runs/pals/profile.csv --out src/wattserve/data/pals_models.json \
+	  --folds 5 --seed 0
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache .hypothesis
