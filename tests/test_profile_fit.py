@@ -135,7 +135,10 @@ def test_fit_without_scikit_learn_is_refused(fit_profile: Path, tmp_path: Path, 
 def _bad_profiles(tmp: Path) -> dict[str, Path]:
     no_column = tmp / "no_power.csv"
     no_column.write_text("backend,gpu,model,tp,ep,cap_w,batch,output_tok_s\nsim,a100,m,4,1,100,1,10\n")
-    return {"no_column": no_column, "missing": tmp / "missing.csv"}
+    five_rows = tmp / "five.csv"
+    five_rows.write_text("gpu,model,tp,ep,cap_w,batch,output_tok_s,power_w\n"
+                         + "".join(f"a100,m,4,1,{100 + 50 * i},1,10,90\n" for i in range(5)))
+    return {"no_column": no_column, "missing": tmp / "missing.csv", "five_rows": five_rows}
 
 
 @pytest.mark.parametrize(("argv", "expect"), [
@@ -160,6 +163,8 @@ def _bad_profiles(tmp: Path) -> dict[str, Path]:
      "--folds: 1 is not allowed; allowed: an integer from 2 to 100"),
     (["fit", "--profile", "no_column", "--out", "OUT.json", "--regressor", "svm"], "--regressor: 'svm' is not allowed"),
     (["fit", "--out", "OUT.json"], "--profile: required"),
+    (["fit", "--profile", "five_rows", "--out", "OUT.json", "--folds", "3"],
+     "--folds: 3 folds of at least 2 rows (R^2 needs two) need 6 rows and the profile has 5; allowed: 2 to 2"),
 ])
 def test_bad_inputs_are_refused_naming_the_flag(argv: list[str], expect: str, tmp_path: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:

@@ -188,9 +188,12 @@ def fit(cfg: FitConfig) -> dict[str, Any]:
     assert cfg.profile is not None
     _sklearn()
     rows = read_profile(cfg.profile)
-    if len(rows) < cfg.folds:
-        raise UsageError(f"{cfg.folds} folds need at least {cfg.folds} rows and the profile has {len(rows)}; "
-                         f"allowed: 2 to {len(rows)}", "folds")
+    if len(rows) < 4:
+        raise UsageError(f"{cfg.profile!r} has {len(rows)} rows; allowed: a profile of at least 4 points (two "
+                         "held-out folds of two)", "profile")
+    if len(rows) < 2 * cfg.folds:
+        raise UsageError(f"{cfg.folds} folds of at least 2 rows (R^2 needs two) need {2 * cfg.folds} rows and the "
+                         f"profile has {len(rows)}; allowed: 2 to {len(rows) // 2}", "folds")
     enc = Encoder(rows)
     x = enc(rows)
     y = {t: np.array([r[c] for r in rows]) for t, c in TARGETS.items()}
