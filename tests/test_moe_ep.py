@@ -266,6 +266,23 @@ def test_the_runtime_expert_parallel_moe_equals_ep1(experts: int, top_k: int, ep
     torch.testing.assert_close(sharded(x), one(x), rtol=1e-5, atol=1e-5)
 
 
+@given(st.sampled_from([(4, 1, 2), (4, 2, 4), (8, 2, 2), (8, 3, 8), (16, 4, 4)]), st.integers(0, 64),
+       st.integers(0, 2**16))
+@settings(max_examples=40, deadline=None)
+def test_expert_parallel_routing_never_changes_the_output(shape: tuple[int, int, int], tokens: int, seed: int) -> None:
+    """Any batch, empty included, any routing (a seeded gate): sharding the experts and dispatching
+    to the shards gives ep = 1's output."""
+    from wattserve.runtime.layers.mlp import SparseMoE
+
+    experts, top_k, ep = shape
+    torch.manual_seed(seed)
+    one = SparseMoE(16, 24, experts, top_k)
+    sharded = SparseMoE(16, 24, experts, top_k, ep)
+    sharded.load_state_dict(one.state_dict())
+    x = torch.randn(tokens, 16)
+    torch.testing.assert_close(sharded(x), one(x), rtol=1e-5, atol=1e-5)
+
+
 def test_the_runtime_tiny_moe_model_gives_the_same_logits_with_ep() -> None:
     from dataclasses import replace
 
