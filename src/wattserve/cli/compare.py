@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from wattserve.cli.parser import DEFAULT_DATA
 from wattserve.errors import UsageError
@@ -14,17 +15,19 @@ from wattserve.errors import UsageError
 
 def add(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="every policy of a named scenario across a sweep of request rates",
-                       description="Run a named scenario (rapid-mi300x, rapid-h100) for every policy across its "
-                                   "rate sweep, in a process pool. Writes compare.json, compare.md and plots.")
+                       description="Run a named scenario for every policy, in a process pool: rapid-mi300x and "
+                                   "rapid-h100 across their rate sweeps; pals-moe over a throughput-target schedule "
+                                   "and a demand-response budget, per deployment. Writes compare.json, compare.md "
+                                   "and plots.")
     p.add_argument("--scenario", required=True, metavar="NAME",
-                   help="named scenario [allowed: rapid-mi300x, rapid-h100]")
+                   help="named scenario [allowed: rapid-mi300x, rapid-h100, pals-moe]")
     p.add_argument("--out", metavar="DIR", help="results folder [default runs/compare-<scenario>]")
     p.add_argument("--data", default=str(DEFAULT_DATA), metavar="DIR",
                    help=f"shared data folder, for trace workloads [default {DEFAULT_DATA}, beside the repository]")
     p.add_argument("--policies", metavar="A,B", help="comma-separated subset of the scenario's policies "
                    "[default: all of them]")
     p.add_argument("--workloads", metavar="A,B", help="comma-separated subset of the scenario's workloads "
-                   "[default: all of them]")
+                   "(pals-moe: its deployments, such as a100-mixtral-8x7b) [default: all of them]")
     p.add_argument("--rates", metavar="R1,R2", help="comma-separated request rates, req/s, each > 0, instead of "
                    "the scenario's sweep [default: the scenario's rates]")
     p.add_argument("--seed", type=int, default=0, metavar="N", help="random seed, >= 0 [default 0]")
@@ -64,15 +67,64 @@ def _rates(text: str) -> list[float]:
     return out
 
 
+def _checked_common(args: argparse.Namespace, name: str) -> Path:
+    if args.jobs is not None and args.jobs < 1:
+        raise UsageError(f"{args.jobs} is not allowed; allowed: an integer >= 1", "--jobs")
+    if args.seed < 0:
+        raise UsageError(f"{args.seed} is not allowed; allowed: an integer >= 0", "--seed")
+    from wattserve.metrics.outputs import check_out_dir
+
+    out_name = args.out if args.out is not None else f"runs/compare-{name}"
+    check_out_dir(out_name, "--out")
+    return Path(out_name)
+
+
+def _progress(name: str) -> Callable[[int, int], None]:
+    def progress(done: int, total: int) -> None:
+        if sys.stderr.isatty():
+            sys.stderr.write(f"\rcompare {name}: {done}/{total} runs")
+            sys.stderr.flush()
+
+    return progress
+
+
+def _pals(sc: Any, args: argparse.Namespace, started: float) -> int:
+    """pals-moe: a throughput-target schedule per deployment, not a rate sweep."""
+    from wattserve.experiments.pals_moe import run_pals_compare
+    from wattserve.experiments.pals_report import markdown, plots
+    from wattserve.metrics.outputs import staged_dir, write_json
+
+    if args.rates is not None:
+        raise UsageError(f"{sc.name} follows a throughput-target schedule, not a rate sweep; leave --rates out",
+                         "--rates")
+    policies = _csv_list(args.policies, sc.policies, "--policies")
+    deployments = _csv_list(args.workloads, sc.workloads, "--workloads")
+    out = _checked_common(args, sc.name)
+    res = run_pals_compare(sc, policies, deployments, args.seed, args.jobs, _progress(sc.name))
+    if sys.stderr.isatty():
+        sys.stderr.write("\n")
+    res["wall_time_s"] = time.perf_counter() - started
+    with staged_dir(out) as stage:
+        write_json(stage / "compare.json", res)
+        (stage / "compare.md").write_text(markdown(res))
+        plots(res, stage)
+    print(markdown(res))
+    print(f"results in {out}/ ({res['wall_time_s']:.0f} s)")
+    return 0
+
+
 def cmd_compare(args: argparse.Namespace, started: float) -> int:
     from wattserve.experiments.compare import markdown, plots, run_compare
+    from wattserve.experiments.pals_moe import PalsScenario
     from wattserve.experiments.scenarios import get_scenario
-    from wattserve.metrics.outputs import check_out_dir, staged_dir, write_json
+    from wattserve.metrics.outputs import staged_dir, write_json
 
     try:
         sc = get_scenario(args.scenario)
     except UsageError as e:
         raise e.named({"scenario": "--scenario"}) from None
+    if isinstance(sc, PalsScenario):
+        return _pals(sc, args, started)
     policies = _csv_list(args.policies, sc.policies, "--policies")
     workloads = _csv_list(args.workloads, sc.workloads, "--workloads")
     if args.rates is not None:
@@ -84,20 +136,8 @@ def cmd_compare(args: argparse.Namespace, started: float) -> int:
             if not (Path(args.data) / f"traces/azure_llm_2023/AzureLLMInferenceTrace_{kind}.csv").is_file():
                 raise UsageError(f"{args.data!r} has no traces/azure_llm_2023/; allowed: the shared data folder",
                                  "--data")
-    if args.jobs is not None and args.jobs < 1:
-        raise UsageError(f"{args.jobs} is not allowed; allowed: an integer >= 1", "--jobs")
-    if args.seed < 0:
-        raise UsageError(f"{args.seed} is not allowed; allowed: an integer >= 0", "--seed")
-    out_name = args.out if args.out is not None else f"runs/compare-{sc.name}"
-    check_out_dir(out_name, "--out")
-    out = Path(out_name)
-
-    def progress(done: int, total: int) -> None:
-        if sys.stderr.isatty():
-            sys.stderr.write(f"\rcompare {sc.name}: {done}/{total} runs")
-            sys.stderr.flush()
-
-    res = run_compare(sc, policies, workloads, rates, args.seed, str(args.data), args.jobs, progress)
+    out = _checked_common(args, sc.name)
+    res = run_compare(sc, policies, workloads, rates, args.seed, str(args.data), args.jobs, _progress(sc.name))
     if sys.stderr.isatty():
         sys.stderr.write("\n")
     res["wall_time_s"] = time.perf_counter() - started

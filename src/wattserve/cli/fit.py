@@ -25,7 +25,7 @@ def cmd_fit(args: argparse.Namespace, started: float) -> int:
     from wattserve.experiments.fit import check_out, fit, write_models
     from wattserve.schema.profile import FitConfig
 
-    args, flags = parse(args, "fit", DESCRIPTION, METAVARS, FitConfig)
+    args, flags = parse(args, "fit")
     cfg = validate(args, flags, FitConfig)
     try:
         assert cfg.out is not None

@@ -23,40 +23,21 @@ METAVARS = {"backend": "sim|runtime", "gpu": "GPU[,GPU...]", "model": "MODEL[,MO
 
 def add_command(sub: argparse._SubParsersAction, name: str, help: str, description: str,
                 metavars: dict[str, str], func: Any) -> None:
-    """The subcommand `name`, its flags from the generated table `table` of
-    wattserve.schema.flag_table when that table lists it; until then its arguments are kept whole
-    and parsed when the command runs (`parse`), with flags generated from the model then, so that
-    building the parser still imports nothing heavy."""
+    """The subcommand `name`, its flags from the generated table of the same name in
+    wattserve.schema.flag_table, so that building the parser imports nothing heavy."""
     from wattserve.schema import flag_table
+    from wattserve.schema.flags import add_flags
 
-    flags = getattr(flag_table, name.upper(), None)
-    if flags is None:
-        p = sub.add_parser(name, help=help, add_help=False, prefix_chars="\0")
-        p.add_argument("argv", nargs="*")
-    else:
-        from wattserve.schema.flags import add_flags
-
-        p = sub.add_parser(name, help=help, description=description)
-        add_flags(p, flags, {"": None}, metavars=metavars)
+    p = sub.add_parser(name, help=help, description=description)
+    add_flags(p, getattr(flag_table, name.upper()), {"": None}, metavars=metavars)
     p.set_defaults(func=func)
 
 
-def parse(args: argparse.Namespace, name: str, description: str, metavars: dict[str, str],
-          model: Any) -> tuple[argparse.Namespace, tuple[Any, ...]]:
-    """The parsed flags and the flag table of `model` (generated now if the command was added
-    without one)."""
+def parse(args: argparse.Namespace, name: str) -> tuple[argparse.Namespace, tuple[Any, ...]]:
+    """The parsed flags and the flag table they came from."""
     from wattserve.schema import flag_table
 
-    table = getattr(flag_table, name.upper(), None)
-    if table is not None and not hasattr(args, "argv"):
-        return args, table
-    from wattserve.cli.parser import Parser
-    from wattserve.schema.flags import add_flags, generate
-
-    flags = tuple(generate(model))
-    p = Parser(prog=f"wattserve {name}", description=description)
-    add_flags(p, flags, {"": None}, metavars=metavars)
-    return p.parse_args(args.argv), flags
+    return args, getattr(flag_table, name.upper())
 
 
 def validate(args: argparse.Namespace, flags: tuple[Any, ...], model: Any) -> Any:
@@ -81,7 +62,7 @@ def cmd_profile(args: argparse.Namespace, started: float) -> int:
     from wattserve.experiments.profile import check_out, grid, profile, write_table
     from wattserve.schema.profile import ProfileConfig
 
-    args, flags = parse(args, "profile", DESCRIPTION, METAVARS, ProfileConfig)
+    args, flags = parse(args, "profile")
     cfg = validate(args, flags, ProfileConfig)
     names = {f.path: f"--{f.name}" for f in flags}
     total = len(grid(cfg))

@@ -8,8 +8,22 @@ from __future__ import annotations
 from typing import Any
 
 from wattserve.control.loop import Controller
+from wattserve.control.pals import PalsController
 from wattserve.control.policies import RapidController, StaticController
+from wattserve.control.uniform import UniformCapController
+from wattserve.errors import UsageError
 from wattserve.registry import Registry
+from wattserve.seam.operating_table import OperatingTable
+
+NEEDS_TABLE = ("pals", "batch-only")
+"""Policies that plan from fitted models (`wattserve fit`): the caller passes `table=`."""
+
+
+def _pals(name: str, table: OperatingTable | None = None, **kw: Any) -> Controller:
+    if table is None:
+        raise UsageError(f"{name} plans from fitted models (wattserve profile, then wattserve fit) and none "
+                         "were found for this GPU, model and TP", "control.pals_models")
+    return PalsController(table=table, name=name, move_cap=name == "pals", **kw)
 
 CONTROLLERS: Registry[Controller] = Registry("policy", {
     "static": lambda **kw: StaticController(name="static", **kw),
@@ -17,6 +31,10 @@ CONTROLLERS: Registry[Controller] = Registry("policy", {
     "rapid-power": lambda **kw: RapidController(name="rapid-power", move_power=True, move_roles=False, **kw),
     "rapid-roles": lambda **kw: RapidController(name="rapid-roles", move_power=False, move_roles=True, **kw),
     "rapid": lambda **kw: RapidController(name="rapid", move_power=True, move_roles=True, **kw),
+    "tdp": lambda **kw: UniformCapController(name="tdp", **kw),
+    "static-cap": lambda **kw: UniformCapController(name="static-cap", fixed_share=True, **kw),
+    "batch-only": lambda **kw: _pals("batch-only", **kw),
+    "pals": lambda **kw: _pals("pals", **kw),
 })
 
 

@@ -19,6 +19,13 @@ PROMPT = LengthDist("lognormal", mu=math.log(512), sigma=0.6, low=64, high=2048)
 OUTPUT = LengthDist("lognormal", mu=math.log(256), sigma=0.6, low=32, high=1024)
 
 
+def mean_output_tokens(samples: int = 100_000) -> float:
+    """The output length's mean (the clipped lognormal has no tidy closed form), from a fixed sample."""
+    import numpy as np
+
+    return float(OUTPUT.sample(np.random.default_rng(0), samples).mean())
+
+
 def backlog_workload(rate: float, duration_s: float, seed: int = 0) -> Workload:
     """Poisson arrivals at `rate` req/s for `duration_s` seconds, chat-shaped lengths."""
     return generate(SyntheticSpec(rate=rate, prompt=PROMPT, output=OUTPUT, duration_s=duration_s,

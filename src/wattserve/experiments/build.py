@@ -62,7 +62,7 @@ def build_run(scenario: Scenario, workload: Workload | None = None,
     budget = ctl.budget_signal(floor_w=cluster_cfg.num_gpus * gpu.cap_min_w)
     assert budget is not None
     target = ctl.target_signal()
-    controller = _controller(ctl.policy, controller_params)
+    controller = _controller(scenario, budget, controller_params)
     start_w = budget.min_over(0.0, 2.0 * CAP_SETTLE_S)
     cluster_cfg = cluster_cfg.model_copy(update={
         "power_cap_w": min(gpu.cap_max_w, start_w / cluster_cfg.num_gpus),
@@ -77,10 +77,19 @@ def build_run(scenario: Scenario, workload: Workload | None = None,
     return SimRun(scenario, wl, cluster, guard, log, budget, target)
 
 
-def _controller(policy: str, params: dict[str, Any] | None) -> Controller:
-    """The one place a run's controller is made, so a policy that needs more (a target, a model of
-    the cluster) gets it here for simulate, compare and the tests alike."""
-    return make_controller(policy, **(params or {}))
+def _controller(scenario: Scenario, budget: BudgetSignal, params: dict[str, Any] | None) -> Controller:
+    """The one place a run's controller is made, so a policy that needs more gets it here for
+    simulate, compare and the tests alike: pals and batch-only their fitted models' table,
+    static-cap the cap that fits the lowest budget of the run."""
+    ctl, c = scenario.control, scenario.cluster
+    assert ctl.policy is not None
+    kw = dict(params or {})
+    table = ctl.operating_table(c.gpu, c.model, c.tp, getattr(c, "ep", 1))
+    if table is not None:
+        kw.setdefault("table", table)
+    if ctl.policy == "static-cap":
+        kw.setdefault("cap_w", budget.floor() / c.num_gpus)
+    return make_controller(ctl.policy, **kw)
 
 
 def _length_dist(cfg: LengthConfig, trace_values: Any) -> LengthDist:

@@ -8,6 +8,9 @@ with the Azure 2023 conversation and code traces rescaled over a range of rates.
 A comparison's rows are arms: a power policy on a cluster layout, or the oracle, which is an
 experiment (a hindsight search over static configurations), not a policy. The row labels stay the
 names that compare.json has always used: `colocated` is the static policy on the colocated layout.
+
+pals-moe (PALS's evaluation shape: MoE models, a moving throughput target, a demand-response
+budget) is a different kind of comparison, not a rate sweep: pals_moe.py defines it.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from wattserve.experiments.pals_moe import PalsScenario
 from wattserve.registry import Registry
 from wattserve.schema.cluster import ClusterConfig
 from wattserve.schema.control import ControlConfig
@@ -92,7 +96,7 @@ class NamedScenario:
                         slo=SloConfig(ttft_ms=self.slo_ttft_ms, tpot_ms=self.slo_tpot_ms))
 
 
-SCENARIOS: Registry[NamedScenario] = Registry("scenario", {
+SCENARIOS: Registry[NamedScenario | PalsScenario] = Registry("scenario", {
     "rapid-h100": lambda: NamedScenario(
         name="rapid-h100", gpu="h100", model="llama-3.1-8b", tp=1, prefill=4, decode=4, budget_w=4000,
         slo_ttft_ms=1000, slo_tpot_ms=40, workloads=("azure-conv", "azure-code"),
@@ -104,8 +108,9 @@ SCENARIOS: Registry[NamedScenario] = Registry("scenario", {
         slo_ttft_ms=1000, slo_tpot_ms=40, workloads=("sonnet-shift", "longbench-like"),
         rates={"sonnet-shift": (18, 22, 26, 30, 34, 38), "longbench-like": (30, 36, 42, 48, 54, 60)},
     ),
+    "pals-moe": PalsScenario,
 })
 
 
-def get_scenario(name: str) -> NamedScenario:
+def get_scenario(name: str) -> NamedScenario | PalsScenario:
     return SCENARIOS.make(name)

@@ -10,15 +10,18 @@ checked here."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from pydantic import Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
-from wattserve.control.registry import CONTROLLERS
+from wattserve.control.registry import CONTROLLERS, NEEDS_TABLE
 from wattserve.errors import UsageError
 from wattserve.schema.base import Strict, flag
 from wattserve.schema.choices import PolicyName
 from wattserve.seam import BudgetSignal, StepSignal
+from wattserve.seam.operating_table import OperatingTable
 from wattserve.workload.step_signal import (
     SHAPE_NAMES,
     load_steps,
@@ -44,13 +47,16 @@ class ControlConfig(Strict):
         "with header time_s,tok_s", json_schema_extra=flag("target"))
     policy: PolicyName | None = Field(None, description="power policy run under the budget (needs --budget or "
                                       "--budget-trace)", json_schema_extra=flag("policy", CONTROLLERS.names()))
+    pals_models: str | None = Field(
+        None, description="fitted models (wattserve fit) that --policy pals and batch-only plan from [default: "
+        "the models shipped with wattserve]", json_schema_extra=flag("pals-models"))
 
     @model_serializer(mode="wrap")
     def _omit_unset_signals(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         """A config.yaml without a budget trace or target reads as it did before these fields
         existed, so earlier runs' configs and their reruns stay byte-identical."""
         out: dict[str, Any] = handler(self)
-        for key in ("budget_trace", "target_trace"):
+        for key in ("budget_trace", "target_trace", "pals_models"):
             if out.get(key) is None:
                 out.pop(key, None)
         return out
@@ -68,7 +74,38 @@ class ControlConfig(Strict):
                              "--budget-trace FILE may stand for --budget")
         if self.target_trace is not None and self.policy is None:
             raise ValueError(f"{TARGET}: a throughput target is for a power policy to track; give --policy too")
+        if self.pals_models is not None and self.policy not in NEEDS_TABLE:
+            raise ValueError(f"control.pals_models: fitted models are for --policy {' or '.join(NEEDS_TABLE)}")
         return self
+
+    def operating_table(self, gpu: str, model: str, tp: int, ep: int = 1) -> OperatingTable | None:
+        """The fitted models' table for this deployment when the policy plans from one (else None):
+        from --pals-models, or the models shipped with wattserve. A file that cannot be read, is not
+        a `wattserve fit` document, or has no group for this deployment is refused naming the flag."""
+        if self.policy not in NEEDS_TABLE:
+            return None
+        field = "control.pals_models"
+        try:
+            if self.pals_models is None:
+                from importlib import resources
+
+                text = resources.files("wattserve.data").joinpath("pals_models.json").read_text()
+            else:
+                text = Path(self.pals_models).read_text()
+            doc = json.loads(text)
+        except OSError as e:
+            raise UsageError(f"cannot read {self.pals_models!r} ({e.strerror or e}); allowed: a file written by "
+                             "wattserve fit", field) from None
+        except json.JSONDecodeError as e:
+            raise UsageError(f"{self.pals_models!r} is not JSON ({e.msg}, line {e.lineno}); allowed: a file "
+                             "written by wattserve fit", field) from None
+        try:
+            return OperatingTable.from_models(doc, gpu, model, tp, ep)
+        except KeyError as e:
+            raise UsageError(f"{e.args[0]}; fit models for it (wattserve profile, then wattserve fit)",
+                             field) from None
+        except (ValueError, TypeError) as e:
+            raise UsageError(f"{self.pals_models!r}: {e}; allowed: a file written by wattserve fit", field) from None
 
     def budget_signal(self, floor_w: float | None = None) -> BudgetSignal | None:
         """The budget over the run (None without one), reading a --budget-trace file; refused where

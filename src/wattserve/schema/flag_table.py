@@ -23,6 +23,7 @@ SIMULATE = (
     Flag(name='budget-trace', path='control.budget_trace', type='str', help='the budget over time: a CSV FILE with header time_s,watts, or a SHAPE of --budget (step, ramp, demand-response) with optional parameters, e.g. demand-response:start=120,minutes=3,level=0.6 (docs/budgets.md)', group='control'),
     Flag(name='target', path='control.target_trace', type='str', help='cluster output throughput target the policy tracks, tok/s: a number, or a CSV FILE with header time_s,tok_s', group='control'),
     Flag(name='policy', path='control.policy', type='str', help='power policy run under the budget (needs --budget or --budget-trace) [allowed: static, static-split, rapid-power, rapid-roles, rapid, tdp, static-cap, batch-only, pals]', group='control'),
+    Flag(name='pals-models', path='control.pals_models', type='str', help='fitted models (wattserve fit) that --policy pals and batch-only plan from [default: the models shipped with wattserve]', group='control'),
     Flag(name='trace', path='workload.trace', type='str', help='Azure CSV or Mooncake JSONL trace file', group='workload'),
     Flag(name='trace-format', path='workload.trace_format', type='str', help='trace file format (default: from the extension) [allowed: azure, mooncake]', group='workload'),
     Flag(name='rate', path='workload.rate', type='float', help='request rate, req/s (a trace is rescaled to it; synthetic default 5.53)', group='workload'),
@@ -59,6 +60,7 @@ SERVE = (
     Flag(name='budget-trace', path='control.budget_trace', type='str', help='the budget over time: a CSV FILE with header time_s,watts, or a SHAPE of --budget (step, ramp, demand-response) with optional parameters, e.g. demand-response:start=120,minutes=3,level=0.6 (docs/budgets.md)', group='control'),
     Flag(name='target', path='control.target_trace', type='str', help='cluster output throughput target the policy tracks, tok/s: a number, or a CSV FILE with header time_s,tok_s', group='control'),
     Flag(name='policy', path='control.policy', type='str', help='power policy run under the budget (needs --budget or --budget-trace) [allowed: static, static-split, rapid-power, rapid-roles, rapid, tdp, static-cap, batch-only, pals]', group='control'),
+    Flag(name='pals-models', path='control.pals_models', type='str', help='fitted models (wattserve fit) that --policy pals and batch-only plan from [default: the models shipped with wattserve]', group='control'),
     Flag(name='slo-ttft-ms', path='slo.ttft_ms', type='float', help='TTFT SLO, ms (0 drops it) [default 1000]', group='slo'),
     Flag(name='slo-tpot-ms', path='slo.tpot_ms', type='float', help='TPOT SLO, ms (0 drops it) [default 50]', group='slo'),
 )
@@ -85,4 +87,24 @@ BENCH = (
     Flag(name='result-filename', path='result_filename', type='str', help='file name for --save-result (default: openai-RATEqps-MODEL-DATE.json)', group=''),
     Flag(name='request-timeout', path='request_timeout_s', type='float', help='most seconds one request may take, from sending it to its last token; a request past it fails as timed out [default 600]', group=''),
     Flag(name='allow-failures', path='allow_failures', type='bool', help='exit 0 when some (not all) requests failed, instead of 1 [default False]', group=''),
+)
+PROFILE = (
+    Flag(name='backend', path='backend', type='str', help='where to measure: sim (the simulator, seconds) or runtime (CPU engine workers with the modelled power agent) [default sim; allowed: sim, runtime]', group=''),
+    Flag(name='gpu', path='gpu', type='str', help='comma-separated GPU kinds (runtime: the GPU whose power model stands in for the CPU workers) [default a100; allowed: h100, h200, a100, mi300x]', group=''),
+    Flag(name='model', path='model', type='str', help='comma-separated models (sim: catalog models; runtime: tiny, tiny-moe, small) [default mixtral-8x7b]', group=''),
+    Flag(name='tp', path='tp', type='str', help='comma-separated tensor-parallel sizes, each 1, 2, 4 or 8 (runtime: 1) [default 4]', group=''),
+    Flag(name='ep', path='ep', type='str', help='comma-separated expert-parallel sizes (1 unless the cluster schema has ep) [default 1]', group=''),
+    Flag(name='caps', path='caps', type='str', help="power caps per GPU, W: LO:HI:STEP or a comma-separated list; each inside every --gpu's cap range [default 100:400:50]", group=''),
+    Flag(name='batches', path='batches', type='str', help='comma-separated batch limits (max_num_seqs), each >= 1 [default 1,4,8,16,32,64]', group=''),
+    Flag(name='duration', path='duration_s', type='float', help='seconds measured per point (sim: simulated; runtime: wall), the first 20%% a warm-up [default 60]', group=''),
+    Flag(name='seed', path='seed', type='int', help='seed of the arrivals and lengths [default 0]', group=''),
+    Flag(name='jobs', path='jobs', type='int', help='simulator points run in parallel (default: the CPU cores)', group=''),
+    Flag(name='out', path='out', type='str', help='the table to write: FILE.csv, or FILE.parquet when pyarrow is installed (required)', group=''),
+)
+FIT = (
+    Flag(name='profile', path='profile', type='str', help='the table `wattserve profile` wrote (.csv or .parquet; required)', group=''),
+    Flag(name='out', path='out', type='str', help='the models file to write, JSON (required)', group=''),
+    Flag(name='regressor', path='regressor', type='str', help='the regressor whose predictions are written (auto: the lower mean cross-validated MAPE over throughput and power) [default auto; allowed: auto, random-forest, gradient-boosting]', group=''),
+    Flag(name='folds', path='folds', type='int', help='cross-validation folds (shuffled, seeded) [default 5]', group=''),
+    Flag(name='seed', path='seed', type='int', help='seed of the folds and of the regressors [default 0]', group=''),
 )

@@ -21,7 +21,9 @@ GROUP_TITLES = {"cluster": "cluster", "control": "power control", "workload": "w
                 "": "SLO and output"}
 TABLES = {"SIMULATE": ("wattserve.schema.scenario:Scenario", ("cluster", "control", "workload", "slo", "")),
           "SERVE": ("wattserve.schema.serve:ServeConfig", ("", "control", "slo")),
-          "BENCH": ("wattserve.schema.bench:BenchConfig", ("",))}
+          "BENCH": ("wattserve.schema.bench:BenchConfig", ("",)),
+          "PROFILE": ("wattserve.schema.profile:ProfileConfig", ("",)),
+          "FIT": ("wattserve.schema.profile:FitConfig", ("",))}
 """Each generated table: its model and the order of its sections."""
 _TYPES: dict[str, type] = {"int": int, "float": float, "str": str}
 

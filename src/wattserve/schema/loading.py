@@ -91,6 +91,7 @@ _PATHS: dict[str, Callable[[str], bool]] = {
     "workload.trace": lambda _: False,
     "control.budget_trace": lambda v: not v.strip() or shape_name(v) is not None,
     "control.target_trace": lambda v: not v.strip() or parse_number(v) is not None,
+    "control.pals_models": lambda v: not v.strip(),
 }
 """The fields that may hold a file path, and what of theirs is not a path (kept as given)."""
 
