@@ -65,6 +65,11 @@ INPUTS: dict[str, bytes | None] = {
     "budget-late-start.csv": b"time_s,watts\n5,4000\n",
     "budget-below-min-caps.csv": b"time_s,watts\n0,4000\n30,1000\n",
     "target-watts.csv": b"time_s,watts\n0,100\n",
+    "models-not-json.json": b"{ nope",
+    "models-wrong-format.json": b'{"format": "something-else", "groups": []}',
+    "models-other-deployment.json": b'{"format": "wattserve-pals-models/1", "groups": [{"gpu": "h100", '
+                                    b'"model": "llama-3.1-8b", "tp": 1, "ep": 1, "caps_w": [200.0], "batches": [8], '
+                                    b'"tok_s": [[100.0]], "power_w": [[150.0]]}]}',
 }
 
 CASES: list[tuple[str, list[str], str]] = [
@@ -110,6 +115,20 @@ CASES: list[tuple[str, list[str], str]] = [
     ("budget-nan", ["simulate", "--budget", "nan", "--policy", "rapid"], "--budget: nan is not allowed"),
     ("budget-negative", ["simulate", "--budget", "-5", "--policy", "rapid"], "--budget"),
     ("budget-below-min-caps", ["simulate", "--budget", "1000", "--policy", "static"], "minimum caps"),
+    ("pals-models-missing", ["simulate", "--policy", "pals", "--budget", "4000", "--pals-models",
+                             "{in}/nonexistent.json"], "--pals-models: cannot read '{in}/nonexistent.json'"),
+    ("pals-models-not-json", ["simulate", "--policy", "pals", "--budget", "4000", "--pals-models",
+                              "{in}/models-not-json.json"], "--pals-models: '{in}/models-not-json.json' is not JSON"),
+    ("pals-models-format", ["simulate", "--policy", "pals", "--budget", "4000", "--pals-models",
+                            "{in}/models-wrong-format.json"], "not a wattserve-pals-models/1 document"),
+    ("pals-models-deployment", ["simulate", "--policy", "batch-only", "--budget", "40000", "--model", "llama-3.1-70b",
+                                "--tp", "4", "--pals-models", "{in}/models-other-deployment.json"],
+     "--pals-models: no fitted models for h100/llama-3.1-70b/tp4/ep1; the file has: h100/llama-3.1-8b/tp1/ep1"),
+    ("pals-models-without-pals", ["simulate", "--policy", "rapid", "--budget", "4000", "--pals-models",
+                                  "{in}/models-not-json.json"], "--pals-models: fitted models are for --policy pals"),
+    ("pals-shipped-no-deployment", ["simulate", "--policy", "pals", "--budget", "4000"],
+     "--policy: pals plans from fitted models, and the shipped file has no fitted models for "
+     "h100/llama-3.1-8b/tp1/ep1; the file has: a100/mixtral-8x7b/tp4/ep1"),
     ("budget-trace-missing", ["simulate", "--policy", "rapid", "--budget-trace", "{in}/nonexistent.csv"],
      "--budget-trace: file '{in}/nonexistent.csv' does not exist; allowed: a CSV file with header time_s,watts, "
      "or a shape (step, ramp, demand-response)"),
@@ -258,6 +277,12 @@ CASES: list[tuple[str, list[str], str]] = [
     ("compare-no-scenario", ["compare"], "--scenario"),
     ("compare-scenario-unknown", ["compare", "--scenario", "nope"], "--scenario"),
     ("compare-rates-nan", ["compare", "--scenario", "rapid-mi300x", "--rates", "nan"], "--rates"),
+    ("compare-pals-rates", ["compare", "--scenario", "pals-moe", "--rates", "5"],
+     "--rates: pals-moe follows a throughput-target schedule, not a rate sweep; leave --rates out"),
+    ("compare-pals-deployment", ["compare", "--scenario", "pals-moe", "--workloads", "a100-llama"],
+     "--workloads: unknown value 'a100-llama'; allowed: a100-mixtral-8x7b, a100-qwen3-30b-a3b"),
+    ("compare-pals-policy", ["compare", "--scenario", "pals-moe", "--policies", "rapid"],
+     "--policies: unknown value 'rapid'; allowed: tdp, static-cap, batch-only, pals"),
     ("compare-rates-inf", ["compare", "--scenario", "rapid-mi300x", "--rates", "inf"], "--rates"),
     ("compare-rates-empty", ["compare", "--scenario", "rapid-mi300x", "--rates", ""], "--rates"),
     ("compare-rates-negative", ["compare", "--scenario", "rapid-mi300x", "--rates", "-1"], "--rates"),

@@ -191,9 +191,13 @@ def test_parquet_without_pyarrow_is_refused(tmp_path: Path, monkeypatch: pytest.
     assert list(tmp_path.iterdir()) == []
 
 
-def test_runtime_profile_measures_live_workers(tmp_path: Path) -> None:
+def test_runtime_profile_measures_live_workers(tmp_path: Path, capfd: pytest.CaptureFixture[str],
+                                              caplog: pytest.LogCaptureFixture) -> None:
     """The tiny model on one CPU worker with the modelled A100 agent: 2 caps x 2 batch limits, set
-    through the runtime's control seam while streaming clients keep the worker saturated."""
+    through the runtime's control seam while streaming clients keep the worker saturated. The
+    clients hang up mid-stream at the end of each window: the server logs no traceback for that
+    (it did, from a write to a closed transport, before the API ended such streams quietly; the race
+    shows up in most runs, not all)."""
     from wattserve.cli import main
 
     out = tmp_path / "rt.csv"
@@ -208,3 +212,6 @@ def test_runtime_profile_measures_live_workers(tmp_path: Path) -> None:
     power = {(float(r["cap_w"]), int(r["batch"])): float(r["power_w"]) for r in rows}
     for b in (1, 8):
         assert power[(150.0, b)] < power[(400.0, b)], f"lower power at the lower cap (batch {b})"
+    err = capfd.readouterr().err
+    assert "Traceback" not in err, err
+    assert not [r.getMessage() for r in caplog.records if r.exc_info], "a logged exception"

@@ -27,7 +27,8 @@ KEY = "test-key"
 def server() -> Iterator[str]:
     srv = start_server("--prefill", "1", "--decode", "1", "--api-key", KEY, "--max-prompt-tokens", "600")
     yield srv.url
-    srv.stop()
+    out = srv.stop()
+    assert "Traceback" not in out, out
 
 
 def post(url: str, path: str, body: bytes, key: str | None = KEY) -> tuple[int, dict]:

@@ -201,6 +201,9 @@ class Api:
 
     async def _stream(self, request: web.Request, st: RequestState, opts: RequestOptions, rid: str, created: int,
                       chat: bool) -> web.StreamResponse:
+        """Server-sent events, one per decoded piece. A client that goes away mid-stream makes a
+        write fail before aiohttp cancels the handler: that ends the stream quietly (the caller
+        aborts the request on its worker), not with a logged traceback."""
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await resp.prepare(request)
         obj = "chat.completion.chunk" if chat else "text_completion"
@@ -225,29 +228,32 @@ class Api:
         shown = 0
         first = True
         echo = self._echo(st, opts)
-        if echo:
-            await send(chunk(echo, None))
-        while True:
-            kind, value = await st.queue.get()
-            if kind == "token":
-                ids.append(value)
-                text = text_stream.push(value)
-                if text_stream.stopped:
-                    await send(chunk(text or None, "stop", first))
+        try:
+            if echo:
+                await send(chunk(echo, None))
+            while True:
+                kind, value = await st.queue.get()
+                if kind == "token":
+                    ids.append(value)
+                    text = text_stream.push(value)
+                    if text_stream.stopped:
+                        await send(chunk(text or None, "stop", first))
+                        break
+                    if text:
+                        await send(chunk(text, None, first))
+                        first = False
+                elif kind == "error":
+                    f = value if isinstance(value, Failure) else Failure(str(value), 500)
+                    await send({"error": {"message": f.message, "type": f.kind, "param": None, "code": f.status}})
                     break
-                if text:
-                    await send(chunk(text, None, first))
-                    first = False
-            elif kind == "error":
-                f = value if isinstance(value, Failure) else Failure(str(value), 500)
-                await send({"error": {"message": f.message, "type": f.kind, "param": None, "code": f.status}})
-                break
-            else:
-                await send(chunk(text_stream.flush() or None, st.finish_reason, first))
-                break
-        if opts.include_usage and kind != "error":
-            await send({"id": rid, "object": obj, "created": created, "model": self.model_name, "choices": [],
-                        "usage": self._usage(st, len(ids))})
-        await resp.write(b"data: [DONE]\n\n")
-        await resp.write_eof()
-        return resp
+                else:
+                    await send(chunk(text_stream.flush() or None, st.finish_reason, first))
+                    break
+            if opts.include_usage and kind != "error":
+                await send({"id": rid, "object": obj, "created": created, "model": self.model_name, "choices": [],
+                            "usage": self._usage(st, len(ids))})
+            await resp.write(b"data: [DONE]\n\n")
+            await resp.write_eof()
+            return resp
+        except ConnectionResetError:
+            return resp

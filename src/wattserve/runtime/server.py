@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from wattserve.errors import UsageError
 from wattserve.runtime.engine.engine import EngineArgs
@@ -74,6 +75,8 @@ def check_inputs(a: ServeConfig) -> None:
 
         a.control.budget_signal(floor_w=len(roles) * GPUS[a.gpu].cap_min_w if modelled else None)
         a.control.target_signal()
+        if modelled:
+            a.control.operating_table(a.gpu, a.model, 1)
     _check_listen(a.host, a.port)
     if device.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -184,7 +187,14 @@ def start_control(a: ServeConfig, router: Router, agent: WorkerPower, budget: Bu
 
     backend = RuntimeBackend(router, agent, budget, a.slo.ttft_ms and a.slo.ttft_ms / 1e3,
                              a.slo.tpot_ms and a.slo.tpot_ms / 1e3, target=a.control.target_signal())
-    controller = make_controller(str(a.control.policy))
+    info = backend.info()
+    params: dict[str, Any] = {}
+    table = a.control.operating_table(info.gpu, info.model, info.tp)
+    if table is not None:
+        params["table"] = table
+    if a.control.policy == "static-cap":
+        params["cap_w"] = budget.floor() / info.gpu_count
+    controller = make_controller(str(a.control.policy), **params)
     guard = BudgetGuard(backend, budget)
     guard.enforce()
     ControlLoop(backend, guard, [controller]).start()

@@ -102,6 +102,10 @@ class ControlConfig(Strict):
         try:
             return OperatingTable.from_models(doc, gpu, model, tp, ep)
         except KeyError as e:
+            if self.pals_models is None:
+                raise UsageError(f"{self.policy} plans from fitted models, and the shipped file has {e.args[0]}; "
+                                 "fit models for this deployment (wattserve profile, then wattserve fit) and give "
+                                 "them with --pals-models FILE", "control.policy") from None
             raise UsageError(f"{e.args[0]}; fit models for it (wattserve profile, then wattserve fit)",
                              field) from None
         except (ValueError, TypeError) as e:
