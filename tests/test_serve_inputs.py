@@ -55,6 +55,11 @@ def assert_process_refused(p: subprocess.CompletedProcess, expect: str) -> None:
 
 
 CASES = [
+    ("ep-dense", ["--ep", "2"], "--ep: 2 needs a mixture-of-experts model, and tiny is dense; allowed: 1"),
+    ("ep-not-dividing", ["--model", "tiny-moe", "--ep", "3"], "--ep: 3 must divide tiny-moe's 4 experts; allowed: 1, 2, 4"),
+    ("ep-zero", ["--model", "tiny-moe", "--ep", "0"], "--ep: 0 is not allowed"),
+    ("pals-no-models", ["--policy", "pals", "--budget", "1400"],
+     "--policy: pals plans from fitted models, and the shipped file has no fitted models for h100/tiny/tp1/ep1"),
     ("budget-inf", ["--budget", "inf", "--policy", "rapid"], "--budget: inf is not allowed; allowed: a finite number > 0"),
     ("budget-nan", ["--budget", "nan", "--policy", "rapid"], "--budget: nan is not allowed; allowed: a finite number > 0"),
     ("budget-without-policy", ["--budget", "4000"], "give both a policy (--policy NAME) and a budget (--budget W)"),

@@ -285,7 +285,11 @@ def run_pals_compare(sc: PalsScenario, policies: list[str], deployments: list[st
             row["static_cap_violations_per_pals"] = (by["static-cap"]["qos_violations"] / by["pals"]["qos_violations"]
                                                      if by["pals"]["qos_violations"] else None)
         summary.append(row)
-    return {"scenario": sc.name, "kind": "pals", "num_gpus": sc.num_gpus, "tp": sc.tp, "ep": sc.ep,
+    totals = {p: {"qos_violations": sum(r["qos_violations"] for r in runs if r["policy"] == p),
+                  "qos_windows_feasible": sum(r["qos_windows_feasible"] for r in runs if r["policy"] == p),
+                  "budget_breaches": sum(r["budget_breaches"] for r in runs if r["policy"] == p)}
+              for p in policies}
+    return {"scenario": sc.name, "kind": "pals", "totals": totals, "num_gpus": sc.num_gpus, "tp": sc.tp, "ep": sc.ep,
             "duration_s": sc.duration_s, "window_s": sc.window_s, "warmup_s": sc.warmup_s,
             "cut": list(sc.cut), "target_fractions": [list(x) for x in sc.target],
             "max_sum_caps_w": max(r["max_sum_caps_w"] for r in runs),

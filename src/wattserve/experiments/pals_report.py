@@ -23,6 +23,9 @@ def markdown(res: dict[str, Any]) -> str:
         lines.append(f"| {r['deployment']} | {r['policy']} | {r['output_toks_per_joule']:.3f} | {vs} | "
                      f"{r['qos_violations']} | {r['qos_windows_feasible']} of {r['qos_windows']} | "
                      f"{r['budget_breaches']} | {r['budget_gap_cut_frac']:.1%} | {r['max_sum_caps_w']:,.0f} |")
+    lines += ["", "Over every deployment: " + "; ".join(
+        f"{p} {t['qos_violations']} QoS violations in {t['qos_windows_feasible']} feasible windows, "
+        f"{t['budget_breaches']} budget breaches" for p, t in res["totals"].items()) + "."]
     return "\n".join(lines) + "\n"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import sys
@@ -96,6 +97,8 @@ def _check_positions(a: ServeConfig) -> None:
     cfg = get_config(a.model)
     if a.weights != "dummy":
         cfg = config_from_hf(Path(a.weights), cfg)
+    if a.ep != cfg.ep:
+        dataclasses.replace(cfg, ep=a.ep)
     if a.max_prompt_tokens >= cfg.max_positions:
         raise UsageError(f"--max-prompt-tokens: {a.max_prompt_tokens} leaves no room to generate in {a.model}'s "
                          f"{cfg.max_positions} positions; allowed: an integer from 1 to {cfg.max_positions - 1}")

@@ -42,6 +42,7 @@ SERVE = (
     Flag(name='num-blocks', path='num_blocks', type='int', help='KV blocks per worker (default: from memory)', group=''),
     Flag(name='max-num-seqs', path='max_num_seqs', type='int', help='most sequences in one step [default 64]', group=''),
     Flag(name='max-batched-tokens', path='max_batched_tokens', type='int', help='most tokens in one step (chunked prefill) [default 512]', group=''),
+    Flag(name='ep', path='ep', type='int', help="expert-parallel shards of each MoE layer: experts grouped per shard, tokens dispatched to the shard holding their expert and combined back (the routing shape of the simulator's --ep, in one process) [default 1]", group=''),
     Flag(name='prefill', path='prefill', type='int', help='prefill workers (0 when --colocated is given) [default 1]', group=''),
     Flag(name='decode', path='decode', type='int', help='decode workers (0 when --colocated is given) [default 1]', group=''),
     Flag(name='colocated', path='colocated', type='int', help='colocated workers instead of prefill/decode [default 0]', group=''),

@@ -26,3 +26,6 @@ class RuntimeEngineConfig(Strict):
                               json_schema_extra=flag("max-num-seqs"))
     max_batched_tokens: int = Field(512, ge=1, description="most tokens in one step (chunked prefill)",
                                     json_schema_extra=flag("max-batched-tokens"))
+    ep: int = Field(1, ge=1, description="expert-parallel shards of each MoE layer: experts grouped per shard, "
+                    "tokens dispatched to the shard holding their expert and combined back (the routing shape "
+                    "of the simulator's --ep, in one process)", json_schema_extra=flag("ep"))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -100,6 +100,8 @@ class LLMEngine:
             if not weights.is_dir():
                 raise UsageError(f"weights: {args.weights!r} is not a folder of safetensors (or use 'dummy')")
             cfg = config_from_hf(weights, cfg)
+        if args.ep != cfg.ep:
+            cfg = replace(cfg, ep=args.ep)
         self.cfg = cfg
         self.stop_ids: frozenset[int] = frozenset([args.eos_id] if args.eos_id is not None else stop_ids_for(weights))
         """Token ids that end a sequence unless its params say ignore_eos."""
