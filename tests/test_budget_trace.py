@@ -16,12 +16,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wattserve.cli import main
+from wattserve.control.budget_rises import rise_caps
 from wattserve.errors import UsageError
 from wattserve.experiments.build import build_run
 from wattserve.metrics.budget_tracking import track_budget
 from wattserve.metrics.power_series import cluster_caps
 from wattserve.schema.loading import load_scenario
-from wattserve.seam import BudgetSignal, ClusterState, GpuState, StepSignal, rise_caps
+from wattserve.seam import BudgetSignal, ClusterState, GpuState, StepSignal
 from wattserve.workload.step_signal import load_steps, shape_steps
 
 signals = st.lists(st.tuples(st.floats(0.001, 100.0), st.floats(1.0, 5000.0)), min_size=0, max_size=8).map(

@@ -248,6 +248,10 @@ CASES: list[tuple[str, list[str], str]] = [
     ("no-command", [], "required"),
     ("flag-without-value", ["simulate", "--rate"], "--rate"),
     # estimate
+    ("estimate-ep", ["estimate", "--model", "mixtral-8x7b", "--tp", "4", "--ep", "2", "--decode-batch", "8",
+                     "--context", "100"], "--ep: 2 must be 1 or equal tp (4)"),
+    ("estimate-skew", ["estimate", "--model", "mixtral-8x7b", "--tp", "4", "--expert-skew", "0.9", "--decode-batch",
+                       "8", "--context", "100"], "--expert-skew: 0.9 is outside Mixtral-8x7B's range"),
     ("estimate-nothing", ["estimate", "--gpu", "h100"], "either --prefill-tokens"),
     ("estimate-both", ["estimate", "--prefill-tokens", "100", "--decode-batch", "4", "--context", "10"],
      "--prefill-tokens"),

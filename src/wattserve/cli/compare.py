@@ -88,11 +88,24 @@ def _progress(name: str) -> Callable[[int, int], None]:
     return progress
 
 
+def _write(out: Path, res: dict[str, Any], started: float, markdown: Callable[[dict[str, Any]], str],
+           plots: Callable[[dict[str, Any], Path], None]) -> None:
+    """compare.json, compare.md and the plots, all or none (a staged folder moved in when done)."""
+    from wattserve.metrics.outputs import staged_dir, write_json
+
+    if sys.stderr.isatty():
+        sys.stderr.write("\n")
+    res["wall_time_s"] = time.perf_counter() - started
+    with staged_dir(out) as stage:
+        write_json(stage / "compare.json", res)
+        (stage / "compare.md").write_text(markdown(res))
+        plots(res, stage)
+
+
 def _pals(sc: Any, args: argparse.Namespace, started: float) -> int:
     """pals-moe: a throughput-target schedule per deployment, not a rate sweep."""
     from wattserve.experiments.pals_moe import run_pals_compare
     from wattserve.experiments.pals_report import markdown, plots
-    from wattserve.metrics.outputs import staged_dir, write_json
 
     if args.rates is not None:
         raise UsageError(f"{sc.name} follows a throughput-target schedule, not a rate sweep; leave --rates out",
@@ -101,13 +114,7 @@ def _pals(sc: Any, args: argparse.Namespace, started: float) -> int:
     deployments = _csv_list(args.workloads, sc.workloads, "--workloads")
     out = _checked_common(args, sc.name)
     res = run_pals_compare(sc, policies, deployments, args.seed, args.jobs, _progress(sc.name))
-    if sys.stderr.isatty():
-        sys.stderr.write("\n")
-    res["wall_time_s"] = time.perf_counter() - started
-    with staged_dir(out) as stage:
-        write_json(stage / "compare.json", res)
-        (stage / "compare.md").write_text(markdown(res))
-        plots(res, stage)
+    _write(out, res, started, markdown, plots)
     print(markdown(res))
     print(f"results in {out}/ ({res['wall_time_s']:.0f} s)")
     return 0
@@ -117,7 +124,6 @@ def cmd_compare(args: argparse.Namespace, started: float) -> int:
     from wattserve.experiments.compare import markdown, plots, run_compare
     from wattserve.experiments.pals_moe import PalsScenario
     from wattserve.experiments.scenarios import get_scenario
-    from wattserve.metrics.outputs import staged_dir, write_json
 
     try:
         sc = get_scenario(args.scenario)
@@ -138,13 +144,7 @@ def cmd_compare(args: argparse.Namespace, started: float) -> int:
                                  "--data")
     out = _checked_common(args, sc.name)
     res = run_compare(sc, policies, workloads, rates, args.seed, str(args.data), args.jobs, _progress(sc.name))
-    if sys.stderr.isatty():
-        sys.stderr.write("\n")
-    res["wall_time_s"] = time.perf_counter() - started
-    with staged_dir(out) as stage:
-        write_json(stage / "compare.json", res)
-        (stage / "compare.md").write_text(markdown(res))
-        plots(res, stage)
+    _write(out, res, started, markdown, plots)
     print(markdown(res).split("\n\n| workload | rate |")[0])
     print(f"\nresults in {out}/ ({res['wall_time_s']:.0f} s)")
     return 0

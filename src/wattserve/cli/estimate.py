@@ -20,6 +20,8 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gpu", default="h100", metavar="NAME", help=schema_help["gpu"])
     p.add_argument("--model", default="llama-3.1-8b", metavar="NAME", help=schema_help["model"])
     p.add_argument("--tp", type=int, default=1, metavar="N", help=schema_help["tp"])
+    p.add_argument("--ep", type=int, default=1, metavar="N", help=schema_help["ep"])
+    p.add_argument("--expert-skew", type=float, metavar="SHARE", help=schema_help["expert-skew"])
     p.add_argument("--prefill-tokens", type=int, metavar="N",
                    help="prompt tokens of each sequence in a prefill iteration, >= 1 (or give --decode-batch)")
     p.add_argument("--prefill-batch", type=int, default=1, metavar="B",
@@ -40,6 +42,7 @@ def cmd_estimate(args: argparse.Namespace, started: float) -> int:
     from wattserve.catalog import get_gpu, get_model
     from wattserve.catalog.models import BatchShape
     from wattserve.perf import RooflineLatencyModel, UtilizationPowerModel, operating_point
+    from wattserve.sim.cluster import check_moe
     from wattserve.sim.gpu import check_cap, check_clock
 
     try:
@@ -48,6 +51,7 @@ def cmd_estimate(args: argparse.Namespace, started: float) -> int:
         raise e.named({"gpu": "--gpu", "model": "--model"}) from None
     if args.tp not in (1, 2, 4, 8):
         raise UsageError(f"{args.tp} is not allowed; allowed: 1, 2, 4, 8", "--tp")
+    check_moe(model, args.tp, args.ep, args.expert_skew, ("--ep", "--expert-skew"))
     if (args.prefill_tokens is None) == (args.decode_batch is None):
         raise UsageError("give either --prefill-tokens N or --decode-batch B --context C (not both)")
     if args.prefill_tokens is not None:
@@ -69,12 +73,12 @@ def cmd_estimate(args: argparse.Namespace, started: float) -> int:
     _check_fits(gpu, model, args.tp, _kv_tokens(args),
                 "--prefill-tokens x --prefill-batch" if args.prefill_tokens is not None else
                 "--decode-batch x --context")
-    lat = RooflineLatencyModel(gpu, model, args.tp)
+    lat = RooflineLatencyModel(gpu, model, args.tp, ep=args.ep, expert_skew=args.expert_skew)
     pwr = UtilizationPowerModel.for_gpu(gpu)
     cap = args.power_cap if args.power_cap is not None else gpu.tdp_w
     op = operating_point(gpu, lat, pwr, shape, cap, args.clock)
     out = {
-        "gpu": gpu.name, "model": model.name, "tp": args.tp, "latency_ms": op.cost.time_s * 1e3,
+        "gpu": gpu.name, "model": model.name, "tp": args.tp, "ep": args.ep, "latency_ms": op.cost.time_s * 1e3,
         "power_w": op.power_w, "clock_mhz": op.clock_mhz, "power_cap_w": cap,
         "compute_util": op.cost.compute_util, "memory_util": op.cost.memory_util,
         "tokens_per_s": tokens / op.cost.time_s, "energy_j_per_token": op.power_w * args.tp * op.cost.time_s / tokens,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from wattserve.control.budget_rises import follow_rises
 from wattserve.control.guard import BudgetGuard
 from wattserve.seam import Action, Backend, ClusterState
 
@@ -27,10 +28,14 @@ class ControlLoop:
         self.ticks = 0
 
     def start(self) -> None:
+        """Starts every controller, and gives caps back at budget rises unless every controller
+        re-plans its caps on budget changes itself (control/budget_rises.py)."""
         for c in self.controllers:
             self.guard.submit(c.start(self.backend.observe()))
             if c.period_s > 0:
                 self._schedule(c)
+        if not all(getattr(c, "follows_budget", False) for c in self.controllers):
+            follow_rises(self.backend, self.guard.budget, self.guard.submit)
 
     def _schedule(self, c: Controller) -> None:
         self.backend.call_at(self.backend.now() + c.period_s, lambda: self._tick(c))

@@ -57,7 +57,7 @@ def plan(table: OperatingTable, target_tok_s: float | None, share_w: float, inst
 @dataclass
 class PalsController:
     follows_budget: ClassVar[bool] = True
-    """It re-plans its caps when the budget steps (seam.follow_rises need not give caps back)."""
+    """It re-plans its caps when the budget steps (the ControlLoop need not give caps back)."""
     table: OperatingTable
     name: str = "pals"
     period_s: float = 1.0

@@ -19,7 +19,7 @@ from wattserve.seam import Action, ClusterState, SetPowerCap
 @dataclass
 class UniformCapController:
     follows_budget: ClassVar[bool] = True
-    """It re-plans its caps when the budget steps (seam.follow_rises need not give caps back)."""
+    """It re-plans its caps when the budget steps (the ControlLoop need not give caps back)."""
     name: str = "tdp"
     cap_w: float | None = None
     """The cap every GPU asks for; None: each GPU's maximum (or, with `fixed_share`, the budget share

@@ -17,7 +17,7 @@ from wattserve.control.loop import Controller
 from wattserve.results.sim_result import SimResult
 from wattserve.schema.scenario import Scenario
 from wattserve.schema.workload import LengthConfig, WorkloadConfig
-from wattserve.seam import ActuationLog, BudgetSignal, StepSignal, follow_rises
+from wattserve.seam import ActuationLog, BudgetSignal, StepSignal
 from wattserve.sim.backend import SimBackend
 from wattserve.sim.cluster import CAP_SETTLE_S, Cluster
 from wattserve.workload.synthetic import AZURE_CONV, LengthDist, SyntheticSpec, generate
@@ -72,8 +72,6 @@ def build_run(scenario: Scenario, workload: Workload | None = None,
     log = ActuationLog()
     guard = BudgetGuard(backend, budget, log)
     ControlLoop(backend, guard, [controller]).start()
-    if not getattr(controller, "follows_budget", False):
-        follow_rises(backend, budget, guard.submit)
     return SimRun(scenario, wl, cluster, guard, log, budget, target)
 
 

@@ -186,7 +186,6 @@ def start_control(a: ServeConfig, router: Router, agent: WorkerPower, budget: Bu
     (made here and nowhere else in serve), and the caps given back when the budget rises."""
     from wattserve.control import BudgetGuard, ControlLoop, make_controller
     from wattserve.runtime.backend import RuntimeBackend
-    from wattserve.seam import follow_rises
 
     backend = RuntimeBackend(router, agent, budget, a.slo.ttft_ms and a.slo.ttft_ms / 1e3,
                              a.slo.tpot_ms and a.slo.tpot_ms / 1e3, target=a.control.target_signal())
@@ -201,8 +200,6 @@ def start_control(a: ServeConfig, router: Router, agent: WorkerPower, budget: Bu
     guard = BudgetGuard(backend, budget)
     guard.enforce()
     ControlLoop(backend, guard, [controller]).start()
-    if not getattr(controller, "follows_budget", False):
-        follow_rises(backend, budget, guard.submit)
 
 
 async def serve(a: ServeConfig, stop: asyncio.Event | None = None) -> None:

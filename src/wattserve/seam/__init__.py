@@ -9,7 +9,7 @@ unchanged against real GPUs.
 from wattserve.seam.actions import Action, SetBatchLimit, SetClock, SetComputeShare, SetPowerCap, SetRole
 from wattserve.seam.actuation_log import Actuation, ActuationLog
 from wattserve.seam.backend import ActuationRefused, Backend
-from wattserve.seam.budget import BudgetSignal, follow_rises, rise_caps
+from wattserve.seam.budget import BudgetSignal
 from wattserve.seam.governor import (
     HOLD_UNTIL_CHANGE,
     STEP_PHASES,
@@ -29,5 +29,5 @@ __all__ = [
     "GpuState", "HOLD_UNTIL_CHANGE", "InstanceState", "PHASES", "STEP_PHASES", "SetBatchLimit", "SetClock",
     "SetComputeShare", "SetPowerCap", "SetRole", "StepDecision", "StepGovernor", "StepSignal", "StepView",
     "UNGOVERNED",
-    "check_role_change", "follow_rises", "rise_caps",
+    "check_role_change",
 ]

@@ -238,38 +238,39 @@ def _validate(spec: ClusterConfig, gpu: GpuSpec, model: ModelSpec) -> None:
             check_cap(gpu, cap, f"cluster.{name}")
     if spec.clock_mhz is not None:
         check_clock(gpu, spec.clock_mhz, "cluster.clock_mhz")
-    _validate_moe(spec, model)
+    check_moe(model, spec.tp, spec.ep, spec.expert_skew)
     if model.kv_capacity_tokens(gpu.hbm_bytes, spec.tp, spec.engine.mem_util) < spec.engine.block_size:
         per_gpu = model.weight_bytes_per_rank(spec.tp) / 1e9
         raise UsageError(f"{model.name} needs {per_gpu:.1f} GB of weights per GPU at tp={spec.tp}, more than "
                          f"{gpu.name}'s {gpu.hbm_gb:g} GB leaves for KV; raise tp", "cluster.tp")
 
 
-def _validate_moe(spec: ClusterConfig, model: ModelSpec) -> None:
+def check_moe(model: ModelSpec, tp: int, ep: int, expert_skew: float | None,
+              fields: tuple[str, str] = ("cluster.ep", "cluster.expert_skew")) -> None:
     """Expert parallelism as vLLM runs it inside one instance: ep = tp spreads whole experts over
     the TP group, so ep must be 1 or tp, the model must have experts, and ep must divide them. The
     skew is the busiest expert's share of (token, expert) assignments, between uniform (1/E) and 1/k
-    (a token picks k distinct experts)."""
-    if spec.ep != 1:
+    (a token picks k distinct experts). `fields` name ep and the skew in the errors."""
+    if ep != 1:
         if not model.is_moe:
-            raise UsageError(f"{spec.ep} needs a mixture-of-experts model, and {model.name} is dense; "
-                             "allowed: 1", "cluster.ep")
-        if spec.ep != spec.tp:
-            raise UsageError(f"{spec.ep} must be 1 or equal tp ({spec.tp}): experts spread over the TP group; "
-                             f"allowed: 1, {spec.tp}", "cluster.ep")
-        if model.experts % spec.ep:
-            raise UsageError(f"{spec.ep} must divide {model.name}'s {model.experts} experts; allowed: 1"
-                             + "".join(f", {d}" for d in (2, 4, 8) if d == spec.tp and model.experts % d == 0),
-                             "cluster.ep")
-    if spec.expert_skew is not None:
+            raise UsageError(f"{ep} needs a mixture-of-experts model, and {model.name} is dense; "
+                             "allowed: 1", fields[0])
+        if ep != tp:
+            raise UsageError(f"{ep} must be 1 or equal tp ({tp}): experts spread over the TP group; "
+                             f"allowed: 1, {tp}", fields[0])
+        if model.experts % ep:
+            raise UsageError(f"{ep} must divide {model.name}'s {model.experts} experts; allowed: 1"
+                             + "".join(f", {d}" for d in (2, 4, 8) if d == tp and model.experts % d == 0),
+                             fields[0])
+    if expert_skew is not None:
         if not model.is_moe:
-            raise UsageError(f"{spec.expert_skew:g} needs a mixture-of-experts model, and {model.name} is dense; "
-                             "allowed: unset", "cluster.expert_skew")
+            raise UsageError(f"{expert_skew:g} needs a mixture-of-experts model, and {model.name} is dense; "
+                             "allowed: unset", fields[1])
         lo, hi = model.uniform_share, model.max_share
-        if not lo - 1e-12 <= spec.expert_skew <= hi + 1e-12:
-            raise UsageError(f"{spec.expert_skew:g} is outside {model.name}'s range (the busiest expert's share "
+        if not lo - 1e-12 <= expert_skew <= hi + 1e-12:
+            raise UsageError(f"{expert_skew:g} is outside {model.name}'s range (the busiest expert's share "
                              f"of token-expert assignments, uniform 1/{model.experts} to 1/{model.experts_per_token}); "
-                             f"allowed: {lo:g} to {hi:g}", "cluster.expert_skew")
+                             f"allowed: {lo:g} to {hi:g}", fields[1])
 
 
 __all__ = ["CAP_SETTLE_S", "CLOCK_DELAY_S", "Cluster", "RECONFIG_S", "SimResult"]
