@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from wattserve.governors.biscale import BiScaleGovernor
+from wattserve.governors.decode_slack import DecodeSlackGovernor
 from wattserve.governors.max_clock import MaxClockGovernor
 from wattserve.governors.tpot_slack import TpotSlackGovernor
 from wattserve.registry import Registry
@@ -10,8 +14,12 @@ from wattserve.seam.governor import StepGovernor
 GOVERNORS: Registry[StepGovernor] = Registry("governor", {
     "max-clock": MaxClockGovernor,
     "tpot-slack": TpotSlackGovernor,
+    "biscale": BiScaleGovernor,
+    "decode-slack": DecodeSlackGovernor,
 })
 
 
-def make_governor(name: str) -> StepGovernor:
-    return GOVERNORS.make(name)
+def make_governor(name: str, **kwargs: Any) -> StepGovernor:
+    """The governor `name`; keyword arguments (e.g. BiScale's `prefill_base_mhz` and
+    `decode_base_mhz` from tier 1) go to its constructor."""
+    return GOVERNORS.make(name, **kwargs)

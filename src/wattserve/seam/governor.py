@@ -83,6 +83,12 @@ class StepView(Protocol):
     def slo_tpot_s(self) -> float | None: ...
 
     @property
+    def prefill_token_budget(self) -> int:
+        """Tokens one iteration may compute (the chunked-prefill budget): a prefill governor rolls
+        its queue forward in batches of this size."""
+        ...
+
+    @property
     def gpu(self) -> GpuSpec: ...
 
     @property

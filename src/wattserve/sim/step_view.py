@@ -34,6 +34,7 @@ class Viewed(Protocol):
     clock: StepClock
     slo_ttft_s: float | None
     slo_tpot_s: float | None
+    token_budget: int
     waiting: deque[SimRequest]
     recent_ttft: deque[tuple[float, float]]
     recent_tpot: deque[tuple[float, float]]
@@ -85,6 +86,10 @@ class InstanceView:
     @property
     def slo_tpot_s(self) -> float | None:
         return self._inst.slo_tpot_s
+
+    @property
+    def prefill_token_budget(self) -> int:
+        return self._inst.token_budget
 
     @property
     def gpu(self) -> GpuSpec:

@@ -91,6 +91,8 @@ class EngineStepView:
     profile: PowerProfile
     queue: Callable[[], Iterable[Sequence]]
     window: LatencyWindow
+    prefill_token_budget: int
+    """The scheduler's `max_batched_tokens`."""
 
     @property
     def gpu(self) -> GpuSpec:

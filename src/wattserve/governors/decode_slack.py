@@ -1,0 +1,98 @@
+"""BiScale tier 2, decode: the lowest-power clock whose predicted iteration keeps TPOT in the SLO.
+
+BiScale ("BiScale: Energy-Efficient Disaggregated LLM Serving via Phase-Aware Placement and DVFS",
+Basit, Liu, Kong, Hu, arXiv 2602.18755; DualScale in v3) sets the decode clock every iteration from
+the TPOT slack: decode is memory-bound, so a lower SM clock costs little time and saves power. For
+the batch about to run we predict the iteration time at every supported clock with the latency
+model and its power with the power model's `busy_power`, and take the lowest-power clock whose time
+stays within `margin` x the TPOT SLO. Lowest power and lowest clock coincide for a monotone power
+model, but we rank by power so a model where they do not (a fixed voltage floor, say) is still
+honoured. No feasible clock: the maximum clock. No TPOT SLO: the tier-1 base clock (`base_mhz`),
+or no request at all without one.
+
+Decode context grows by `decode_seqs` tokens per iteration, so an iteration of total context C
+takes alpha + beta*C (`LatencyModel.decode_coeffs`). The governor returns for how many iterations
+its clock stays feasible, so a closed-form decode run in the simulator stays one event; it says
+`HOLD_UNTIL_CHANGE` only when the clock never becomes infeasible as the context grows (beta <= 0).
+
+The margin 0.9 is our choice (the paper's constants are not public): it leaves 10% for what the
+model misses (sampling, host overheads) while keeping most of the slack to spend.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from wattserve.catalog.models import BatchShape
+from wattserve.seam.governor import HOLD_UNTIL_CHANGE, UNGOVERNED, StepDecision, StepView
+
+
+def decode_hold(alpha: float, beta: float, ctx: int, seqs: int, target_s: float) -> int:
+    """Iterations (>= 1) an iteration of `alpha + beta*C` stays within `target_s` while C starts at
+    `ctx` and grows by `seqs` per iteration; HOLD_UNTIL_CHANGE when it never leaves it."""
+    if beta <= 0.0 or seqs <= 0:
+        return HOLD_UNTIL_CHANGE
+    room = (target_s - alpha) / beta - ctx
+    if room < 0:
+        return 1
+    if room / seqs >= HOLD_UNTIL_CHANGE - 2:
+        return HOLD_UNTIL_CHANGE
+    n = math.floor(room / seqs) + 1
+    while n > 1 and alpha + beta * (ctx + (n - 1) * seqs) > target_s:
+        n -= 1
+    while alpha + beta * (ctx + n * seqs) <= target_s and n < HOLD_UNTIL_CHANGE:
+        n += 1
+    return max(1, min(n, HOLD_UNTIL_CHANGE))
+
+
+@dataclass
+class DecodeSlackGovernor:
+    name: str = "decode-slack"
+    margin: float = 0.9
+    """Fraction of the TPOT SLO an iteration may take."""
+    base_mhz: int | None = None
+    """Tier 1's base clock: the clock with no SLO, and where the search starts."""
+    _by_power: dict[tuple[str, int], list[int]] = field(default_factory=dict, repr=False)
+
+    def decode_clock(self, view: StepView) -> StepDecision:
+        """The decision for a decode batch (also used by `BiScaleGovernor` on mixed steps)."""
+        slo = view.slo_tpot_s
+        clocks = view.gpu.clocks
+        if slo is None:
+            return StepDecision(self.base_mhz) if self.base_mhz is not None else UNGOVERNED
+        shape = view.shape
+        seqs = shape.decode_seqs
+        target = slo * self.margin
+        lat = view.latency
+        if shape.prefill_tokens or seqs == 0:
+            for mhz in self._order(view):
+                if lat.iteration(shape, mhz).time_s <= target:
+                    return StepDecision(mhz, 1)
+            return StepDecision(clocks[-1], 1)
+        ctx = shape.decode_ctx
+        for mhz in self._order(view):
+            alpha, beta = lat.decode_coeffs(seqs, mhz)
+            if alpha + beta * ctx <= target:
+                return StepDecision(mhz, decode_hold(alpha, beta, ctx, seqs, target))
+        return StepDecision(clocks[-1], 1)
+
+    def _order(self, view: StepView) -> list[int]:
+        """Clocks by power of a representative batch (its own ranking, cached per batch size),
+        lowest first; ties keep the one nearest the base clock, so the search starts there."""
+        shape = view.shape
+        key = (view.gpu.name, shape.decode_seqs)
+        order = self._by_power.get(key)
+        if order is None:
+            lat, pw = view.latency, view.power
+            rep = BatchShape(decode_seqs=max(1, shape.decode_seqs), decode_ctx=max(1, shape.decode_ctx))
+            base = self.base_mhz if self.base_mhz is not None else view.gpu.clocks[-1]
+            order = sorted(view.gpu.clocks,
+                           key=lambda m: (pw.busy_power(lat.iteration(rep, m), m), abs(m - base)))
+            self._by_power[key] = order
+        return order
+
+    def decide(self, view: StepView) -> StepDecision:
+        if view.phase != "decode":
+            return UNGOVERNED
+        return self.decode_clock(view)
