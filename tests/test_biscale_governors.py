@@ -42,8 +42,13 @@ class View:
     gpu: GpuSpec = H100
     power: PowerModel = POWER
 
+    arrivals: list[float] = field(default_factory=list)
+
     def queued_prompts(self) -> Sequence[tuple[float, int]]:
         return self.queue
+
+    def batch_arrivals_s(self) -> Sequence[float]:
+        return self.arrivals
 
     def recent_ttft_s(self) -> Sequence[float]:
         return []
@@ -139,13 +144,15 @@ def test_mpc_never_plans_a_ttft_miss_when_the_max_clock_plan_meets_them(q, slo, 
     assert gov.decide(view).clock_mhz == plan.clocks[0]
 
 
-def test_mpc_lowers_the_clock_with_slack_and_guards_go_to_max() -> None:
+def test_mpc_lowers_the_clock_with_slack_floors_at_base_with_a_queue_and_guards_go_to_max() -> None:
     shape = BatchShape(prefill_tokens=2048, prefill_seqs=1, prefill_attn_pairs=2048 * 2049 / 2)
     view = View("prefill", shape, slo_ttft_s=5.0, queue=[(0.0, 1000)])
     top = H100.clocks[-1]
-    assert PrefillMpcGovernor().decide(view).clock_mhz < top
+    assert PrefillMpcGovernor().decide(view).clock_mhz == top
+    assert PrefillMpcGovernor(base_mhz=1200).decide(view).clock_mhz == 1200
+    assert PrefillMpcGovernor().decide(View("prefill", shape, slo_ttft_s=5.0)).clock_mhz < top
     assert PrefillMpcGovernor().decide(View("prefill", shape, slo_ttft_s=5.0, kv_usage=0.8)).clock_mhz == top
-    gov = PrefillMpcGovernor()
+    gov = PrefillMpcGovernor(base_mhz=1200)
     busy = View("prefill", shape, slo_ttft_s=5.0, queue=[(0.0, 3000)] * 8)
     first = gov.decide(busy)
     assert first.clock_mhz < top

@@ -17,10 +17,11 @@ def add(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="every policy of a named scenario across a sweep of request rates",
                        description="Run a named scenario for every policy, in a process pool: rapid-mi300x and "
                                    "rapid-h100 across their rate sweeps; pals-moe over a throughput-target schedule "
-                                   "and a demand-response budget, per deployment. Writes compare.json, compare.md "
+                                   "and a demand-response budget, per deployment; biscale-h100 (DistServe's placement "
+                                   "against BiScale's placement and per-iteration DVFS) across its rate sweeps. Writes compare.json, compare.md "
                                    "and plots.")
     p.add_argument("--scenario", required=True, metavar="NAME",
-                   help="named scenario [allowed: rapid-mi300x, rapid-h100, pals-moe]")
+                   help="named scenario [allowed: rapid-mi300x, rapid-h100, pals-moe, biscale-h100]")
     p.add_argument("--out", metavar="DIR", help="results folder [default runs/compare-<scenario>]")
     p.add_argument("--data", default=str(DEFAULT_DATA), metavar="DIR",
                    help=f"shared data folder, for trace workloads [default {DEFAULT_DATA}, beside the repository]")
@@ -120,7 +121,34 @@ def _pals(sc: Any, args: argparse.Namespace, started: float) -> int:
     return 0
 
 
+def _biscale(sc: Any, args: argparse.Namespace, started: float) -> int:
+    """biscale-h100: each arm plans its own placement per window, so the result is its own kind."""
+    from wattserve.experiments.biscale_report import markdown, plots
+    from wattserve.experiments.biscale_scenario import run_biscale_compare
+
+    policies = _csv_list(args.policies, sc.policies, "--policies")
+    if "distserve" not in policies:
+        policies = ["distserve", *policies]
+    workloads = _csv_list(args.workloads, sc.workloads, "--workloads")
+    rates = {w: _rates(args.rates) if args.rates is not None else list(sc.rates[w]) for w in workloads}
+    _check_traces(args.data)
+    out = _checked_common(args, sc.name)
+    res = run_biscale_compare(sc, str(args.data), rates, policies, args.jobs, _progress(sc.name))
+    res["seed"] = args.seed
+    _write(out, res, started, markdown, plots)
+    print(markdown(res))
+    print(f"results in {out}/ ({res['wall_time_s']:.0f} s)")
+    return 0
+
+
+def _check_traces(data: str) -> None:
+    for kind in ("conv", "code"):
+        if not (Path(data) / f"traces/azure_llm_2023/AzureLLMInferenceTrace_{kind}.csv").is_file():
+            raise UsageError(f"{data!r} has no traces/azure_llm_2023/; allowed: the shared data folder", "--data")
+
+
 def cmd_compare(args: argparse.Namespace, started: float) -> int:
+    from wattserve.experiments.biscale_scenario import BiScaleScenario
     from wattserve.experiments.compare import markdown, plots, run_compare
     from wattserve.experiments.pals_moe import PalsScenario
     from wattserve.experiments.scenarios import get_scenario
@@ -131,6 +159,8 @@ def cmd_compare(args: argparse.Namespace, started: float) -> int:
         raise e.named({"scenario": "--scenario"}) from None
     if isinstance(sc, PalsScenario):
         return _pals(sc, args, started)
+    if isinstance(sc, BiScaleScenario):
+        return _biscale(sc, args, started)
     policies = _csv_list(args.policies, sc.policies, "--policies")
     workloads = _csv_list(args.workloads, sc.workloads, "--workloads")
     if args.rates is not None:
@@ -138,10 +168,7 @@ def cmd_compare(args: argparse.Namespace, started: float) -> int:
     else:
         rates = {w: list(sc.rates[w]) for w in workloads}
     if any(w.startswith("azure") for w in workloads):
-        for kind in ("conv", "code"):
-            if not (Path(args.data) / f"traces/azure_llm_2023/AzureLLMInferenceTrace_{kind}.csv").is_file():
-                raise UsageError(f"{args.data!r} has no traces/azure_llm_2023/; allowed: the shared data folder",
-                                 "--data")
+        _check_traces(args.data)
     out = _checked_common(args, sc.name)
     res = run_compare(sc, policies, workloads, rates, args.seed, str(args.data), args.jobs, _progress(sc.name))
     _write(out, res, started, markdown, plots)

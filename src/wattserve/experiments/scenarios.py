@@ -10,7 +10,9 @@ experiment (a hindsight search over static configurations), not a policy. The ro
 names that compare.json has always used: `colocated` is the static policy on the colocated layout.
 
 pals-moe (PALS's evaluation shape: MoE models, a moving throughput target, a demand-response
-budget) is a different kind of comparison, not a rate sweep: pals_moe.py defines it.
+budget) is a different kind of comparison, not a rate sweep: pals_moe.py defines it. biscale-h100
+(BiScale's evaluation shape: placement re-planned per window, per-iteration DVFS) is a rate sweep
+whose arms plan their own placements: biscale_scenario.py defines it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from wattserve.experiments.biscale_scenario import BiScaleScenario
 from wattserve.experiments.pals_moe import PalsScenario
 from wattserve.registry import Registry
 from wattserve.schema.cluster import ClusterConfig
@@ -96,7 +99,7 @@ class NamedScenario:
                         slo=SloConfig(ttft_ms=self.slo_ttft_ms, tpot_ms=self.slo_tpot_ms))
 
 
-SCENARIOS: Registry[NamedScenario | PalsScenario] = Registry("scenario", {
+SCENARIOS: Registry[NamedScenario | PalsScenario | BiScaleScenario] = Registry("scenario", {
     "rapid-h100": lambda: NamedScenario(
         name="rapid-h100", gpu="h100", model="llama-3.1-8b", tp=1, prefill=4, decode=4, budget_w=4000,
         slo_ttft_ms=1000, slo_tpot_ms=40, workloads=("azure-conv", "azure-code"),
@@ -109,8 +112,9 @@ SCENARIOS: Registry[NamedScenario | PalsScenario] = Registry("scenario", {
         rates={"sonnet-shift": (18, 22, 26, 30, 34, 38), "longbench-like": (30, 36, 42, 48, 54, 60)},
     ),
     "pals-moe": PalsScenario,
+    "biscale-h100": BiScaleScenario,
 })
 
 
-def get_scenario(name: str) -> NamedScenario | PalsScenario:
+def get_scenario(name: str) -> NamedScenario | PalsScenario | BiScaleScenario:
     return SCENARIOS.make(name)

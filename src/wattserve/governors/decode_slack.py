@@ -27,6 +27,9 @@ from dataclasses import dataclass, field
 from wattserve.catalog.models import BatchShape
 from wattserve.seam.governor import HOLD_UNTIL_CHANGE, UNGOVERNED, StepDecision, StepView
 
+KV_GUARD = 0.8
+"""KV usage from which decode runs flat out: a slower clock holds sequences (and their blocks) longer."""
+
 
 def decode_hold(alpha: float, beta: float, ctx: int, seqs: int, target_s: float) -> int:
     """Iterations (>= 1) an iteration of `alpha + beta*C` stays within `target_s` while C starts at
@@ -53,17 +56,43 @@ class DecodeSlackGovernor:
     """Fraction of the TPOT SLO an iteration may take."""
     base_mhz: int | None = None
     """Tier 1's base clock: the clock with no SLO, and where the search starts."""
+    feedback_s: float = 1.0
+    """How often the observed TPOTs are read back (`view.recent_tpot_s()`)."""
     _by_power: dict[tuple[str, int], list[int]] = field(default_factory=dict, repr=False)
+    _scale: float = field(default=1.0, repr=False)
+    _next_feedback: float = field(default=0.0, repr=False)
+
+    def _feedback(self, view: StepView, target: float) -> None:
+        """Shrink the per-iteration target while observed TPOTs run over it (stalls the model does
+        not see: hand-off waits, preemptions, a batch that grew because iterations slowed), and let
+        it recover 5% per period once they are back under it."""
+        now = view.now_s
+        if now < self._next_feedback:
+            return
+        self._next_feedback = now + self.feedback_s
+        seen = view.recent_tpot_s()
+        if not seen:
+            return
+        p90 = sorted(seen)[int(0.9 * (len(seen) - 1))]
+        if p90 > target:
+            self._scale = max(0.25, self._scale * target / p90)
+        else:
+            self._scale = min(1.0, self._scale * 1.05)
 
     def decode_clock(self, view: StepView) -> StepDecision:
-        """The decision for a decode batch (also used by `BiScaleGovernor` on mixed steps)."""
+        """The decision for a decode batch (also used by `BiScaleGovernor` on mixed steps). Guards
+        to the maximum clock: KV usage >= 0.8 or sequences waiting for a slot (a slower clock would
+        grow the backlog the iteration model does not price)."""
         slo = view.slo_tpot_s
         clocks = view.gpu.clocks
         if slo is None:
             return StepDecision(self.base_mhz) if self.base_mhz is not None else UNGOVERNED
+        if view.kv_usage >= KV_GUARD or view.queued_prompts():
+            return StepDecision(clocks[-1], 1)
         shape = view.shape
         seqs = shape.decode_seqs
-        target = slo * self.margin
+        self._feedback(view, slo * self.margin)
+        target = slo * self.margin * self._scale
         lat = view.latency
         if shape.prefill_tokens or seqs == 0:
             for mhz in self._order(view):

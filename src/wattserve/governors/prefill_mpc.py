@@ -19,6 +19,13 @@ exact); the least-energy label is the DP's answer. The first clock is applied. N
 the maximum clock (the max-clock plan). Requests that would finish beyond the horizon are not
 constrained; the next decisions see them.
 
+The plan assumes no new arrivals, so under sustained load it would spend slack the next arrivals
+need. The observed TTFTs (`view.recent_ttft_s()`, read once a second) set a mode, with thresholds
+of our choosing: p90 under 0.3 x the SLO ('cool'): the plan may use any level; in between
+('warm'), and whenever anything is queued behind the batch about to run, the plan stays at or above
+the tier-1 base clock, which tier 1 chose for the window's arrival rate and so is the clock known
+to carry the load; p90 over the SLO margin ('hot'): at or above the level above the base.
+
 Constants we chose (the paper's are not public): horizon H = 8 batches; `levels` = 8 clocks spread
 evenly over the GPU's table, always holding the maximum and the tier-1 base clock; a 5% time margin
 on the SLO. Guards to the maximum clock: KV usage >= 0.8 (a slow prefill then risks preemptions),
@@ -39,14 +46,15 @@ KV_GUARD = 0.8
 
 
 def rollout(first: BatchShape | None, queue: Sequence[tuple[float, int]], budget: int,
-            horizon: int) -> tuple[list[BatchShape], list[float]]:
+            horizon: int, first_arrivals: Sequence[float] = ()) -> tuple[list[BatchShape], list[float]]:
     """The next `horizon` prefill batches, FCFS and chunked at `budget`, and for each the earliest
-    arrival among the queued requests whose last chunk it runs (inf when none)."""
+    arrival among the requests whose last chunk it runs (inf when none); `first_arrivals` are
+    those of the batch about to run."""
     shapes: list[BatchShape] = []
     oldest: list[float] = []
     if first is not None and first.prefill_tokens > 0:
         shapes.append(first)
-        oldest.append(float("inf"))
+        oldest.append(min(first_arrivals, default=float("inf")))
     budget = max(1, budget)
     i, done = 0, 0
     n_q = len(queue)
@@ -105,6 +113,23 @@ class PrefillMpcGovernor:
     _last: tuple[float, float, bool] | None = field(default=None, repr=False)
     """(decision time, predicted time of its batch, more batches were planned right after)."""
     _tables: dict[tuple[str, int | None], list[int]] = field(default_factory=dict, repr=False)
+    feedback_s: float = 1.0
+    """How often observed TTFTs are read back (`view.recent_ttft_s()`)."""
+    cool: float = 0.3
+    """Observed p90 TTFT below this fraction of the SLO lets the plan go under the base clock."""
+    _mode: str = field(default="cool", repr=False)
+    _next_feedback: float = field(default=0.0, repr=False)
+
+    def _observed(self, view: StepView, slo: float) -> str:
+        """'hot' while the observed p90 TTFT of the last few seconds exceeds the SLO margin, 'cool'
+        while it is under `cool` x the SLO (or nothing was seen), else 'warm'; read every period."""
+        now = view.now_s
+        if now >= self._next_feedback:
+            self._next_feedback = now + self.feedback_s
+            seen = view.recent_ttft_s()
+            p90 = sorted(seen)[int(0.9 * (len(seen) - 1))] if seen else 0.0
+            self._mode = "hot" if p90 > slo * self.slo_margin else "cool" if p90 < slo * self.cool else "warm"
+        return self._mode
 
     def table(self, view: StepView) -> list[int]:
         key = (view.gpu.name, self.base_mhz)
@@ -113,13 +138,16 @@ class PrefillMpcGovernor:
             t = self._tables[key] = coarse_levels(view.gpu.clocks, self.levels, self.base_mhz)
         return t
 
-    def plan(self, view: StepView) -> Plan | None:
+    def plan(self, view: StepView, floor: float = 0) -> Plan | None:
         """The least-energy feasible plan from the current level, the max-clock plan when none is
-        feasible (`feasible` False when even that misses a deadline), or None with nothing to run."""
+        feasible (`feasible` False when even that misses a deadline), or None with nothing to run.
+        `floor` 0.5 (or anything queued behind the first batch) keeps the plan at or above the base
+        clock's level, 1 at or above the level above it; 0 lets it use every level."""
         slo = view.slo_ttft_s
         levels = self.table(view)
         top = len(levels) - 1
-        shapes, oldest = rollout(view.shape, view.queued_prompts(), view.prefill_token_budget, self.horizon)
+        shapes, oldest = rollout(view.shape, view.queued_prompts(), view.prefill_token_budget, self.horizon,
+                                 view.batch_arrivals_s())
         if not shapes:
             return None
         lat, pw = view.latency, view.power
@@ -141,18 +169,24 @@ class PrefillMpcGovernor:
             start = min(range(len(levels)), key=lambda k: abs(levels[k] - self.base_mhz))
         else:
             start = top
+        lo = 0
+        if floor or len(shapes) > 1:
+            base = self.base_mhz if self.base_mhz is not None else levels[top]
+            lo = min(range(len(levels)), key=lambda k: abs(levels[k] - base))
+            lo = min(top, lo + int(floor >= 1))
+            start = max(start, lo)
         inf = float("inf")
         # labels[l] = (energy, time, path) for the least-energy and the fastest path ending at level l
         cheap: list[tuple[float, float, tuple[int, ...]] | None] = [None] * len(levels)
         fast: list[tuple[float, float, tuple[int, ...]] | None] = [None] * len(levels)
         for lv in (start - 1, start, start + 1):
-            if 0 <= lv <= top and times[0][lv] <= budget[0]:
+            if lo <= lv <= top and times[0][lv] <= budget[0]:
                 cheap[lv] = fast[lv] = (energy[0][lv], times[0][lv], (lv,))
         for k in range(1, len(shapes)):
             tk, ek, bk = times[k], energy[k], budget[k]
             nc: list[tuple[float, float, tuple[int, ...]] | None] = [None] * len(levels)
             nf: list[tuple[float, float, tuple[int, ...]] | None] = [None] * len(levels)
-            for lv in range(len(levels)):
+            for lv in range(lo, len(levels)):
                 best_e: tuple[float, float, tuple[int, ...]] | None = None
                 best_t: tuple[float, float, tuple[int, ...]] | None = None
                 for p in (lv - 1, lv, lv + 1):
@@ -196,7 +230,8 @@ class PrefillMpcGovernor:
             return StepDecision(top_mhz, 1)
         if view.slo_ttft_s is None:
             return StepDecision(self.base_mhz, 1) if self.base_mhz is not None else UNGOVERNED
-        plan = self.plan(view)
+        mode = self._observed(view, view.slo_ttft_s)
+        plan = self.plan(view, floor=0 if mode == "cool" else 1 if mode == "hot" else 0.5)
         if plan is None:
             return StepDecision(self.base_mhz, 1) if self.base_mhz is not None else UNGOVERNED
         levels = self.table(view)

@@ -7,6 +7,7 @@ from typing import Any
 from wattserve.governors.biscale import BiScaleGovernor
 from wattserve.governors.decode_slack import DecodeSlackGovernor
 from wattserve.governors.max_clock import MaxClockGovernor
+from wattserve.governors.prefill_mpc import PrefillMpcGovernor
 from wattserve.governors.tpot_slack import TpotSlackGovernor
 from wattserve.registry import Registry
 from wattserve.seam.governor import StepGovernor
@@ -16,6 +17,7 @@ GOVERNORS: Registry[StepGovernor] = Registry("governor", {
     "tpot-slack": TpotSlackGovernor,
     "biscale": BiScaleGovernor,
     "decode-slack": DecodeSlackGovernor,
+    "prefill-mpc": PrefillMpcGovernor,
 })
 
 

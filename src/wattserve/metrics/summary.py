@@ -90,6 +90,7 @@ def summarize(res: SimResult, ttft_ms: float | None, tpot_ms: float | None, wall
         "max_cluster_power_w": float(w.max()) if len(w) else 0.0,
         "sum_power_caps_w": float(sum(g.cap_w for g in res.gpus)),
         "output_toks_per_joule": out_tok / energy if energy > 0 else 0.0,
+        "joules_per_output_token": energy / out_tok if out_tok else None,
         "num_gpus": len(res.gpus),
         "preemptions": int(sum(i.preemptions for i in res.instances)),
         "kv_peak_usage": max(i.kv_peak_blocks / i.kv_blocks for i in res.instances),

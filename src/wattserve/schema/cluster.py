@@ -51,6 +51,14 @@ class ClusterConfig(Strict):
     decode_cap_w: float | None = Field(None, gt=0, description="per-GPU cap on decode instances, W",
                                        json_schema_extra=flag("decode-cap"))
     clock_mhz: int | None = Field(None, gt=0, description="locked SM clock, MHz", json_schema_extra=flag("clock"))
+    prefill_tp: Literal[1, 2, 4, 8] | None = Field(None, description="tensor-parallel GPUs per prefill instance "
+                                                   "(default: tp)", json_schema_extra=flag("prefill-tp"))
+    decode_tp: Literal[1, 2, 4, 8] | None = Field(None, description="tensor-parallel GPUs per decode instance "
+                                                  "(default: tp)", json_schema_extra=flag("decode-tp"))
+    prefill_clock_mhz: int | None = Field(None, gt=0, description="locked SM clock on prefill instances, MHz",
+                                          json_schema_extra=flag("prefill-clock"))
+    decode_clock_mhz: int | None = Field(None, gt=0, description="locked SM clock on decode instances, MHz",
+                                         json_schema_extra=flag("decode-clock"))
     router: RouterName = Field("least_loaded", description="request router", json_schema_extra=flag("router", ROUTERS.names()))
     gpus_per_node: int = Field(8, ge=1, description="GPUs per node (tensor parallelism stays in one node)")
     engine: EngineConfig = Field(default_factory=EngineConfig)
@@ -77,6 +85,18 @@ class ClusterConfig(Strict):
     def num_instances(self) -> int:
         return self.prefill + self.decode + self.colocated
 
+    def tp_of(self, role: str) -> int:
+        """TP degree of an instance in `role`: DistServe and BiScale place prefill and decode with
+        their own parallelism, so a disaggregated cluster may give each phase its own."""
+        own = {"prefill": self.prefill_tp, "decode": self.decode_tp}.get(role)
+        return self.tp if own is None else own
+
+    def clock_of(self, role: str) -> int | None:
+        """Clock lock of an instance in `role` (its phase's lock, else the cluster's)."""
+        own = {"prefill": self.prefill_clock_mhz, "decode": self.decode_clock_mhz}.get(role)
+        return self.clock_mhz if own is None else own
+
     @property
     def num_gpus(self) -> int:
-        return self.num_instances * self.tp
+        return (self.prefill * self.tp_of("prefill") + self.decode * self.tp_of("decode")
+                + self.colocated * self.tp)

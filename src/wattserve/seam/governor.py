@@ -102,8 +102,14 @@ class StepView(Protocol):
         ...
 
     def queued_prompts(self) -> Sequence[tuple[float, int]]:
-        """(arrival time s, tokens its prefill must compute) of the prompts queued here, oldest
-        first: the prompt, or after a recompute preemption the prompt plus the tokens generated."""
+        """(arrival time s, tokens its prefill must still compute after the batch about to run) of
+        the prompts queued or part-prefilled here, oldest first: the prompt, or after a recompute
+        preemption the prompt plus the tokens generated."""
+        ...
+
+    def batch_arrivals_s(self) -> Sequence[float]:
+        """Arrival times of the requests whose prompt finishes in the batch about to run: their
+        TTFT ends with it, so a prefill governor holds that batch to their deadlines too."""
         ...
 
     def recent_ttft_s(self) -> Sequence[float]:

@@ -56,11 +56,10 @@ class Cluster:
         self.itl_hist = LogHistogram()
         self.records = RequestRecords(workload.arrival_s, workload.prompt_tokens, workload.output_tokens)
         self.router = make_policy(spec.router)
-        latency = RooflineLatencyModel(self.gpu_spec, self.model, spec.tp, spec.ep, spec.expert_skew)
         power = UtilizationPowerModel.for_gpu(self.gpu_spec)
         eng = spec.engine
-        kv_tokens = self.model.kv_capacity_tokens(self.gpu_spec.hbm_bytes, spec.tp, eng.mem_util)
-        kv_bytes = self.model.kv_bytes_per_token_per_rank(spec.tp)
+        latency = {tp: RooflineLatencyModel(self.gpu_spec, self.model, tp, spec.ep, spec.expert_skew)
+                   for tp in {spec.tp_of(r) for r in ("prefill", "decode", "colocated")}}
         budgets = {"prefill": eng.prefill_token_budget, "decode": eng.colocated_token_budget,
                    "colocated": eng.colocated_token_budget}
         self.gpus: list[SimGpu] = []
@@ -71,14 +70,17 @@ class Cluster:
         roles = ["prefill"] * spec.prefill + ["decode"] * spec.decode + ["colocated"] * spec.colocated
         for iid, role in enumerate(roles):
             cap = {"prefill": spec.prefill_cap_w, "decode": spec.decode_cap_w}.get(role) or spec.power_cap_w
+            tp = spec.tp_of(role)
             gpus = []
-            for _ in range(spec.tp):
+            for _ in range(tp):
                 idx = len(self.gpus)
-                g = SimGpu(idx, self.gpu_spec, idx // spec.gpus_per_node, cap, spec.clock_mhz)
+                g = SimGpu(idx, self.gpu_spec, idx // spec.gpus_per_node, cap, spec.clock_of(role))
                 self.gpus.append(g)
                 gpus.append(g)
-            inst = Instance(iid, role, gpus, self.loop, self, latency, power, make(), self.itl_hist, kv_tokens,
-                            eng.block_size, eng.max_seqs, budgets, kv_bytes, spec.max_run_iters, slo_s)
+            kv_tokens = self.model.kv_capacity_tokens(self.gpu_spec.hbm_bytes, tp, eng.mem_util)
+            inst = Instance(iid, role, gpus, self.loop, self, latency[tp], power, make(), self.itl_hist,
+                            kv_tokens, eng.block_size, eng.max_seqs, budgets,
+                            self.model.kv_bytes_per_token_per_rank(tp), spec.max_run_iters, slo_s)
             self.instances.append(inst)
             if role == "prefill":
                 self._link_between(inst, inst)
@@ -132,6 +134,10 @@ class Cluster:
         """Switch an instance between prefill and decode. Refused (UsageError) if it would leave a
         phase with no instance, if the instance is already switching, or for colocated clusters."""
         inst = self.instances[iid]
+        if self.spec.tp_of("prefill") != self.spec.tp_of("decode"):
+            raise UsageError(f"instance {iid} cannot change role: prefill and decode instances have different "
+                             f"TP ({self.spec.tp_of('prefill')} and {self.spec.tp_of('decode')}); allowed: "
+                             "role changes with one TP for both phases", "cluster.prefill_tp")
         peers = sum(1 for i in self.instances if i.role == inst.role and i.switching_to is None and i is not inst)
         if not check_role_change(f"instance {iid}", inst.role, inst.switching_to, role, peers):
             return
@@ -228,21 +234,27 @@ class Cluster:
 def _validate(spec: ClusterConfig, gpu: GpuSpec, model: ModelSpec) -> None:
     """Refuse a cluster the catalog cannot build; each error names the field as a scenario's dotted
     path (`cluster.prefill_cap_w`), which the command line renames to the flag the user typed."""
-    if spec.tp < 1 or spec.gpus_per_node % spec.tp:
-        raise UsageError(f"{spec.tp} must divide the GPUs per node ({spec.gpus_per_node}); "
-                         f"allowed: {', '.join(str(t) for t in (1, 2, 4, 8) if spec.gpus_per_node % t == 0)}",
-                         "cluster.tp")
+    tps = {f"cluster.{role}_tp" if getattr(spec, f"{role}_tp", None) else "cluster.tp": spec.tp_of(role)
+           for role in ("prefill", "decode", "colocated") if getattr(spec, role)}
+    for field, tp in tps.items():
+        if tp < 1 or spec.gpus_per_node % tp:
+            raise UsageError(f"{tp} must divide the GPUs per node ({spec.gpus_per_node}); "
+                             f"allowed: {', '.join(str(t) for t in (1, 2, 4, 8) if spec.gpus_per_node % t == 0)}",
+                             field)
     for name in ("power_cap_w", "prefill_cap_w", "decode_cap_w"):
         cap = getattr(spec, name)
         if cap is not None:
             check_cap(gpu, cap, f"cluster.{name}")
-    if spec.clock_mhz is not None:
-        check_clock(gpu, spec.clock_mhz, "cluster.clock_mhz")
-    check_moe(model, spec.tp, spec.ep, spec.expert_skew)
-    if model.kv_capacity_tokens(gpu.hbm_bytes, spec.tp, spec.engine.mem_util) < spec.engine.block_size:
-        per_gpu = model.weight_bytes_per_rank(spec.tp) / 1e9
-        raise UsageError(f"{model.name} needs {per_gpu:.1f} GB of weights per GPU at tp={spec.tp}, more than "
-                         f"{gpu.name}'s {gpu.hbm_gb:g} GB leaves for KV; raise tp", "cluster.tp")
+    for name in ("clock_mhz", "prefill_clock_mhz", "decode_clock_mhz"):
+        mhz = getattr(spec, name)
+        if mhz is not None:
+            check_clock(gpu, mhz, f"cluster.{name}")
+    for field, tp in tps.items():
+        check_moe(model, tp, spec.ep, spec.expert_skew)
+        if model.kv_capacity_tokens(gpu.hbm_bytes, tp, spec.engine.mem_util) < spec.engine.block_size:
+            per_gpu = model.weight_bytes_per_rank(tp) / 1e9
+            raise UsageError(f"{model.name} needs {per_gpu:.1f} GB of weights per GPU at tp={tp}, more than "
+                             f"{gpu.name}'s {gpu.hbm_gb:g} GB leaves for KV; raise tp", field)
 
 
 def check_moe(model: ModelSpec, tp: int, ep: int, expert_skew: float | None,

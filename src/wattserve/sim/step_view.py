@@ -36,6 +36,7 @@ class Viewed(Protocol):
     slo_tpot_s: float | None
     token_budget: int
     waiting: deque[SimRequest]
+    active: list[SimRequest]
     recent_ttft: deque[tuple[float, float]]
     recent_tpot: deque[tuple[float, float]]
 
@@ -104,7 +105,13 @@ class InstanceView:
         return self._inst.clock.power
 
     def queued_prompts(self) -> Sequence[tuple[float, int]]:
-        return [(r.arrival, r.target) for r in self._inst.waiting]
+        inst = self._inst
+        chunk = {id(r): n for r, n in inst.run.chunks}
+        part = [(r.arrival, r.target - r.prefilled - chunk.get(id(r), 0)) for r in inst.active]
+        return [p for p in part if p[1] > 0] + [(r.arrival, r.target) for r in inst.waiting]
+
+    def batch_arrivals_s(self) -> Sequence[float]:
+        return [r.arrival for r, n in self._inst.run.chunks if r.prefilled + n >= r.target]
 
     def recent_ttft_s(self) -> Sequence[float]:
         return _recent(self._inst.recent_ttft, self.now_s)

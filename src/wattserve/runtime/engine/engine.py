@@ -232,7 +232,8 @@ class LLMEngine:
             return
         view = EngineStepView(self.now_s(), phase_of(shape), shape, self.kv_usage, self.cap_w,
                               self.locked_clock_mhz, self.slo_ttft_s, self.slo_tpot_s, self.profile,
-                              lambda: self.scheduler.waiting, self.latencies, self.scheduler.max_batched_tokens)
+                              lambda: self.scheduler.waiting, self.latencies, self.scheduler.max_batched_tokens,
+                              batch)
         decision: StepDecision = self.governor.decide(view)
         self.governor_calls += 1
         self.governor_clock_mhz = decision.clock_mhz

@@ -93,6 +93,8 @@ class EngineStepView:
     window: LatencyWindow
     prefill_token_budget: int
     """The scheduler's `max_batched_tokens`."""
+    batch: list[tuple[Sequence, int]]
+    """(sequence, tokens) rows of the batch about to run."""
 
     @property
     def gpu(self) -> GpuSpec:
@@ -108,6 +110,9 @@ class EngineStepView:
 
     def queued_prompts(self) -> Seq[tuple[float, int]]:
         return sorted((s.arrival_s, s.uncomputed) for s in self.queue())
+
+    def batch_arrivals_s(self) -> Seq[float]:
+        return [s.arrival_s for s, n in self.batch if not is_decode_row(s, n) and s.num_computed + n >= len(s.token_ids)]
 
     def recent_ttft_s(self) -> Seq[float]:
         return self.window.ttft(self.now_s)
