@@ -219,3 +219,54 @@ def test_biscale_lowers_clocks_in_the_runtime_worker() -> None:
         seen.append(w.stats()["governor_clock_mhz"])
     assert any(c is not None and c < H100.clocks[-1] for c in seen)
     w.power.close()
+
+
+def test_serve_governor_biscale_lowers_the_modelled_clock_of_a_decode_worker() -> None:
+    pytest.importorskip("torch")
+    import re
+    import urllib.request
+
+    from serverutil import post, start_server
+
+    srv = start_server("--prefill", "1", "--decode", "1", "--governor", "biscale", "--slo-tpot-ms", "200",
+                       "--power-backend", "modelled")
+    try:
+        for i in range(4):
+            code, body = post(srv.url, "/v1/completions", {"model": "tiny", "prompt": f"hello {i}", "max_tokens": 24,
+                                                          "temperature": 0, "ignore_eos": True})
+            assert code == 200, body
+        text = urllib.request.urlopen(srv.url + "/metrics", timeout=30).read().decode()
+    finally:
+        srv.stop()
+    clocks = {m.group(1): float(m.group(2)) for m in
+              re.finditer(r'wattserve:gpu_sm_clock_mhz\{[^}]*gpu="(\d+)"[^}]*\} ([0-9.]+)', text)}
+    assert clocks, text[:2000]
+    assert min(clocks.values()) < H100.clocks[-1]
+
+
+def test_serve_placement_window_recommends_a_tier1_placement_on_metrics_and_in_the_log() -> None:
+    pytest.importorskip("torch")
+    import re
+    import time
+    import urllib.request
+
+    from serverutil import post, start_server
+
+    srv = start_server("--prefill", "1", "--decode", "1", "--governor", "biscale", "--placement-window", "2")
+    try:
+        for i in range(6):
+            code, body = post(srv.url, "/v1/completions", {"model": "tiny", "prompt": f"hi {i}", "max_tokens": 8,
+                                                          "temperature": 0})
+            assert code == 200, body
+        deadline = time.time() + 60
+        text = ""
+        while time.time() < deadline and "wattserve:recommended_placement{" not in text:
+            time.sleep(1)
+            text = urllib.request.urlopen(srv.url + "/metrics", timeout=30).read().decode()
+    finally:
+        out = srv.stop()
+    got = {(m.group(1), m.group(2)): float(m.group(3)) for m in re.finditer(
+        r'wattserve:recommended_placement\{field="(\w+)",model_name="tiny",phase="(\w+)"\} ([0-9.e+]+)', text)}
+    assert got[("instances", "prefill")] >= 1 and got[("instances", "decode")] >= 1, text[-3000:]
+    assert got[("tp", "prefill")] * got[("instances", "prefill")] + got[("tp", "decode")] * got[("instances", "decode")] <= 2
+    assert "BiScale tier 1 recommends" in out and "not applied" in out

@@ -69,6 +69,8 @@ CASES = [
     ("port-too-large", ["--port", "70000"], "--port: 70000 is not allowed; allowed: an integer from 0 to 65535"),
     ("max-num-seqs-zero", ["--max-num-seqs", "0"], "--max-num-seqs: 0 is not allowed; allowed: an integer >= 1"),
     ("governor-unknown", ["--governor", "nosuch"], "--governor: unknown governor 'nosuch'; allowed: max-clock"),
+    ("placement-window-zero", ["--placement-window", "0"], "--placement-window: 0"),
+    ("placement-window-words", ["--placement-window", "soon"], "--placement-window"),
     ("kv-transport-unknown", ["--kv-transport", "nosuch"], "--kv-transport: unknown kv_transport 'nosuch'; allowed:"),
     ("model-unknown", ["--model", "nosuch"], "--model: unknown value 'nosuch'; allowed: tiny"),
     ("weights-missing", ["--weights", "{missing}"], "--weights: '{missing}' is not a folder; allowed: dummy"),

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import TYPE_CHECKING
 
 from wattserve.errors import UsageError
+
+if TYPE_CHECKING:
+    from wattserve.runtime.server import Advise
+    from wattserve.schema.serve import ServeConfig
 
 API_KEY_ENV = "WATTSERVE_API_KEY"
 """Where serve reads its API key when --api-key is not given (vLLM reads VLLM_API_KEY)."""
@@ -52,7 +57,23 @@ def cmd_serve(args: argparse.Namespace, started: float) -> int:
                          "pip install 'wattserve[runtime]'") from None
     try:
         check_inputs(config)
-        asyncio.run(serve(config))
+        asyncio.run(serve(config, advise=_advisor(config)))
     except UsageError as e:
         raise e.named(flags) from None
     return 0
+
+
+def _advisor(config: ServeConfig) -> Advise | None:
+    """BiScale's tier 1 as a recommendation for this deployment (`--placement-window`): one GPU per
+    worker, simulated on `--gpu` with the catalog model the modelled power agent assumes."""
+    from functools import partial
+
+    from wattserve.experiments.biscale_scenario import recommend
+    from wattserve.runtime.server import worker_specs
+
+    if config.placement_window_s is None:
+        return None
+
+    slo = config.slo
+    return partial(recommend, config.gpu, config.power_as_model, len(worker_specs(config)),
+                   slo.ttft_ms or 1e9, slo.tpot_ms or 1e9)

@@ -228,3 +228,24 @@ def run_biscale_compare(sc: BiScaleScenario, data_dir: str, rates: dict[str, lis
             "gpus_per_node": sc.gpus_per_node, "window_s": sc.window_s, "duration_s": sc.duration_s,
             "slo_ttft_ms": sc.slo_ttft_ms, "slo_tpot_ms": sc.slo_tpot_ms, "policies": list(policies),
             "search_space": asdict(sc.space()), "runs": rows, "modelled": True}
+
+
+def recommend(gpu: str, model: str, num_gpus: int, slo_ttft_ms: float, slo_tpot_ms: float,
+              requests: list[tuple[float, int, int]], window_s: float) -> dict[str, Any]:
+    """Tier 1 for a live deployment: the placement and base clocks BiScale would choose for the
+    requests `(arrival s, prompt tokens, output tokens)` seen in the last `window_s` seconds,
+    simulated on `gpu` and the catalog `model`. A plain function of plain data, so `serve` can run
+    it in a separate process."""
+    sc = BiScaleScenario(gpu=gpu, model=model, num_gpus=num_gpus, gpus_per_node=8,
+                         slo_ttft_ms=slo_ttft_ms, slo_tpot_ms=slo_tpot_ms, window_s=window_s)
+    if requests:
+        arr = np.array([r[0] for r in requests], dtype=float)
+        order = np.argsort(arr, kind="stable")
+        arr = arr[order] - arr.min()
+        prompts = np.array([max(1, r[1]) for r in requests], dtype=np.int64)[order]
+        outputs = np.array([max(1, r[2]) for r in requests], dtype=np.int64)[order]
+        wl = Workload(arr, prompts, outputs, "live")
+    else:
+        wl = Workload(np.zeros(0), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), "live")
+    d = choose(sc.space(), WindowStats.of(wl, window_s), _evaluator(sc, wl, "place-only"), "energy")
+    return d.as_dict() | {"requests": len(wl), "window_s": window_s}

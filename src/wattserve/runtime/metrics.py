@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -91,6 +91,9 @@ class ServerMetrics:
                                 [*lab, "finished_reason"], registry=r)
         self._failure = Counter("wattserve:request_failure", "Requests that ended with an error, by HTTP status.",
                                 [*lab, "status"], registry=r)
+        self._recommended = Gauge("wattserve:recommended_placement", "BiScale tier 1's recommended placement "
+                                  "for the last window (instances, tp, base_clock_mhz with 0 = maximum), by "
+                                  "phase; not applied.", [*lab, "phase", "field"], registry=r)
         self._snapshot = _Snapshot(model)
         r.register(self._snapshot)
 
@@ -98,6 +101,13 @@ class ServerMetrics:
         self._success.labels(self.model, reason).inc()
         self._prompt.inc(prompt_tokens)
         self._generation.inc(generation_tokens)
+
+    def recommend(self, placement: dict[str, Any]) -> None:
+        """A tier-1 recommendation (BiScale placement and base clocks) as gauges by phase and field."""
+        for phase in ("prefill", "decode"):
+            for key, value in (("instances", placement[phase]), ("tp", placement[f"{phase}_tp"]),
+                               ("base_clock_mhz", placement[f"{phase}_mhz"] or 0)):
+                self._recommended.labels(self.model, phase, key).set(float(value))
 
     def failed(self, status: int) -> None:
         self._failure.labels(self.model, str(status)).inc()

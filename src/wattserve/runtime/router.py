@@ -57,6 +57,8 @@ class Router:
         self._ids = itertools.count()
         self._tasks: list[asyncio.Task] = []
         self.recent: deque[tuple[float, str, int, float]] = deque(maxlen=4096)
+        self.finished: deque[tuple[float, int, int]] = deque(maxlen=200_000)
+        """(arrival monotonic s, prompt tokens, output tokens) of finished requests, newest last."""
         """(time, "ttft" | "tpot", worker, seconds): a TTFT when a first token arrives (the worker that
         produced it), a TPOT when a request finishes (the worker that produced its last token)."""
 
@@ -242,6 +244,7 @@ class Router:
         st.in_transit = None
         self.metrics.e2e.observe(time.monotonic() - st.created)
         self.metrics.finished(reason, len(st.prompt_ids), st.n_tokens)
+        self.finished.append((st.created, len(st.prompt_ids), st.n_tokens))
         now = time.monotonic()
         if st.first_token_t is not None and st.workers and st.n_tokens > 1 and st.last_token_t is not None:
             tpot = (st.last_token_t - st.first_token_t) / (st.n_tokens - 1)

@@ -7,6 +7,8 @@ import dataclasses
 import os
 import signal
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -202,7 +204,50 @@ def start_control(a: ServeConfig, router: Router, agent: WorkerPower, budget: Bu
     ControlLoop(backend, guard, [controller]).start()
 
 
-async def serve(a: ServeConfig, stop: asyncio.Event | None = None) -> None:
+Advise = Callable[[list[tuple[float, int, int]], float], dict[str, Any]]
+"""A placement advisor: (finished requests as (arrival s, prompt tokens, output tokens), window s) ->
+a placement (instances, TP and base clock per phase). Built above the runtime (cli/serve.py), since
+it simulates; it must pickle, because it runs in its own process."""
+
+
+def _describe(rec: dict[str, Any]) -> str:
+    def clk(mhz: int | None) -> str:
+        return "max" if mhz is None else f"{mhz} MHz"
+    return (f"{rec['prefill']} prefill x TP{rec['prefill_tp']} at {clk(rec['prefill_mhz'])}, {rec['decode']} decode "
+            f"x TP{rec['decode_tp']} at {clk(rec['decode_mhz'])}")
+
+
+async def advise_placement(window_s: float, router: Router, advise: Advise, stop: asyncio.Event) -> None:
+    """Every `window_s`, BiScale's tier 1 on the requests finished in the last window, in a separate
+    process so the API's event loop never waits on the search; the answer is logged and set on
+    /metrics (`wattserve:recommended_placement`), never applied (workers keep their TP)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    loop = asyncio.get_running_loop()
+    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        while True:
+            try:
+                await asyncio.wait_for(stop.wait(), window_s)
+                return
+            except TimeoutError:
+                pass
+            lo = time.monotonic() - window_s
+            seen = [r for r in router.finished if r[0] >= lo]
+            try:
+                rec = await loop.run_in_executor(pool, advise, seen, window_s)
+            except Exception as e:  # the search failing must not take the server down
+                print(f"wattserve serve: placement recommendation failed: {e!r}", file=sys.stderr, flush=True)
+                continue
+            router.metrics.recommend(rec)
+            print(f"wattserve serve: BiScale tier 1 recommends {_describe(rec)} for the last {window_s:g} s "
+                  f"({rec['requests']} requests; not applied)", flush=True)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+async def serve(a: ServeConfig, stop: asyncio.Event | None = None, advise: Advise | None = None) -> None:
     from aiohttp import web
 
     from wattserve.runtime.api import Api
@@ -227,6 +272,7 @@ async def serve(a: ServeConfig, stop: asyncio.Event | None = None) -> None:
     router.on_down = on_down
     agent = None
     runner = None
+    advisor: asyncio.Task | None = None
     listening = False
     try:
         await router.start()
@@ -251,6 +297,8 @@ async def serve(a: ServeConfig, stop: asyncio.Event | None = None) -> None:
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         if a.control.policy is not None and budget is not None:
             start_control(a, router, agent, budget)
+        if advise is not None and a.placement_window_s is not None:
+            advisor = asyncio.create_task(advise_placement(a.placement_window_s, router, advise, stop))
         roles = ", ".join(f"{w.wid}:{w.role} pid {w.proc.pid}" for w in clients)
         print(f"wattserve serve: {a.model} on {n} worker(s) [{roles}], listening on http://{a.host}:{port}",
               flush=True)
@@ -260,6 +308,9 @@ async def serve(a: ServeConfig, stop: asyncio.Event | None = None) -> None:
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
     finally:
+        if advisor is not None:
+            stop.set()
+            await asyncio.gather(advisor, return_exceptions=True)
         if runner is not None:
             await runner.cleanup()
         if agent is not None:

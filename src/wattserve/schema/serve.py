@@ -58,6 +58,11 @@ class ServeConfig(RuntimeEngineConfig):
     power_as_model: ModelName = Field("llama-3.1-8b", description="catalog model whose iterations the modelled power "
                                 "agent assumes")
     slo: SloConfig = Field(default_factory=SloConfig)
+    placement_window_s: float | None = Field(
+        None, gt=0, description="every S seconds, recommend BiScale's tier-1 placement and base clocks for the "
+        "requests finished in the last S seconds (simulated on --gpu and the modelled catalog model; logged and "
+        "on /metrics, not applied: workers keep their TP) [default: off]",
+        json_schema_extra=flag("placement-window"))
     restart_workers: bool = Field(False, description="restart a crashed worker (weights reloaded) in its role and "
                                   "put it back in service; without it the server serves on with the rest",
                                   json_schema_extra=flag("restart-workers"))
