@@ -5,10 +5,13 @@ Llama-3.1-8B, 4 prefill + 4 decode), then the same trace repeated 10 times end t
 process. Then the 1x trace again with a step governor that changes the SM clock every iteration
 (`AlternatingClock`, here: full clock and 80% of it in turn, one iteration at a time), which turns
 every closed-form decode run into single iterations: the cost of per-iteration control (BiScale's
-DVFS). The ungoverned and governed runs alternate, so both see the same machine. The last line
-printed is one JSON object:
+DVFS). Then the 1x trace with BiScale's tier-2 governors attached (`simulate --governor biscale`:
+prefill MPC and decode slack, arXiv 2602.18755), the issue's target being >= 4,000 requests per
+wall second. The ungoverned, governed and biscale runs alternate, so all see the same machine. The
+last line printed is one JSON object:
   requests, wall_s, requests_per_wall_s, peak_rss_mb (of the 1x run), wall_10x_s, scaling_ratio,
-  governed_wall_s, governed_requests_per_wall_s, governed_peak_rss_mb.
+  governed_wall_s, governed_requests_per_wall_s, governed_peak_rss_mb, biscale_wall_s,
+  biscale_requests_per_wall_s, biscale_peak_rss_mb, biscale_over_ungoverned (wall ratio).
 Usage: python bench/sim_speed.py [--data ../shared/data] [--repeats 3]
 """
 
@@ -62,8 +65,11 @@ def governed_child(trace: str) -> None:
     print(json.dumps(s, default=float))
 
 
-def run_once(trace: Path, repeat: int, governed: bool = False) -> tuple[float, float, dict]:
+def run_once(trace: Path, repeat: int, governed: bool = False, governor: str | None = None
+             ) -> tuple[float, float, dict]:
     cmd = [sys.executable, "-m", "wattserve", "simulate", "--trace", str(trace), "--repeat", str(repeat), "--json"]
+    if governor is not None:
+        cmd += ["--governor", governor]
     if governed:
         cmd = [sys.executable, __file__, "--governed-child", str(trace)]
     t0 = time.perf_counter()
@@ -88,18 +94,21 @@ def main() -> None:
     trace = Path(a.data) / TRACE
     if not trace.is_file():
         sys.exit(f"trace not found: {trace}")
-    one, gov = [], []
+    one, gov, bis = [], [], []
     for _ in range(a.repeats):
         one.append(run_once(trace, 1))
         gov.append(run_once(trace, 1, governed=True))
+        bis.append(run_once(trace, 1, governor="biscale"))
     ten = [run_once(trace, 10) for _ in range(a.repeats)]
     w1 = min(r[0] for r in one)
     wg = min(r[0] for r in gov)
     w10 = min(r[0] for r in ten)
+    wb = min(r[0] for r in bis)
     n = one[0][2]["num_prompts"]
     g0 = gov[0][2]
     print(f"governed: {g0['clock_changes']} clock changes over {g0['iterations']} iterations")
-    for label, runs in (("1x", one), ("10x", ten), ("governed", gov)):
+    print(f"biscale / ungoverned wall: {wb / w1:.2f} (fastest of {a.repeats} alternating runs each)")
+    for label, runs in (("1x", one), ("10x", ten), ("governed", gov), ("biscale", bis)):
         print(f"{label}: wall {[round(r[0], 3) for r in runs]} s, peak RSS {max(r[1] for r in runs):.0f} MB, "
               f"completed {runs[0][2]['completed']}, failed {runs[0][2]['failed']}")
     print(json.dumps({
@@ -113,6 +122,10 @@ def main() -> None:
         "governed_wall_s": round(wg, 3),
         "governed_requests_per_wall_s": round(n / wg, 1),
         "governed_peak_rss_mb": round(max(r[1] for r in gov), 1),
+        "biscale_wall_s": round(wb, 3),
+        "biscale_requests_per_wall_s": round(n / wb, 1),
+        "biscale_peak_rss_mb": round(max(r[1] for r in bis), 1),
+        "biscale_over_ungoverned": round(wb / w1, 2),
     }))
 
 

@@ -12,6 +12,7 @@ TP2, 0.318 ms at TP4, 0.322 ms at TP8; 1 MiB in about 0.035 ms).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from wattserve.errors import unknown
 
@@ -37,10 +38,10 @@ class GpuSpec:
     """Per-GPU scale-out NIC (400 Gb/s InfiniBand NDR = 50 GB/s) for KV hand-off across nodes."""
     network_latency_s: float = 20e-6
 
-    @property
-    def clocks(self) -> list[int]:
-        """Supported SM clock steps, ascending."""
-        return list(range(self.clock_min_mhz, self.clock_max_mhz + 1, self.clock_step_mhz))
+    @cached_property
+    def clocks(self) -> tuple[int, ...]:
+        """Supported SM clock steps, ascending (asked for before every governed iteration, so made once)."""
+        return tuple(range(self.clock_min_mhz, self.clock_max_mhz + 1, self.clock_step_mhz))
 
     @property
     def peak_flops(self) -> float:

@@ -59,6 +59,8 @@ class DecodeSlackGovernor:
     feedback_s: float = 1.0
     """How often the observed TPOTs are read back (`view.recent_tpot_s()`)."""
     _by_power: dict[tuple[str, int], list[int]] = field(default_factory=dict, repr=False)
+    _coeffs: dict[tuple[int, int], tuple[float, float]] = field(default_factory=dict, repr=False)
+    """(alpha, beta) per (sequences, clock): they depend on nothing else for one engine's model."""
     _scale: float = field(default=1.0, repr=False)
     _next_feedback: float = field(default=0.0, repr=False)
 
@@ -100,8 +102,14 @@ class DecodeSlackGovernor:
                     return StepDecision(mhz, 1)
             return StepDecision(clocks[-1], 1)
         ctx = shape.decode_ctx
+        coeffs = self._coeffs
+        if len(coeffs) > 65536:
+            coeffs.clear()
         for mhz in self._order(view):
-            alpha, beta = lat.decode_coeffs(seqs, mhz)
+            ab = coeffs.get((seqs, mhz))
+            if ab is None:
+                ab = coeffs[(seqs, mhz)] = lat.decode_coeffs(seqs, mhz)
+            alpha, beta = ab
             if alpha + beta * ctx <= target:
                 return StepDecision(mhz, decode_hold(alpha, beta, ctx, seqs, target))
         return StepDecision(clocks[-1], 1)

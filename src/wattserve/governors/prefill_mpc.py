@@ -38,6 +38,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from wattserve.catalog.models import BatchShape
 from wattserve.seam.governor import UNGOVERNED, StepDecision, StepView
@@ -113,6 +114,7 @@ class PrefillMpcGovernor:
     _last: tuple[float, float, bool] | None = field(default=None, repr=False)
     """(decision time, predicted time of its batch, more batches were planned right after)."""
     _tables: dict[tuple[str, int | None], list[int]] = field(default_factory=dict, repr=False)
+    _costs: dict[tuple[tuple[float, ...], int], tuple[float, float]] = field(default_factory=dict, repr=False)
     feedback_s: float = 1.0
     """How often observed TTFTs are read back (`view.recent_ttft_s()`)."""
     cool: float = 0.3
@@ -138,6 +140,34 @@ class PrefillMpcGovernor:
             t = self._tables[key] = coarse_levels(view.gpu.clocks, self.levels, self.base_mhz)
         return t
 
+    def _price(self, view: StepView, shapes: list[BatchShape], levels: list[int], start: int, lo: int
+               ) -> tuple[list[list[float]], list[list[float]]]:
+        """Predicted time and energy of each batch at each level a plan can reach from `start`
+        (one level per batch, none below `lo`) and at the top (the max-clock plan); inf elsewhere.
+        Costs are kept across decisions: with no new arrivals, the next decision's batches are this
+        one's shifted by one, so most are priced once."""
+        lat, pw = view.latency, view.power
+        cache = self._costs
+        if len(cache) > 8192:
+            cache.clear()
+        top = len(levels) - 1
+        inf = float("inf")
+        times: list[list[float]] = []
+        energy: list[list[float]] = []
+        for k, s in enumerate(shapes):
+            tr, er = [inf] * len(levels), [inf] * len(levels)
+            key = (s.prefill_tokens, s.prefill_seqs, s.prefill_attn_pairs, s.prefill_ctx, s.decode_seqs, s.decode_ctx)
+            for lv in {*range(max(lo, start - 1 - k), min(top, start + 1 + k) + 1), top}:
+                mhz = levels[lv]
+                got = cache.get((key, mhz))
+                if got is None:
+                    cost = lat.iteration(s, mhz)
+                    got = cache[(key, mhz)] = (cost.time_s, cost.time_s * pw.busy_power(cost, mhz))
+                tr[lv], er[lv] = got
+            times.append(tr)
+            energy.append(er)
+        return times, energy
+
     def plan(self, view: StepView, floor: float = 0) -> Plan | None:
         """The least-energy feasible plan from the current level, the max-clock plan when none is
         feasible (`feasible` False when even that misses a deadline), or None with nothing to run.
@@ -150,17 +180,6 @@ class PrefillMpcGovernor:
                                  view.batch_arrivals_s())
         if not shapes:
             return None
-        lat, pw = view.latency, view.power
-        times: list[list[float]] = []
-        energy: list[list[float]] = []
-        for s in shapes:
-            tr, er = [], []
-            for mhz in levels:
-                cost = lat.iteration(s, mhz)
-                tr.append(cost.time_s)
-                er.append(cost.time_s * pw.busy_power(cost, mhz))
-            times.append(tr)
-            energy.append(er)
         now = view.now_s
         budget = [(a + slo * self.slo_margin - now) if slo is not None else float("inf") for a in oldest]
         if self._level is not None:
@@ -175,39 +194,49 @@ class PrefillMpcGovernor:
             lo = min(range(len(levels)), key=lambda k: abs(levels[k] - base))
             lo = min(top, lo + int(floor >= 1))
             start = max(start, lo)
+        times, energy = self._price(view, shapes, levels, start, lo)
         inf = float("inf")
-        # labels[l] = (energy, time, path) for the least-energy and the fastest path ending at level l
-        cheap: list[tuple[float, float, tuple[int, ...]] | None] = [None] * len(levels)
-        fast: list[tuple[float, float, tuple[int, ...]] | None] = [None] * len(levels)
+        # a label is (energy, time, level, parent label): the least-energy and the fastest path per level
+        Label = tuple[float, float, int, Any]
+        cheap: list[Label | None] = [None] * len(levels)
+        fast: list[Label | None] = [None] * len(levels)
+        t0, e0, b0 = times[0], energy[0], budget[0]
         for lv in (start - 1, start, start + 1):
-            if lo <= lv <= top and times[0][lv] <= budget[0]:
-                cheap[lv] = fast[lv] = (energy[0][lv], times[0][lv], (lv,))
+            if lo <= lv <= top and t0[lv] <= b0:
+                cheap[lv] = fast[lv] = (e0[lv], t0[lv], lv, None)
         for k in range(1, len(shapes)):
             tk, ek, bk = times[k], energy[k], budget[k]
-            nc: list[tuple[float, float, tuple[int, ...]] | None] = [None] * len(levels)
-            nf: list[tuple[float, float, tuple[int, ...]] | None] = [None] * len(levels)
-            for lv in range(lo, len(levels)):
-                best_e: tuple[float, float, tuple[int, ...]] | None = None
-                best_t: tuple[float, float, tuple[int, ...]] | None = None
+            nc: list[Label | None] = [None] * len(levels)
+            nf: list[Label | None] = [None] * len(levels)
+            for lv in range(max(lo, start - 1 - k), min(top, start + 1 + k) + 1):
+                best_e: Label | None = None
+                best_t: Label | None = None
+                t_lv, e_lv = tk[lv], ek[lv]
                 for p in (lv - 1, lv, lv + 1):
                     if p < 0 or p > top:
                         continue
-                    for lab in (cheap[p], fast[p]):
+                    c, f = cheap[p], fast[p]
+                    for lab in ((c,) if c is f else (c, f)):
                         if lab is None:
                             continue
-                        t = lab[1] + tk[lv]
+                        t = lab[1] + t_lv
                         if t > bk:
                             continue
-                        e = lab[0] + ek[lv]
+                        e = lab[0] + e_lv
                         if best_e is None or e < best_e[0]:
-                            best_e = (e, t, lab[2] + (lv,))
+                            best_e = (e, t, lv, lab)
                         if best_t is None or t < best_t[1]:
-                            best_t = (e, t, lab[2] + (lv,))
+                            best_t = (e, t, lv, lab)
                 nc[lv], nf[lv] = best_e, best_t
             cheap, fast = nc, nf
         best = min((lab for lab in cheap if lab is not None), key=lambda lab: lab[0], default=None)
         if best is not None:
-            path = best[2]
+            path: list[int] = []
+            node: Label | None = best
+            while node is not None:
+                path.append(node[2])
+                node = node[3]
+            path.reverse()
             return Plan(tuple(levels[i] for i in path), tuple(times[k][i] for k, i in enumerate(path)),
                         best[0], True)
         t_max = [row[top] for row in times]

@@ -12,6 +12,8 @@ found last time for similar work); successive iterations rarely move more than a
 
 from __future__ import annotations
 
+from bisect import bisect_right
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from wattserve.catalog.gpus import GpuSpec
@@ -30,13 +32,12 @@ class OperatingPoint:
 
 def operating_point(gpu: GpuSpec, latency: LatencyModel, power: PowerModel, shape: BatchShape,
                     cap_w: float, locked_clock_mhz: int | None = None, hint: int | None = None,
-                    clocks: list[int] | None = None) -> OperatingPoint:
+                    clocks: Sequence[int] | None = None) -> OperatingPoint:
     """Highest clock (at or below a locked clock) whose busy power fits under cap_w."""
     clocks = clocks if clocks is not None else gpu.clocks
     hi = len(clocks) - 1
-    if locked_clock_mhz is not None:
-        while hi > 0 and clocks[hi] > locked_clock_mhz:
-            hi -= 1
+    if locked_clock_mhz is not None and clocks[hi] > locked_clock_mhz:
+        hi = max(0, bisect_right(clocks, locked_clock_mhz) - 1)
 
     def at(i: int) -> OperatingPoint:
         c = clocks[i]

@@ -37,6 +37,9 @@ from wattserve.sim.step_clock import StepClock
 from wattserve.sim.step_view import InstanceView
 
 ROLES = ("colocated", "prefill", "decode")
+RECENT_SAMPLES = 65536
+"""Most TTFT/TPOT samples an instance keeps for its governor (far more than one instance finishes in
+the view's few-second window), so memory stays flat over a long trace."""
 PLAN_AHEAD = 64
 """Most iterations a governed run plans at once; pokes cut runs short, and planning far past them
 would ask the governor about iterations that never run."""
@@ -87,8 +90,8 @@ class Instance:
         self.reconfig_s = 0.0
         self._reconfiguring = False
         self.role_changes = 0
-        self.recent_ttft: deque[tuple[float, float]] = deque()
-        self.recent_tpot: deque[tuple[float, float]] = deque()
+        self.recent_ttft: deque[tuple[float, float]] = deque(maxlen=RECENT_SAMPLES)
+        self.recent_tpot: deque[tuple[float, float]] = deque(maxlen=RECENT_SAMPLES)
         self.prompt_tokens = 0
         """Prompt tokens prefilled here, recomputation after preemption included (monotonic)."""
         self.output_tokens = 0

@@ -8,6 +8,7 @@ power fits the cap (`perf.operating_point`).
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Sequence
 
 from wattserve.catalog.gpus import GpuSpec
@@ -67,9 +68,8 @@ class StepClock:
                                  self.clocks)
             self._hint[kind] = op.index
         top = self.top
-        if governed:
-            while top > 0 and self.clocks[top] > lock:  # type: ignore[operator]
-                top -= 1
+        if governed and self.clocks[top] > lock:  # type: ignore[operator]
+            top = max(0, bisect_right(self.clocks, lock) - 1)  # type: ignore[arg-type]
         self.throttled = op.index < top
         return op
 

@@ -121,5 +121,13 @@ class InstanceView:
 
 
 def _recent(window: deque[tuple[float, float]], now: float) -> list[float]:
+    """Samples in the last RECENT_S seconds, newest first: the window is in time order, so the walk
+    stops at the first older sample."""
     lo = now - RECENT_S
-    return [v for t, v in window if lo <= t <= now]
+    out = []
+    for t, v in reversed(window):
+        if t < lo:
+            break
+        if t <= now:
+            out.append(v)
+    return out
