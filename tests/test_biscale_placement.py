@@ -173,3 +173,17 @@ def test_compare_biscale_h100_writes_fields_table_and_plots(tmp_path: Path) -> N
     assert res["runs"][0]["prefill_energy_vs_distserve"] == 0.0
     assert {"energy_per_phase.png", "clock_over_time.png", "compare.md"} <= {f.name for f in out.iterdir()}
     assert "| azure-code | 1 | biscale |" in (out / "compare.md").read_text()
+
+
+@pytest.mark.skipif(not (DATA / "traces/azure_llm_2023").is_dir(), reason="needs ../shared/data")
+def test_biscale_saves_prefill_and_decode_energy_against_distserve_on_the_conversation_trace() -> None:
+    """The issue's acceptance at one swept rate (azure-conv, 8 req/s, both 5-minute windows)."""
+    from wattserve.experiments.biscale_scenario import BiScaleScenario, run_cell
+
+    rows = {r["policy"]: r for r in run_cell(BiScaleScenario(), "azure-conv", 8.0, str(DATA),
+                                             ("distserve", "place-only", "biscale"))}
+    ds, po, bs = rows["distserve"], rows["place-only"], rows["biscale"]
+    assert ds["slo_attainment"] >= 0.9 and bs["slo_attainment"] >= 0.9
+    assert bs["prefill_energy_j"] <= 0.75 * ds["prefill_energy_j"]
+    assert bs["decode_energy_j"] <= 0.70 * ds["decode_energy_j"]
+    assert bs["gpu_energy_j"] <= po["gpu_energy_j"] <= ds["gpu_energy_j"]
