@@ -93,11 +93,12 @@ class DecodeSlackGovernor:
             return StepDecision(clocks[-1], 1)
         shape = view.shape
         seqs = shape.decode_seqs
-        self._feedback(view, slo * self.margin)
+        if view.now_s >= self._next_feedback:
+            self._feedback(view, slo * self.margin)
         target = slo * self.margin * self._scale
         lat = view.latency
         if shape.prefill_tokens or seqs == 0:
-            for mhz in self._order(view):
+            for mhz in self._order(view, shape):
                 if lat.iteration(shape, mhz).time_s <= target:
                     return StepDecision(mhz, 1)
             return StepDecision(clocks[-1], 1)
@@ -105,7 +106,7 @@ class DecodeSlackGovernor:
         coeffs = self._coeffs
         if len(coeffs) > 65536:
             coeffs.clear()
-        for mhz in self._order(view):
+        for mhz in self._order(view, shape):
             ab = coeffs.get((seqs, mhz))
             if ab is None:
                 ab = coeffs[(seqs, mhz)] = lat.decode_coeffs(seqs, mhz)
@@ -114,10 +115,9 @@ class DecodeSlackGovernor:
                 return StepDecision(mhz, decode_hold(alpha, beta, ctx, seqs, target))
         return StepDecision(clocks[-1], 1)
 
-    def _order(self, view: StepView) -> list[int]:
+    def _order(self, view: StepView, shape: BatchShape) -> list[int]:
         """Clocks by power of a representative batch (its own ranking, cached per batch size),
         lowest first; ties keep the one nearest the base clock, so the search starts there."""
-        shape = view.shape
         key = (view.gpu.name, shape.decode_seqs)
         order = self._by_power.get(key)
         if order is None:

@@ -157,7 +157,8 @@ class PrefillMpcGovernor:
         for k, s in enumerate(shapes):
             tr, er = [inf] * len(levels), [inf] * len(levels)
             key = (s.prefill_tokens, s.prefill_seqs, s.prefill_attn_pairs, s.prefill_ctx, s.decode_seqs, s.decode_ctx)
-            for lv in {*range(max(lo, start - 1 - k), min(top, start + 1 + k) + 1), top}:
+            hi = min(top, start + 1 + k)
+            for lv in (*range(max(lo, start - 1 - k), hi + 1), *((top,) if hi < top else ())):
                 mhz = levels[lv]
                 got = cache.get((key, mhz))
                 if got is None:

@@ -106,6 +106,8 @@ class InstanceView:
 
     def queued_prompts(self) -> Sequence[tuple[float, int]]:
         inst = self._inst
+        if not inst.active and not inst.waiting:
+            return ()
         chunk = {id(r): n for r, n in inst.run.chunks}
         part = [(r.arrival, r.target - r.prefilled - chunk.get(id(r), 0)) for r in inst.active]
         return [p for p in part if p[1] > 0] + [(r.arrival, r.target) for r in inst.waiting]
