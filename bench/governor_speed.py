@@ -20,16 +20,15 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 
-from wattserve.catalog.gpus import GpuSpec, get_gpu
+from wattserve.catalog.gpus import get_gpu
 from wattserve.catalog.models import BatchShape, get_model
 from wattserve.governors import DecodeSlackGovernor, PrefillMpcGovernor
-from wattserve.perf.latency import LatencyModel, RooflineLatencyModel
-from wattserve.perf.power import PowerModel, UtilizationPowerModel
+from wattserve.governors.static_view import StaticView
+from wattserve.perf.latency import RooflineLatencyModel
+from wattserve.perf.power import UtilizationPowerModel
 
 GPU = get_gpu("h100")
 LATENCY = RooflineLatencyModel(GPU, get_model("llama-3.1-70b"), 4)
@@ -37,39 +36,13 @@ POWER = UtilizationPowerModel.for_gpu(GPU)
 BUDGET = 8192
 
 
-@dataclass
-class View:
-    """A `seam.governor.StepView` with every field given."""
-
-    phase: str
-    shape: BatchShape
-    now_s: float
-    queue: list[tuple[float, int]] = field(default_factory=list)
-    arrivals: list[float] = field(default_factory=list)
-    slo_ttft_s: float | None = 0.6
-    slo_tpot_s: float | None = 0.1
-    kv_usage: float = 0.3
-    prefill_token_budget: int = BUDGET
-    cap_w: float = 700.0
-    locked_clock_mhz: int | None = None
-    gpu: GpuSpec = GPU
-    latency: LatencyModel = LATENCY
-    power: PowerModel = POWER
-
-    def queued_prompts(self) -> Sequence[tuple[float, int]]:
-        return self.queue
-
-    def batch_arrivals_s(self) -> Sequence[float]:
-        return self.arrivals
-
-    def recent_ttft_s(self) -> Sequence[float]:
-        return []
-
-    def recent_tpot_s(self) -> Sequence[float]:
-        return []
+def View(phase: str, shape: BatchShape, now_s: float, queue: list[tuple[float, int]] | None = None,  # noqa: N802
+         arrivals: list[float] | None = None) -> StaticView:
+    return StaticView(phase, shape, GPU, LATENCY, POWER, now_s, queue or [], arrivals or [], slo_ttft_s=0.6,
+                      slo_tpot_s=0.1, kv_usage=0.3, prefill_token_budget=BUDGET)
 
 
-def prefill_views(n: int, rng: np.random.Generator) -> list[View]:
+def prefill_views(n: int, rng: np.random.Generator) -> list[StaticView]:
     views = []
     for i in range(n):
         now = 10.0 + i * 0.05
@@ -82,7 +55,7 @@ def prefill_views(n: int, rng: np.random.Generator) -> list[View]:
     return views
 
 
-def decode_views(n: int, rng: np.random.Generator) -> list[View]:
+def decode_views(n: int, rng: np.random.Generator) -> list[StaticView]:
     views = []
     for i in range(n):
         seqs = int(rng.integers(1, 257))
@@ -91,7 +64,7 @@ def decode_views(n: int, rng: np.random.Generator) -> list[View]:
     return views
 
 
-def timed(decide, views: list[View]) -> np.ndarray:  # noqa: ANN001
+def timed(decide, views: list[StaticView]) -> np.ndarray:  # noqa: ANN001
     for v in views[:50]:
         decide(v)
     out = np.empty(len(views))

@@ -4,20 +4,21 @@ combination, checked against the governors' own latency and power models."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wattserve.catalog.gpus import GpuSpec, get_gpu
+from wattserve.catalog.gpus import get_gpu
 from wattserve.catalog.models import BatchShape, get_model
 from wattserve.governors import BiScaleGovernor, DecodeSlackGovernor, PrefillMpcGovernor, make_governor
 from wattserve.governors.decode_slack import decode_hold
 from wattserve.governors.prefill_mpc import rollout
+from wattserve.governors.static_view import StaticView
 from wattserve.perf.latency import LatencyModel, RooflineLatencyModel
-from wattserve.perf.power import PowerModel, UtilizationPowerModel
+from wattserve.perf.power import UtilizationPowerModel
 from wattserve.seam.governor import HOLD_UNTIL_CHANGE
 
 H100 = get_gpu("h100")
@@ -26,35 +27,11 @@ LAT70 = RooflineLatencyModel(H100, get_model("llama-3.1-70b"), 4)
 POWER = UtilizationPowerModel.for_gpu(H100)
 
 
-@dataclass
-class View:
-    phase: str
-    shape: BatchShape
-    slo_ttft_s: float | None = None
-    slo_tpot_s: float | None = None
-    now_s: float = 0.0
-    kv_usage: float = 0.1
-    queue: list[tuple[float, int]] = field(default_factory=list)
-    prefill_token_budget: int = 2048
-    latency: LatencyModel = LAT8
-    cap_w: float = 700.0
-    locked_clock_mhz: int | None = None
-    gpu: GpuSpec = H100
-    power: PowerModel = POWER
-
-    arrivals: list[float] = field(default_factory=list)
-
-    def queued_prompts(self) -> Sequence[tuple[float, int]]:
-        return self.queue
-
-    def batch_arrivals_s(self) -> Sequence[float]:
-        return self.arrivals
-
-    def recent_ttft_s(self) -> Sequence[float]:
-        return []
-
-    def recent_tpot_s(self) -> Sequence[float]:
-        return []
+def View(phase: str, shape: BatchShape, **kw: Any) -> StaticView:  # noqa: N802 - reads as the view it builds
+    """An H100 view (llama-3.1-8b latency unless `latency` is given, KV 10% used, budget 2,048)."""
+    kw.setdefault("latency", LAT8)
+    kw.setdefault("kv_usage", 0.1)
+    return StaticView(phase, shape, H100, power=POWER, **kw)
 
 
 def _decode_time(lat: LatencyModel, seqs: int, ctx: int, mhz: int) -> float:
@@ -111,7 +88,7 @@ def test_decode_without_slo_runs_at_the_base_clock_and_defers_other_phases() -> 
 queues = st.lists(st.tuples(st.floats(0.0, 2.0), st.integers(100, 8000)), min_size=1, max_size=64)
 
 
-def _plan_ok(view: View, gov: PrefillMpcGovernor, clocks: Sequence[int]) -> bool:
+def _plan_ok(view: StaticView, gov: PrefillMpcGovernor, clocks: Sequence[int]) -> bool:
     shapes, oldest = rollout(view.shape, sorted(view.queue), view.prefill_token_budget, gov.horizon)
     t = view.now_s
     for s, a, c in zip(shapes, oldest, clocks, strict=False):
@@ -279,3 +256,12 @@ def test_serve_placement_window_recommends_a_tier1_placement_on_metrics_and_in_t
     assert got[("instances", "prefill")] >= 1 and got[("instances", "decode")] >= 1, text[-3000:]
     assert got[("tp", "prefill")] * got[("instances", "prefill")] + got[("tp", "decode")] * got[("instances", "decode")] <= 2
     assert "BiScale tier 1 recommends" in out and "not applied" in out
+
+
+def test_static_view_implements_every_member_of_the_step_view_protocol() -> None:
+    from wattserve.seam.governor import StepView
+
+    members = {n for n in vars(StepView) if not n.startswith("_")} | set(StepView.__annotations__)
+    view = View("decode", BatchShape(decode_seqs=2, decode_ctx=100))
+    missing = sorted(m for m in members if not hasattr(view, m))
+    assert members and not missing
