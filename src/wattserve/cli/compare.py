@@ -142,8 +142,10 @@ def _biscale(sc: Any, args: argparse.Namespace, started: float) -> int:
 
 
 def _check_traces(data: str) -> None:
+    from wattserve.experiments.workloads import azure_trace
+
     for kind in ("conv", "code"):
-        if not (Path(data) / f"traces/azure_llm_2023/AzureLLMInferenceTrace_{kind}.csv").is_file():
+        if not azure_trace(data, kind).is_file():
             raise UsageError(f"{data!r} has no traces/azure_llm_2023/; allowed: the shared data folder", "--data")
 
 

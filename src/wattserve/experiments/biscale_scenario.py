@@ -36,6 +36,7 @@ from wattserve.experiments.biscale_placement import (
     WindowStats,
     choose,
 )
+from wattserve.experiments.workloads import azure_trace
 from wattserve.governors.biscale import BiScaleGovernor
 from wattserve.metrics.summary import slo_met
 from wattserve.results.records import COMPLETED
@@ -46,7 +47,7 @@ from wattserve.sim.cluster import Cluster
 from wattserve.workload import Workload, load_trace
 
 POLICIES = ("distserve", "place-only", "biscale")
-TRACES = {"azure-conv": "AzureLLMInferenceTrace_conv.csv", "azure-code": "AzureLLMInferenceTrace_code.csv"}
+TRACES = {"azure-conv": "conv", "azure-code": "code"}
 
 
 @dataclass(frozen=True)
@@ -86,14 +87,8 @@ def trace_workload(name: str, rate: float, duration_s: float, data_dir: str) -> 
     """The trace rescaled to `rate` req/s, its first `duration_s` seconds."""
     if name not in TRACES:
         raise UsageError(f"unknown workload {name!r}; allowed: {', '.join(TRACES)}", "--workloads")
-    trace = load_trace(f"{data_dir}/traces/azure_llm_2023/{TRACES[name]}")
+    trace = load_trace(str(azure_trace(data_dir, TRACES[name])))
     return trace.rescale(rate).window(0.0, duration_s)
-
-
-def _window(wl: Workload, lo: float, hi: float) -> Workload:
-    """Requests arriving in [lo, hi), times from lo; empty when none does (a trace has gaps)."""
-    m = (wl.arrival_s >= lo) & (wl.arrival_s < hi)
-    return Workload(wl.arrival_s[m] - lo, wl.prompt_tokens[m], wl.output_tokens[m], wl.name)
 
 
 def _governor(policy: str, pl: Placement) -> Callable[[], StepGovernor] | None:
@@ -144,7 +139,7 @@ def run_cell(sc: BiScaleScenario, workload: str, rate: float, data_dir: str,
     """Every policy on one workload at one rate, window by window."""
     wl = trace_workload(workload, rate, sc.duration_s, data_dir)
     n_win = max(1, int(np.ceil(sc.duration_s / sc.window_s)))
-    windows = [_window(wl, k * sc.window_s, (k + 1) * sc.window_s) for k in range(n_win)]
+    windows = [wl.between(k * sc.window_s, (k + 1) * sc.window_s) for k in range(n_win)]
     space = sc.space()
     acc: dict[str, dict[str, Any]] = {p: {"met": 0, "n": 0, "out": 0, "prefill": 0.0, "decode": 0.0, "idle": 0.0,
                                           "plans": [], "clocks": {"prefill": {}, "decode": {}}, "trace": {}}

@@ -9,6 +9,8 @@ longbench-like: long prompts up to 8K (LongBench's documents are 5K-15K words; t
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from wattserve.errors import unknown
@@ -24,6 +26,11 @@ def _concat(a: Workload, b: Workload, name: str) -> Workload:
     return Workload(np.concatenate([a.arrival_s, b.arrival_s + a.arrival_s[-1] + gap]),
                     np.concatenate([a.prompt_tokens, b.prompt_tokens]),
                     np.concatenate([a.output_tokens, b.output_tokens]), name)
+
+
+def azure_trace(data_dir: str | Path, kind: str) -> Path:
+    """The Azure LLM 2023 trace `kind` ('conv' or 'code') in the shared data folder."""
+    return Path(data_dir) / "traces" / "azure_llm_2023" / f"AzureLLMInferenceTrace_{kind}.csv"
 
 
 def make_workload(name: str, rate: float, seed: int, data_dir: str | None = None,
@@ -44,7 +51,7 @@ def make_workload(name: str, rate: float, seed: int, data_dir: str | None = None
         if data_dir is None:
             raise unknown("data", None, ["a shared data folder (--data)"])
         kind = "conv" if name == "azure-conv" else "code"
-        trace = load_trace(f"{data_dir}/traces/azure_llm_2023/AzureLLMInferenceTrace_{kind}.csv")
+        trace = load_trace(str(azure_trace(data_dir, kind)))
         return trace.rescale(rate).head(TRACE_REQUESTS)
     raise unknown("workload", name, WORKLOADS)
 

@@ -36,18 +36,25 @@ class Workload:
     def rate(self) -> float:
         return (len(self) - 1) / self.span_s if self.span_s > 0 else 0.0
 
-    def window(self, start_s: float | None, end_s: float | None) -> Workload:
-        """Requests arriving in [start_s, end_s), times made relative to start_s."""
-        lo = 0.0 if start_s is None else start_s
-        mask = self.arrival_s >= lo
+    def between(self, start_s: float, end_s: float | None) -> Workload:
+        """Requests arriving in [start_s, end_s), times made relative to start_s; empty when none
+        does (a window of a trace with gaps)."""
+        mask = self.arrival_s >= start_s
         if end_s is not None:
-            if end_s <= lo:
-                raise UsageError(f"end {end_s:g} s must be after start {lo:g} s", "workload.duration_s")
             mask &= self.arrival_s < end_s
-        if not mask.any():
+        return Workload(self.arrival_s[mask] - start_s, self.prompt_tokens[mask], self.output_tokens[mask],
+                        self.name)
+
+    def window(self, start_s: float | None, end_s: float | None) -> Workload:
+        """`between`, refusing an empty or inverted window (what a user's --duration asks for)."""
+        lo = 0.0 if start_s is None else start_s
+        if end_s is not None and end_s <= lo:
+            raise UsageError(f"end {end_s:g} s must be after start {lo:g} s", "workload.duration_s")
+        w = self.between(lo, end_s)
+        if not len(w):
             raise UsageError(f"no request arrives in [{lo:g}, {end_s}) s; the trace spans "
                              f"[0, {self.span_s:.1f}] s", "workload.duration_s")
-        return Workload(self.arrival_s[mask] - lo, self.prompt_tokens[mask], self.output_tokens[mask], self.name)
+        return w
 
     def rescale(self, rate: float) -> Workload:
         """Stretch or squeeze time so that the mean request rate becomes `rate` (req/s)."""
