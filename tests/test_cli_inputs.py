@@ -103,7 +103,10 @@ CASES: list[tuple[str, list[str], str]] = [
     ("clock-99", ["simulate", "--clock", "99"], "MHz"),
     ("clock-5000", ["simulate", "--clock", "5000"], "--clock: 5000 MHz is outside H100-SXM's range"),
     ("clock-nan", ["simulate", "--clock", "nan"], "--clock"),
-    ("colocated-and-prefill", ["simulate", "--colocated", "8", "--prefill", "2"], "--colocated: use either"),
+    ("colocated-and-prefill", ["simulate", "--colocated", "8", "--prefill", "2"], "--colocated: use one layout"),
+    ("concurrent-and-prefill", ["simulate", "--concurrent", "1", "--prefill", "2"], "--concurrent: use one layout"),
+    ("concurrent-and-colocated", ["simulate", "--concurrent", "1", "--colocated", "1"], "use one layout"),
+    ("concurrent-negative", ["simulate", "--concurrent", "-1"], "--concurrent"),
     ("router-unknown", ["simulate", "--router", "random"], "--router"),
     ("governor-unknown", ["simulate", "--governor", "fastest"], "unknown governor 'fastest'; allowed: max-clock"),
     # simulate: power control

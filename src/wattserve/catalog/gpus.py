@@ -37,6 +37,12 @@ class GpuSpec:
     network_gb_s: float = 50.0
     """Per-GPU scale-out NIC (400 Gb/s InfiniBand NDR = 50 GB/s) for KV hand-off across nodes."""
     network_latency_s: float = 20e-6
+    compute_units: int = 132
+    """SMs (NVIDIA) or CUs (AMD): what a compute share is counted in."""
+    share_step: int = 8
+    """Smallest step of a compute share in compute units: H100 green contexts split SMs in groups of 8
+    (CUDA driver API, cuDevSmResourceSplitByCount on compute capability 9.0); MI300X CU masks set
+    single CUs."""
 
     @cached_property
     def clocks(self) -> tuple[int, ...]:
@@ -62,7 +68,7 @@ GPUS: dict[str, GpuSpec] = {
     "h100": GpuSpec(
         name="H100-SXM", bf16_tflops=989.4, hbm_gb=80, hbm_tb_s=3.35, tdp_w=700, cap_min_w=200,
         cap_max_w=700, clock_min_mhz=345, clock_max_mhz=1980, clock_step_mhz=15, idle_w=75,
-        link_gb_s=450, allreduce_bus_gb_s=360, allreduce_latency_s=30e-6,
+        link_gb_s=450, allreduce_bus_gb_s=360, allreduce_latency_s=30e-6, compute_units=132,
     ),
     # H200 SXM 141GB: same compute as H100, 4.8 TB/s HBM3e, 700 W, 200-700 W limits, idle 73-76 W.
     "h200": GpuSpec(
@@ -75,7 +81,7 @@ GPUS: dict[str, GpuSpec] = {
     "a100": GpuSpec(
         name="A100-SXM-80GB", bf16_tflops=312, hbm_gb=80, hbm_tb_s=2.039, tdp_w=400, cap_min_w=100,
         cap_max_w=400, clock_min_mhz=210, clock_max_mhz=1410, clock_step_mhz=15, idle_w=63,
-        link_gb_s=300, allreduce_bus_gb_s=230, allreduce_latency_s=35e-6,
+        link_gb_s=300, allreduce_bus_gb_s=230, allreduce_latency_s=35e-6, compute_units=108,
     ),
     # MI300X OAM 192GB: 1307.4 TFLOP/s, 5.3 TB/s, 750 W, sclk 500-2100 MHz, idle 130-137 W (rocm-smi).
     # The minimum power cap is not in gpu_specs.csv ("unknown"): 300 W is assumed, below the lowest
@@ -83,7 +89,7 @@ GPUS: dict[str, GpuSpec] = {
     "mi300x": GpuSpec(
         name="MI300X", bf16_tflops=1307.4, hbm_gb=192, hbm_tb_s=5.3, tdp_w=750, cap_min_w=300,
         cap_max_w=750, clock_min_mhz=500, clock_max_mhz=2100, clock_step_mhz=25, idle_w=132,
-        link_gb_s=448, allreduce_bus_gb_s=300, allreduce_latency_s=40e-6,
+        link_gb_s=448, allreduce_bus_gb_s=300, allreduce_latency_s=40e-6, compute_units=304, share_step=1,
     ),
 }
 

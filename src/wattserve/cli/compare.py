@@ -18,10 +18,13 @@ def add(sub: argparse._SubParsersAction) -> None:
                        description="Run a named scenario for every policy, in a process pool: rapid-mi300x and "
                                    "rapid-h100 across their rate sweeps; pals-moe over a throughput-target schedule "
                                    "and a demand-response budget, per deployment; biscale-h100 (DistServe's placement "
-                                   "against BiScale's placement and per-iteration DVFS) across its rate sweeps. Writes compare.json, compare.md "
+                                   "against BiScale's placement and per-iteration DVFS) across its rate sweeps; rapid-serve-mi300x "
+                                   "(concurrent prefill/decode against chunked prefill and 4P+4D) per model and "
+                                   "workload. Writes compare.json, compare.md "
                                    "and plots.")
     p.add_argument("--scenario", required=True, metavar="NAME",
-                   help="named scenario [allowed: rapid-mi300x, rapid-h100, pals-moe, biscale-h100]")
+                   help="named scenario [allowed: rapid-mi300x, rapid-h100, pals-moe, biscale-h100, "
+                   "rapid-serve-mi300x]")
     p.add_argument("--out", metavar="DIR", help="results folder [default runs/compare-<scenario>]")
     p.add_argument("--data", default=str(DEFAULT_DATA), metavar="DIR",
                    help=f"shared data folder, for trace workloads [default {DEFAULT_DATA}, beside the repository]")
@@ -141,6 +144,25 @@ def _biscale(sc: Any, args: argparse.Namespace, started: float) -> int:
     return 0
 
 
+def _rapid_serve(sc: Any, args: argparse.Namespace, started: float) -> int:
+    """rapid-serve-mi300x: synthetic workloads per model; goodput and saturation throughput per layout."""
+    from wattserve.experiments.rapid_serve_report import markdown, plots
+    from wattserve.experiments.rapid_serve_scenario import run_rapid_serve_compare
+
+    policies = _csv_list(args.policies, sc.policies, "--policies")
+    if "chunked-512" not in policies:
+        policies = ["chunked-512", *policies]
+    workloads = _csv_list(args.workloads, sc.workloads, "--workloads")
+    rates = {w: _rates(args.rates) for w in workloads} if args.rates is not None else None
+    out = _checked_common(args, sc.name)
+    res = run_rapid_serve_compare(sc, list(sc.models), workloads, rates, policies, args.seed, args.jobs,
+                                  _progress(sc.name))
+    _write(out, res, started, markdown, plots)
+    print(markdown(res).split("\n\n| model | workload | rate |")[0])
+    print(f"results in {out}/ ({res['wall_time_s']:.0f} s)")
+    return 0
+
+
 def _check_traces(data: str) -> None:
     from wattserve.experiments.workloads import azure_trace
 
@@ -153,6 +175,7 @@ def cmd_compare(args: argparse.Namespace, started: float) -> int:
     from wattserve.experiments.biscale_scenario import BiScaleScenario
     from wattserve.experiments.compare import markdown, plots, run_compare
     from wattserve.experiments.pals_moe import PalsScenario
+    from wattserve.experiments.rapid_serve_scenario import RapidServeScenario
     from wattserve.experiments.scenarios import get_scenario
 
     try:
@@ -163,6 +186,8 @@ def cmd_compare(args: argparse.Namespace, started: float) -> int:
         return _pals(sc, args, started)
     if isinstance(sc, BiScaleScenario):
         return _biscale(sc, args, started)
+    if isinstance(sc, RapidServeScenario):
+        return _rapid_serve(sc, args, started)
     policies = _csv_list(args.policies, sc.policies, "--policies")
     workloads = _csv_list(args.workloads, sc.workloads, "--workloads")
     if args.rates is not None:

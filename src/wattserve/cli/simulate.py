@@ -34,7 +34,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     from wattserve.schema.flags import overrides
 
     o = overrides(args, SIMULATE)
-    if args.colocated:
+    if args.colocated or args.concurrent:
         o.setdefault("cluster.prefill", 0)
         o.setdefault("cluster.decode", 0)
     return o

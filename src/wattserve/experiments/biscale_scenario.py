@@ -21,7 +21,6 @@ reload, drain) is not charged, as in BiScale's own accounting of tier-1 decision
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -36,6 +35,7 @@ from wattserve.experiments.biscale_placement import (
     WindowStats,
     choose,
 )
+from wattserve.experiments.pool import ordered_map
 from wattserve.experiments.workloads import azure_trace
 from wattserve.governors.biscale import BiScaleGovernor
 from wattserve.metrics.summary import slo_met
@@ -201,19 +201,7 @@ def run_biscale_compare(sc: BiScaleScenario, data_dir: str, rates: dict[str, lis
     """compare.json's content: a row for every (workload, rate, policy), cells in a process pool,
     in a fixed order, and each row's savings against `distserve` at the same workload and rate."""
     cells = [(sc, w, r, data_dir, tuple(policies)) for w, rs in rates.items() for r in rs]
-    rows: list[dict[str, Any]] = []
-    if jobs == 1 or len(cells) == 1:
-        outs: Iterable[list[dict[str, Any]]] = map(_cell, cells)
-        for i, out in enumerate(outs):
-            rows += out
-            if progress:
-                progress(i + 1, len(cells))
-    else:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
-            for i, out in enumerate(pool.map(_cell, cells)):
-                rows += out
-                if progress:
-                    progress(i + 1, len(cells))
+    rows = [row for out in ordered_map(_cell, cells, jobs, progress) for row in out]
     base = {(r["workload"], r["rate"]): r for r in rows if r["policy"] == "distserve"}
     for r in rows:
         d = base.get((r["workload"], r["rate"]))

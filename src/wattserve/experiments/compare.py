@@ -7,12 +7,11 @@ table), attainment_vs_rate_<workload>.png, and power_roles_<workload>.png for th
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from wattserve.experiments.pool import ordered_map
 from wattserve.experiments.run import Job, run_job
 from wattserve.experiments.scenarios import NamedScenario
 
@@ -37,19 +36,7 @@ def run_compare(sc: NamedScenario, policies: list[str], workloads: list[str], ra
                 progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     todo = [Job(sc, p, w, r, seed, data_dir, timelines=(r == max(rates[w]) and sc.arm(p).experiment != "oracle"))
             for w in workloads for r in rates[w] for p in policies]
-    workers = jobs or max(1, os.cpu_count() or 1)
-    results: list[dict[str, Any]] = []
-    if workers == 1:
-        for i, j in enumerate(todo):
-            results.append(run_job(j))
-            if progress:
-                progress(i + 1, len(todo))
-    else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for i, r in enumerate(pool.map(run_job, todo, chunksize=1)):
-                results.append(r)
-                if progress:
-                    progress(i + 1, len(todo))
+    results = ordered_map(run_job, todo, jobs, progress)
     summary = []
     for w in workloads:
         for p in policies:

@@ -12,7 +12,8 @@ names that compare.json has always used: `colocated` is the static policy on the
 pals-moe (PALS's evaluation shape: MoE models, a moving throughput target, a demand-response
 budget) is a different kind of comparison, not a rate sweep: pals_moe.py defines it. biscale-h100
 (BiScale's evaluation shape: placement re-planned per window, per-iteration DVFS) is a rate sweep
-whose arms plan their own placements: biscale_scenario.py defines it.
+whose arms plan their own placements: biscale_scenario.py defines it. rapid-serve-mi300x (RAPID-Serve's:
+layouts compared by goodput, per model and synthetic workload): rapid_serve_scenario.py.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Literal
 
 from wattserve.experiments.biscale_scenario import BiScaleScenario
 from wattserve.experiments.pals_moe import PalsScenario
+from wattserve.experiments.rapid_serve_scenario import RapidServeScenario
 from wattserve.registry import Registry
 from wattserve.schema.cluster import ClusterConfig
 from wattserve.schema.control import ControlConfig
@@ -99,7 +101,7 @@ class NamedScenario:
                         slo=SloConfig(ttft_ms=self.slo_ttft_ms, tpot_ms=self.slo_tpot_ms))
 
 
-SCENARIOS: Registry[NamedScenario | PalsScenario | BiScaleScenario] = Registry("scenario", {
+SCENARIOS: Registry[NamedScenario | PalsScenario | BiScaleScenario | RapidServeScenario] = Registry("scenario", {
     "rapid-h100": lambda: NamedScenario(
         name="rapid-h100", gpu="h100", model="llama-3.1-8b", tp=1, prefill=4, decode=4, budget_w=4000,
         slo_ttft_ms=1000, slo_tpot_ms=40, workloads=("azure-conv", "azure-code"),
@@ -113,8 +115,9 @@ SCENARIOS: Registry[NamedScenario | PalsScenario | BiScaleScenario] = Registry("
     ),
     "pals-moe": PalsScenario,
     "biscale-h100": BiScaleScenario,
+    "rapid-serve-mi300x": RapidServeScenario,
 })
 
 
-def get_scenario(name: str) -> NamedScenario | PalsScenario | BiScaleScenario:
+def get_scenario(name: str) -> NamedScenario | PalsScenario | BiScaleScenario | RapidServeScenario:
     return SCENARIOS.make(name)

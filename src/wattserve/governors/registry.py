@@ -8,6 +8,7 @@ from wattserve.governors.biscale import BiScaleGovernor
 from wattserve.governors.decode_slack import DecodeSlackGovernor
 from wattserve.governors.max_clock import MaxClockGovernor
 from wattserve.governors.prefill_mpc import PrefillMpcGovernor
+from wattserve.governors.rapid_serve import RapidServeGovernor
 from wattserve.governors.tpot_slack import TpotSlackGovernor
 from wattserve.registry import Registry
 from wattserve.seam.governor import StepGovernor
@@ -18,6 +19,7 @@ GOVERNORS: Registry[StepGovernor] = Registry("governor", {
     "biscale": BiScaleGovernor,
     "decode-slack": DecodeSlackGovernor,
     "prefill-mpc": PrefillMpcGovernor,
+    "rapid-serve": RapidServeGovernor,
 })
 
 

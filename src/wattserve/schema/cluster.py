@@ -44,6 +44,9 @@ class ClusterConfig(Strict):
     decode: int = Field(4, ge=0, description="decode instances", json_schema_extra=flag("decode"))
     colocated: int = Field(0, ge=0, description="colocated (hybrid-batching) instances instead of "
                            "prefill/decode: the layout", json_schema_extra=flag("colocated"))
+    concurrent: int = Field(0, ge=0, description="concurrent instances instead of prefill/decode: prefill and "
+                            "decode run at once on the same GPUs, each on its own stream (RAPID-Serve)",
+                            json_schema_extra=flag("concurrent"))
     power_cap_w: float | None = Field(None, gt=0, description="per-GPU power cap, W (default: the GPU's TDP)",
                                       json_schema_extra=flag("power-cap"))
     prefill_cap_w: float | None = Field(None, gt=0, description="per-GPU cap on prefill instances, W",
@@ -67,23 +70,29 @@ class ClusterConfig(Strict):
 
     @model_validator(mode="after")
     def _shape(self) -> ClusterConfig:
-        if self.colocated and (self.prefill or self.decode):
-            raise ValueError("cluster.colocated: use either colocated > 0 or prefill/decode > 0, not both "
-                             f"(got colocated={self.colocated}, prefill={self.prefill}, decode={self.decode})")
-        if not self.colocated and (self.prefill < 1 or self.decode < 1):
+        for name in ("colocated", "concurrent"):
+            n = getattr(self, name)
+            if n and (self.prefill or self.decode or self.colocated + self.concurrent > n):
+                raise ValueError(f"cluster.{name}: use one layout: colocated > 0, concurrent > 0, or "
+                                 f"prefill/decode > 0 (got colocated={self.colocated}, concurrent="
+                                 f"{self.concurrent}, prefill={self.prefill}, decode={self.decode})")
+        if not self.colocated and not self.concurrent and (self.prefill < 1 or self.decode < 1):
             field = "cluster.prefill" if self.prefill < 1 else "cluster.decode"
             raise ValueError(f"{field}: a disaggregated cluster needs prefill >= 1 and decode >= 1 "
-                             f"(got prefill={self.prefill}, decode={self.decode}); or set colocated >= 1")
+                             f"(got prefill={self.prefill}, decode={self.decode}); or set colocated >= 1 "
+                             "or concurrent >= 1")
         return self
 
     @property
     def layout(self) -> str:
-        """'colocated' or 'disaggregated': a property of the cluster, not of a power policy."""
-        return "colocated" if self.colocated else "disaggregated"
+        """'colocated', 'concurrent' or 'disaggregated': a property of the cluster, not of a power policy."""
+        if self.colocated:
+            return "colocated"
+        return "concurrent" if self.concurrent else "disaggregated"
 
     @property
     def num_instances(self) -> int:
-        return self.prefill + self.decode + self.colocated
+        return self.prefill + self.decode + self.colocated + self.concurrent
 
     def tp_of(self, role: str) -> int:
         """TP degree of an instance in `role`: DistServe and BiScale place prefill and decode with
@@ -99,4 +108,4 @@ class ClusterConfig(Strict):
     @property
     def num_gpus(self) -> int:
         return (self.prefill * self.tp_of("prefill") + self.decode * self.tp_of("decode")
-                + self.colocated * self.tp)
+                + (self.colocated + self.concurrent) * self.tp)

@@ -37,6 +37,11 @@ class StepDecision:
     hold_iters: int = HOLD_UNTIL_CHANGE
     """How many iterations this decision stands for (>= 1); the engine asks again after them, or
     earlier when the batch changes."""
+    decode_share: float | None = None
+    """For an engine running prefill and decode concurrently on the same GPUs (RAPID-Serve,
+    arXiv 2601.11822): the fraction of compute units (SMs, CUs, CPU cores) the decode stream gets,
+    the prefill stream the rest. None gives both all of them (the paper's "overallocation"); other
+    engines ignore it."""
 
 
 UNGOVERNED = StepDecision(None, HOLD_UNTIL_CHANGE)

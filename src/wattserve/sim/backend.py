@@ -119,7 +119,8 @@ class SimBackend:
                 inst.poke()
                 return now
             if isinstance(action, SetComputeShare):
-                raise ActuationRefused("intra-GPU compute shares are not modelled by this back end yet")
+                c.set_compute_share(action.instance, action.phase, action.fraction)
+                return now
         except (UsageError, IndexError) as e:
             raise ActuationRefused(str(e)) from None
         raise ActuationRefused(f"unknown action {action!r}")

@@ -24,9 +24,10 @@ from wattserve.routing import make_policy
 from wattserve.schema.cluster import ClusterConfig
 from wattserve.seam.governor import StepGovernor
 from wattserve.seam.roles import check_role_change
+from wattserve.sim.concurrent_instance import ConcurrentInstance
 from wattserve.sim.events import EventLoop
 from wattserve.sim.gpu import SimGpu, check_cap, check_clock
-from wattserve.sim.instance import Instance
+from wattserve.sim.instance import ROLES, Instance
 from wattserve.sim.link import Link
 from wattserve.sim.request import SimRequest
 from wattserve.workload.workload import Workload
@@ -59,15 +60,15 @@ class Cluster:
         power = UtilizationPowerModel.for_gpu(self.gpu_spec)
         eng = spec.engine
         latency = {tp: RooflineLatencyModel(self.gpu_spec, self.model, tp, spec.ep, spec.expert_skew)
-                   for tp in {spec.tp_of(r) for r in ("prefill", "decode", "colocated")}}
+                   for tp in {spec.tp_of(r) for r in ROLES}}
         budgets = {"prefill": eng.prefill_token_budget, "decode": eng.colocated_token_budget,
-                   "colocated": eng.colocated_token_budget}
+                   "colocated": eng.colocated_token_budget, "concurrent": eng.prefill_token_budget}
         self.gpus: list[SimGpu] = []
         self.instances: list[Instance] = []
         self.links: list[Link] = []
         self._local_link: dict[int, Link] = {}
         self._net_link: dict[int, Link] = {}
-        roles = ["prefill"] * spec.prefill + ["decode"] * spec.decode + ["colocated"] * spec.colocated
+        roles = [role for role in ROLES for _ in range(getattr(spec, role))]
         for iid, role in enumerate(roles):
             cap = {"prefill": spec.prefill_cap_w, "decode": spec.decode_cap_w}.get(role) or spec.power_cap_w
             tp = spec.tp_of(role)
@@ -78,7 +79,8 @@ class Cluster:
                 self.gpus.append(g)
                 gpus.append(g)
             kv_tokens = self.model.kv_capacity_tokens(self.gpu_spec.hbm_bytes, tp, eng.mem_util)
-            inst = Instance(iid, role, gpus, self.loop, self, latency[tp], power, make(), self.itl_hist,
+            kind = ConcurrentInstance if role == "concurrent" else Instance
+            inst = kind(iid, role, gpus, self.loop, self, latency[tp], power, make(), self.itl_hist,
                             kv_tokens, eng.block_size, eng.max_seqs, budgets,
                             self.model.kv_bytes_per_token_per_rank(tp), spec.max_run_iters, slo_s)
             self.instances.append(inst)
@@ -127,7 +129,7 @@ class Cluster:
         return self.completed + self.failed >= len(self._arr)
 
     def _refresh_routing(self) -> None:
-        self.prefillers = [i for i in self.instances if i.role in ("prefill", "colocated") and i.switching_to is None]
+        self.prefillers = [i for i in self.instances if i.role in ("prefill", "colocated", "concurrent") and i.switching_to is None]
         self.decoders = [i for i in self.instances if i.role == "decode" and i.switching_to is None]
 
     def set_role(self, iid: int, role: str, reconfig_s: float = RECONFIG_S, migrate: bool = True) -> None:
@@ -144,6 +146,21 @@ class Cluster:
         self.role_events.append((self.loop.now, iid, "switching"))
         inst.begin_switch(role, reconfig_s, migrate and len(self.decoders) > 1)
         self._refresh_routing()
+
+    def set_compute_share(self, iid: int, phase: str, fraction: float) -> None:
+        """Pin a concurrent instance's split of its compute units: `phase` ('prefill' or 'decode')
+        gets `fraction` of them and the other phase the rest; 1.0 gives both all of them
+        (overallocation). It holds until the next SetComputeShare, over the step governor's answers."""
+        inst = self.instances[iid]
+        if not isinstance(inst, ConcurrentInstance):
+            raise UsageError(f"instance {iid} is {inst.role}; allowed: concurrent instances (cluster.concurrent)",
+                             "instance")
+        if phase not in ("prefill", "decode"):
+            raise UsageError(f"phase {phase!r}; allowed: prefill, decode", "phase")
+        if not 0.0 < fraction <= 1.0:
+            raise UsageError(f"fraction {fraction:g}; allowed: 0 < fraction <= 1", "fraction")
+        share = None if fraction == 1.0 else (fraction if phase == "decode" else 1.0 - fraction)
+        inst.pin_share(share)
 
     def _link_between(self, src: Instance, dst: Instance) -> Link:
         if src.iid not in self._local_link:
@@ -235,7 +252,7 @@ def _validate(spec: ClusterConfig, gpu: GpuSpec, model: ModelSpec) -> None:
     """Refuse a cluster the catalog cannot build; each error names the field as a scenario's dotted
     path (`cluster.prefill_cap_w`), which the command line renames to the flag the user typed."""
     tps = {f"cluster.{role}_tp" if getattr(spec, f"{role}_tp", None) else "cluster.tp": spec.tp_of(role)
-           for role in ("prefill", "decode", "colocated") if getattr(spec, role)}
+           for role in ROLES if getattr(spec, role)}
     for field, tp in tps.items():
         if tp < 1 or spec.gpus_per_node % tp:
             raise UsageError(f"{tp} must divide the GPUs per node ({spec.gpus_per_node}); "

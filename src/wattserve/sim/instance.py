@@ -36,7 +36,7 @@ from wattserve.sim.step_clock import MIXED as _MIXED
 from wattserve.sim.step_clock import StepClock
 from wattserve.sim.step_view import InstanceView
 
-ROLES = ("colocated", "prefill", "decode")
+ROLES = ("prefill", "decode", "colocated", "concurrent")
 RECENT_SAMPLES = 65536
 """Most TTFT/TPOT samples an instance keeps for its governor (far more than one instance finishes in
 the view's few-second window), so memory stays flat over a long trace."""
@@ -46,6 +46,10 @@ would ask the governor about iterations that never run."""
 
 
 class Instance:
+    mixes = True
+    """Prompt chunks run in the same iteration as the decode batch (hybrid batching); a concurrent
+    instance runs them on a stream of their own instead."""
+
     def __init__(self, iid: int, role: str, gpus: list[SimGpu], loop: EventLoop, host: Host,
                  latency: LatencyModel, power: PowerModel, governor: StepGovernor, itl_hist: LogHistogram,
                  kv_capacity_tokens: int, block_size: int, max_seqs: int, token_budgets: dict[str, int],
@@ -59,6 +63,8 @@ class Instance:
         self.governor = governor
         self.itl_hist = itl_hist
         self.kv = KvLedger(kv_capacity_tokens, block_size)
+        self.latency = latency
+        """This instance's latency model alone (what its governor predicts with)."""
         self.clock = StepClock(gpus[0].spec, latency, power)
         self.clock.refresh(gpus)
         self.run = DecodeRun()
@@ -202,27 +208,12 @@ class Instance:
             kv.other -= req.kv_held
             self._join(req)
             joiners.append(req)
-        while not switching and self.waiting and len(running) + len(self.active) < self.max_seqs:
-            req = self.waiting[0]
-            if not kv.fits(req.target, len(running)):
-                if kv.seqs == 0:
-                    self.waiting.popleft()
-                    self.pending_prefill_tokens -= req.target
-                    self.host.fail(req, "kv_capacity")
-                    continue
-                break
-            self.waiting.popleft()
-            self.active.append(req)
-            kv.other += req.target
-            kv.seqs += 1
-            req.kv_held = req.target
-            req.state = PREFILL
-            if req.t_scheduled < 0:
-                req.t_scheduled = now
+        if not switching and self.waiting and self.mixes:
+            self._admit(now, self.max_seqs - len(running) - len(self.active), None)
         kv.note()
         self.run.joiners = joiners
         self.run.begin(now)
-        if self.active:
+        if self.active and self.mixes:
             budget = self.token_budget - len(running)
             if budget > 0 and self._room_for_one_iteration():
                 self._start_mixed(budget)
@@ -232,11 +223,48 @@ class Instance:
             return
         self.busy = False
         self.run.k = 0
-        for g in self.gpus:
-            g.set_power(now, self.clock.power.idle_w)
+        self._went_idle(now)
         if switching and not self._reconfiguring and kv.seqs == 0 and not self.active:
             self._reconfiguring = True
             self.loop.at(now + self.reconfig_s, self._finish_switch, None)
+
+    def _admit(self, now: float, seats: int, tokens: int | None) -> None:
+        """Move waiting prompts into `active` while seats remain and their KV fits (at most `tokens`
+        prompt tokens when given, but always at least one prompt); a prompt that could never fit
+        fails."""
+        kv = self.kv
+        running = len(self.running)
+        taken = 0
+        while self.waiting and seats > 0:
+            req = self.waiting[0]
+            if not kv.fits(req.target, running):
+                if kv.seqs == 0:
+                    self.waiting.popleft()
+                    self.pending_prefill_tokens -= req.target
+                    self.host.fail(req, "kv_capacity")
+                    continue
+                break
+            if tokens is not None and taken and taken + req.target > tokens:
+                break
+            self.waiting.popleft()
+            self.active.append(req)
+            kv.other += req.target
+            kv.seqs += 1
+            req.kv_held = req.target
+            req.state = PREFILL
+            if req.t_scheduled < 0:
+                req.t_scheduled = now
+            seats -= 1
+            taken += req.target
+
+    def _went_idle(self, now: float) -> None:
+        """Nothing runs on the instance's decode path: its GPUs draw idle power."""
+        for g in self.gpus:
+            g.set_power(now, self.clock.power.idle_w)
+
+    def _decide(self) -> StepDecision:
+        self._decision = decision = self.governor.decide(self.view)
+        return decision
 
     def _room_for_one_iteration(self) -> bool:
         """Preempt the newest decodes until one more iteration's KV growth fits."""
@@ -277,7 +305,7 @@ class Instance:
         run = self.run
         run.mixed(shape, chunks, b, t_run + b, 0.0)
         self.view.phase = "mixed" if b else "prefill"
-        self._decision = decision = self.governor.decide(self.view)
+        decision = self._decide()
         op = self.clock.choose(shape, _MIXED, decision.clock_mhz)
         run.d0 = op.cost.time_s
         self._launch(op.clock_mhz, op.power_w, op.cost.time_s, self.clock.prefill_share(shape, op.clock_mhz))
@@ -305,7 +333,7 @@ class Instance:
         run = self.run
         run.decode(k, b, c0, 0.0, 0.0)
         self.view.phase = "decode"
-        self._decision = decision = self.governor.decide(self.view)
+        decision = self._decide()
         if decision.hold_iters < k:
             self._start_table_run(k if k < PLAN_AHEAD else PLAN_AHEAD, b, c0, decision)
             return

@@ -32,6 +32,7 @@ class Viewed(Protocol):
     run: DecodeRun
     kv: KvLedger
     clock: StepClock
+    latency: LatencyModel
     slo_ttft_s: float | None
     slo_tpot_s: float | None
     token_budget: int
@@ -98,7 +99,7 @@ class InstanceView:
 
     @property
     def latency(self) -> LatencyModel:
-        return self._inst.clock.latency
+        return self._inst.latency
 
     @property
     def power(self) -> PowerModel:

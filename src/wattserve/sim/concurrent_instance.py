@@ -1,0 +1,209 @@
+"""A concurrent instance: prefill and decode run at the same time on the same GPUs, as two streams.
+
+RAPID-Serve ("RAPID-Serve: Resource-efficient and Accelerated P/D Intra-GPU Disaggregation",
+Masood, Gaur, Jayasena, arXiv 2601.11822) runs separate prefill and decode processes on the same
+GPUs, sharing the weights and the KV cache (no transfer), with prompts prefilled whole (not chunked).
+Here the decode stream is the `Instance`'s own machinery (continuous batching, closed-form decode
+runs, preemption); the prefill stream is one whole-prompt batch at a time beside it, up to the
+prefill token budget. Both share one KV ledger, one clock and one power draw: their latency models
+(`corun_latency.StreamLatency`) see each other, the GPU's power follows their combined utilization,
+and the cap bounds the sum.
+
+When the prefill stream starts or ends a batch, or the compute share changes, the other stream's
+speed changes mid-step: the decode run is cut at the iteration in flight and that iteration finishes
+at the new speed (`_split`, exact as for a clock change), and the prefill batch's remaining work is
+re-timed at its new speed. The step governor is asked at each boundary of either stream; its
+`decode_share` (RAPID-Serve's Adaptive Resource Manager: `governors/rapid_serve.py`) sets the split,
+unless the control plane pinned one (`SetComputeShare`). The prefill's contention is evaluated with
+the decode batch at the start of the decode step that runs beside it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from wattserve.catalog.models import BatchShape
+from wattserve.seam.governor import StepDecision
+from wattserve.sim.corun_latency import CoRun, StreamLatency
+from wattserve.sim.gpu import IDLE as IDLE_SHARE
+from wattserve.sim.instance import Instance
+from wattserve.sim.step_clock import MIXED, StepClock
+
+__all__ = ["ConcurrentInstance"]
+
+
+class ConcurrentInstance(Instance):
+    mixes = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        spec, power = self.clock.spec, self.clock.power
+        self.corun = CoRun(self.latency)
+        self.clock = StepClock(spec, StreamLatency(self.corun, "decode"), power)
+        self.clock.refresh(self.gpus)
+        self.pclock = StepClock(spec, StreamLatency(self.corun, "prefill"), power)
+        self.pclock.refresh(self.gpus)
+        self.pinned = False
+        """Whether the control plane pinned the decode share (`SetComputeShare`)."""
+        self.pinned_share: float | None = None
+        self.p_busy = False
+        self.p_shape = BatchShape()
+        self.p_left = 1.0
+        self.p_t0 = 0.0
+        self.p_dur = 0.0
+        self.p_end = -1.0
+        self.p_start = 0.0
+        self.p_version = 0
+        self.prefill_busy_s = 0.0
+        self.prefill_batches = 0
+
+    # ---- the seam ----
+    def pin_share(self, decode_share: float | None) -> None:
+        """Hold the decode stream at `decode_share` of the compute units (None: overallocate) until
+        unpinned (`unpin_share`); takes effect at once, as a step boundary does."""
+        self.pinned = True
+        self.pinned_share = decode_share
+        self._set_share(decode_share)
+
+    def unpin_share(self) -> None:
+        self.pinned = False
+
+    def _decide(self) -> StepDecision:
+        decision = super()._decide()
+        if not self.pinned:
+            self.corun.decode_share = decision.decode_share
+        return decision
+
+    def _set_share(self, share: float | None) -> None:
+        if share == self.corun.decode_share:
+            return
+        self.corun.decode_share = share
+        self._retime_both(self.loop.now)
+
+    def _retime_both(self, now: float) -> None:
+        if self.busy:
+            self._split(self.run.current_shape())
+        elif self.p_busy:
+            self._prefill_alone(now)
+
+    def on_clock_change(self) -> None:
+        self.pclock.refresh(self.gpus)
+        if self.busy:
+            super().on_clock_change()
+        else:
+            self.clock.refresh(self.gpus)
+            if self.p_busy:
+                self._prefill_alone(self.loop.now)
+
+    # ---- scheduling ----
+    def poke(self) -> None:
+        if not self.busy:
+            self.plan()
+            return
+        if self.pending_join and self.run.k > 1:
+            self._split(None)
+        if not self.p_busy and self.waiting:
+            self._start_prefill()
+
+    def plan(self) -> None:
+        super().plan()
+        if not self.p_busy and self.waiting and self.switching_to is None:
+            self._start_prefill()
+
+    def _start_prefill(self) -> None:
+        now = self.loop.now
+        seats = self.max_seqs - len(self.running) - len(self.pending_join) - len(self.active)
+        self._admit(now, seats, self.token_budget)
+        if not self.active:
+            return
+        pt = pairs = 0
+        for req in self.active:
+            n = req.target - req.prefilled
+            pt += n
+            pairs += n * (n + 1) // 2
+        shape = BatchShape(prefill_tokens=pt, prefill_seqs=len(self.active), prefill_attn_pairs=pairs)
+        self.p_busy = True
+        self.p_shape = shape
+        self.corun.shapes["prefill"] = shape
+        self.p_left = 1.0
+        self.p_t0 = self.p_start = now
+        self.p_dur = 0.0
+        self.prefill_batches += 1
+        self.view.phase = "decode" if self.busy else "prefill"
+        decision = self._decide()
+        if self.pinned:
+            self.corun.decode_share = self.pinned_share
+        elif decision.decode_share != self.corun.decode_share:
+            self.corun.decode_share = decision.decode_share
+        self._retime_both(now)
+
+    def _prefill_alone(self, now: float) -> None:
+        """Only the prefill stream runs: it sets the clock (the highest whose power fits the cap)."""
+        self.corun.shapes["decode"] = None
+        op = self.pclock.choose(self.p_shape, MIXED, None)
+        self._retime_prefill(now, op.clock_mhz)
+        for g in self.gpus:
+            g.set_power(now, op.power_w, 1.0)
+            if g.clock_mhz != op.clock_mhz:
+                g.set_clock(now, op.clock_mhz)
+
+    def _retime_prefill(self, now: float, clock_mhz: int) -> float:
+        """Re-time the prefill batch's remaining work at the speed it has from now; returns its part
+        of the GPU's dynamic power (the energy split between the phases)."""
+        if self.p_dur > 0.0:
+            self.p_left -= (now - self.p_t0) / self.p_dur
+            if self.p_left < 0.0:
+                self.p_left = 0.0
+        own, t, other, to = self.corun.times("prefill", self.p_shape, clock_mhz)
+        self.p_t0 = now
+        self.p_dur = t
+        end = now + self.p_left * t
+        if end != self.p_end:
+            self.p_version += 1
+            self.p_end = end
+            self.loop.at(end, self._on_prefill_end, self.p_version)
+        if other is None or t <= 0.0:
+            return 1.0
+        up = (own.compute_s + own.memory_s) / t
+        ud = (other.compute_s + other.memory_s) / to if to > 0.0 else 0.0
+        return up / (up + ud) if up + ud > 0.0 else 1.0
+
+    def _launch(self, clock_mhz: int, power_w: float, duration: float, prefill_share: float) -> None:
+        if self.p_busy:
+            self.corun.shapes["decode"] = BatchShape(decode_seqs=self.run.b, decode_ctx=self.run.c0)
+            prefill_share = self._retime_prefill(self.loop.now, clock_mhz)
+        super()._launch(clock_mhz, power_w, duration, prefill_share)
+
+    def _went_idle(self, now: float) -> None:
+        if self.p_busy:
+            self._prefill_alone(now)
+        else:
+            self.corun.shapes["decode"] = None
+            for g in self.gpus:
+                g.set_power(now, self.clock.power.idle_w, IDLE_SHARE)
+
+    def _on_prefill_end(self, version: int) -> None:
+        if version != self.p_version:
+            return
+        now = self.loop.now
+        self.prefill_busy_s += now - self.p_start
+        self.p_busy = False
+        self.p_dur = 0.0
+        self.p_end = -1.0
+        self.corun.shapes["prefill"] = None
+        for req in list(self.active):
+            n = req.target - req.prefilled
+            req.prefilled = req.target
+            self.pending_prefill_tokens -= n
+            self.prompt_tokens += n
+            self._prefill_done(req, now)
+        if not self.busy:
+            self.plan()
+            return
+        self.view.phase = "decode"
+        self._decide()
+        if self.pinned:
+            self.corun.decode_share = self.pinned_share
+        self._split(self.run.current_shape())
+        if self.waiting:
+            self._start_prefill()
