@@ -36,6 +36,7 @@ from wattserve.experiments.biscale_placement import (
     choose,
 )
 from wattserve.experiments.pool import ordered_map
+from wattserve.experiments.rate_sweep import RateSweep
 from wattserve.experiments.workloads import azure_trace
 from wattserve.governors.biscale import BiScaleGovernor
 from wattserve.metrics.summary import slo_met
@@ -51,7 +52,7 @@ TRACES = {"azure-conv": "conv", "azure-code": "code"}
 
 
 @dataclass(frozen=True)
-class BiScaleScenario:
+class BiScaleScenario(RateSweep):
     name: str = "biscale-h100"
     gpu: str = "h100"
     model: str = "llama-3.1-70b"
@@ -65,14 +66,6 @@ class BiScaleScenario:
     slo_ttft_ms: float = 600.0
     slo_tpot_ms: float = 100.0
     policies: tuple[str, ...] = POLICIES
-
-    @property
-    def workloads(self) -> tuple[str, ...]:
-        return tuple(w for w, _ in self.sweep)
-
-    @property
-    def rates(self) -> dict[str, tuple[float, ...]]:
-        return dict(self.sweep)
 
     def space(self) -> SearchSpace:
         return SearchSpace(self.gpu, self.model, self.num_gpus, self.gpus_per_node,

@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 
 from wattserve.experiments.pool import ordered_map
+from wattserve.experiments.rate_sweep import RateSweep
+from wattserve.metrics.summary import slo_met
 from wattserve.results.records import COMPLETED
 from wattserve.schema.cluster import ClusterConfig, EngineConfig
 from wattserve.sim.cluster import Cluster
@@ -41,7 +43,7 @@ ITL_SLO_MS = {"llama-3.1-70b": 100.0, "mixtral-8x7b": 50.0}
 
 
 @dataclass(frozen=True)
-class RapidServeScenario:
+class RapidServeScenario(RateSweep):
     name: str = "rapid-serve-mi300x"
     gpu: str = "mi300x"
     num_gpus: int = 8
@@ -59,14 +61,6 @@ class RapidServeScenario:
     ttft_s_per_1k_tokens: float = 1.0
     attainment_target: float = 0.95
     policies: tuple[str, ...] = POLICIES
-
-    @property
-    def workloads(self) -> tuple[str, ...]:
-        return tuple(w for w, _ in self.sweep)
-
-    @property
-    def rates(self) -> dict[str, tuple[float, ...]]:
-        return dict(self.sweep)
 
     def rates_for(self, workload: str, model: str) -> tuple[float, ...]:
         scale = self.mixtral_rate_scale if model == "mixtral-8x7b" else 1.0
@@ -107,9 +101,8 @@ def run_cell(sc: RapidServeScenario, model: str, workload: str, rate: float, pol
     res = Cluster(sc.cluster(policy, model), wl, slo_s=(ttft_mean_s, itl_ms / 1e3)).run()
     r = res.records
     done = r.status == COMPLETED
-    ttft_slo = wl.prompt_tokens / 1000 * sc.ttft_s_per_1k_tokens
+    ok = slo_met(res, wl.prompt_tokens * sc.ttft_s_per_1k_tokens, itl_ms)
     tpot = r.tpot
-    ok = done & (r.ttft <= ttft_slo) & (np.isnan(tpot) | (tpot * 1e3 <= itl_ms))
     ttft_ms = r.ttft[done] * 1e3
     tpot_ms = tpot[done & ~np.isnan(tpot)] * 1e3
     out_tokens = int(wl.output_tokens[done].sum())

@@ -14,7 +14,8 @@ a prefill of the full prefill token budget beside it (the heaviest co-runner the
 runs), the smallest share, in the hardware's steps (`GpuSpec.share_step` of
 `GpuSpec.compute_units`: groups of 8 SMs on H100, single CUs on MI300X), whose predicted iteration
 (perf/corun.py) stays within `margin` x the SLO. "Light" means overallocation already meets that
-target. No share meets it: decode gets all but one step. The share holds until the batch changes,
+target. No share meets it: decode gets all but one step. The time falls as the share grows, so the
+search bisects (MI300X has 303 steps). The share holds until the batch changes,
 so a decode run stays one closed-form event; the engine asks again at each boundary of either stream.
 The margin 0.9 is ours (the paper's is not public), as in BiScale's decode governor.
 """
@@ -43,10 +44,14 @@ def min_decode_share(latency: LatencyModel, gpu: GpuSpec, seqs: int, ctx_per_seq
     if shared_time(dec, None, other, itf) <= target_s:
         return None
     units, step = gpu.compute_units, gpu.share_step
-    for u in range(step, units, step):
-        if shared_time(dec, u / units, other, itf) <= target_s:
-            return u / units
-    return (units - step) / units
+    lo, hi = 1, (units - step) // step
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if shared_time(dec, mid * step / units, other, itf) <= target_s:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo * step / units
 
 
 @dataclass

@@ -25,7 +25,9 @@ from wattserve.results.sim_result import SimResult
 PERCENTILES = (50, 90, 99)
 
 
-def slo_met(res: SimResult, ttft_ms: float | None, tpot_ms: float | None) -> np.ndarray:
+def slo_met(res: SimResult, ttft_ms: float | np.ndarray | None, tpot_ms: float | None) -> np.ndarray:
+    """Which requests completed within the SLOs; `ttft_ms` may be one bound per request (RAPID-Serve's
+    TTFT grows with the prompt)."""
     r = res.records
     ok = r.status == COMPLETED
     if ttft_ms is not None:

@@ -27,7 +27,7 @@ from wattserve.seam.roles import check_role_change
 from wattserve.sim.concurrent_instance import ConcurrentInstance
 from wattserve.sim.events import EventLoop
 from wattserve.sim.gpu import SimGpu, check_cap, check_clock
-from wattserve.sim.instance import ROLES, Instance
+from wattserve.sim.instance import PROMPT_ROLES, ROLES, Instance
 from wattserve.sim.link import Link
 from wattserve.sim.request import SimRequest
 from wattserve.workload.workload import Workload
@@ -129,7 +129,7 @@ class Cluster:
         return self.completed + self.failed >= len(self._arr)
 
     def _refresh_routing(self) -> None:
-        self.prefillers = [i for i in self.instances if i.role in ("prefill", "colocated", "concurrent") and i.switching_to is None]
+        self.prefillers = [i for i in self.instances if i.role in PROMPT_ROLES and i.switching_to is None]
         self.decoders = [i for i in self.instances if i.role == "decode" and i.switching_to is None]
 
     def set_role(self, iid: int, role: str, reconfig_s: float = RECONFIG_S, migrate: bool = True) -> None:

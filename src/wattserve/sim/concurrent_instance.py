@@ -69,9 +69,10 @@ class ConcurrentInstance(Instance):
         self.pinned = False
 
     def _decide(self) -> StepDecision:
+        """The governor's answer at a boundary of either stream; its share holds from here (the
+        caller re-times what runs), unless the control plane pinned one."""
         decision = super()._decide()
-        if not self.pinned:
-            self.corun.decode_share = decision.decode_share
+        self.corun.decode_share = self.pinned_share if self.pinned else decision.decode_share
         return decision
 
     def _set_share(self, share: float | None) -> None:
@@ -130,11 +131,7 @@ class ConcurrentInstance(Instance):
         self.p_dur = 0.0
         self.prefill_batches += 1
         self.view.phase = "decode" if self.busy else "prefill"
-        decision = self._decide()
-        if self.pinned:
-            self.corun.decode_share = self.pinned_share
-        elif decision.decode_share != self.corun.decode_share:
-            self.corun.decode_share = decision.decode_share
+        self._decide()
         self._retime_both(now)
 
     def _prefill_alone(self, now: float) -> None:
@@ -202,8 +199,6 @@ class ConcurrentInstance(Instance):
             return
         self.view.phase = "decode"
         self._decide()
-        if self.pinned:
-            self.corun.decode_share = self.pinned_share
         self._split(self.run.current_shape())
         if self.waiting:
             self._start_prefill()

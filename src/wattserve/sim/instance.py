@@ -37,6 +37,8 @@ from wattserve.sim.step_clock import StepClock
 from wattserve.sim.step_view import InstanceView
 
 ROLES = ("prefill", "decode", "colocated", "concurrent")
+PROMPT_ROLES = ("prefill", "colocated", "concurrent")
+"""Roles the router sends new prompts to."""
 RECENT_SAMPLES = 65536
 """Most TTFT/TPOT samples an instance keeps for its governor (far more than one instance finishes in
 the view's few-second window), so memory stays flat over a long trace."""
@@ -579,4 +581,4 @@ class Instance:
         self.poke()
 
 
-__all__ = ["DONE", "Instance", "ROLES"]
+__all__ = ["DONE", "Instance", "PROMPT_ROLES", "ROLES"]

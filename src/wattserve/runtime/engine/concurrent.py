@@ -38,7 +38,7 @@ from wattserve.runtime.engine.kv_cache import KVCache
 from wattserve.runtime.engine.model_runner import ModelRunner
 from wattserve.runtime.engine.sampler import TokenLogprob
 from wattserve.runtime.engine.sequence import SamplingParams, Sequence, Status
-from wattserve.runtime.engine.step_view import EngineStepView, PowerProfile, batch_shape, phase_of
+from wattserve.runtime.engine.step_view import PowerProfile
 from wattserve.runtime.models.llama import LlamaForCausalLM
 from wattserve.seam.governor import StepDecision, StepGovernor
 
@@ -481,23 +481,14 @@ class ConcurrentEngine(LLMEngine):
         self.pinned = _apply_share(len(self.decode_cores), self.decode_cores)
         self._send(("share", len(self.prefill_cores), self.prefill_cores))
 
-    def _govern(self, batch: list[tuple[Sequence, int]]) -> None:
+    def _govern(self, batch: list[tuple[Sequence, int]], fresh: bool = False) -> None:
         """LLMEngine's governor call, also asked again when a prefill starts or ends (a boundary of
-        the other stream), with in-flight prompts shown as queued, and its `decode_share` applied
-        whenever it changes."""
-        shape, comp = batch_shape(batch)
-        if self._held < self._hold and comp == self._composition and self._decided_epoch == self._prefill_epoch:
-            self._held += 1
-            return
-        view = EngineStepView(self.now_s(), phase_of(shape), shape, self.kv_usage, self.cap_w,
-                              self.locked_clock_mhz, self.slo_ttft_s, self.slo_tpot_s, self.profile,
-                              self._queued, self.latencies, self.scheduler.max_batched_tokens, batch)
-        decision: StepDecision = self.governor.decide(view)
-        self.governor_calls += 1
-        self.governor_clock_mhz = decision.clock_mhz
-        self._hold = max(1, decision.hold_iters)
-        self._held = 1
-        self._composition = comp
+        the other stream)."""
+        super()._govern(batch, fresh or self._decided_epoch != self._prefill_epoch)
+
+    def _decided(self, decision: StepDecision) -> None:
+        """Apply the decision's `decode_share` whenever it changes; in-flight prompts count as
+        queued in the view (`_queued`)."""
         self._decided_epoch = self._prefill_epoch
         if decision.decode_share != self._governed_share:
             self._governed_share = decision.decode_share
@@ -576,7 +567,7 @@ class ConcurrentEngine(LLMEngine):
                 continue
             while not self.cache.can_grow(seq.block_table, seq.num_computed + 1):
                 victim = running[-1]
-                self.scheduler._preempt(victim)
+                self.scheduler.preempt(victim)
                 if victim is seq:
                     break
             if seq.status is not Status.RUNNING:
@@ -587,23 +578,7 @@ class ConcurrentEngine(LLMEngine):
 
     def _decode(self) -> list[StepOutput]:
         batch = self._decode_batch()
-        if not batch:
-            return []
-        self._govern(batch)
-        t0 = time.perf_counter()
-        sampled = self.runner.run(batch)
-        for seq, n in batch:
-            seq.num_computed += n
-        outputs: list[StepOutput] = []
-        for seq, tok, lp in sampled:
-            seq.token_ids.append(tok)
-            out = self._after_token(seq, tok)
-            out.logprob = lp
-            outputs.append(out)
-        self.busy_s += time.perf_counter() - t0
-        self.steps += 1
-        self.tokens_computed += len(batch)
-        return outputs
+        return self._run_batch(batch) if batch else []
 
     def step(self) -> list[StepOutput]:
         """One decode iteration, with the prefill process working beside it: this iteration's

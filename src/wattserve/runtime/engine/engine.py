@@ -10,7 +10,7 @@ modelled power agent applies it as a clock lock (`runtime.power.modelled`).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -206,6 +206,10 @@ class LLMEngine:
         batch = self.scheduler.schedule()
         if not batch:
             return []
+        return self._run_batch(batch)
+
+    def _run_batch(self, batch: list[tuple[Sequence, int]]) -> list[StepOutput]:
+        """One forward over `batch` (sequence, tokens to compute), under the governor's answer."""
         self._govern(batch)
         t0 = time.perf_counter()
         sampled = self.runner.run(batch)
@@ -224,22 +228,31 @@ class LLMEngine:
         self.tokens_computed += q
         return outputs
 
-    def _govern(self, batch: list[tuple[Sequence, int]]) -> None:
-        """Ask the governor again when its last answer has run out or the batch has changed."""
+    def _govern(self, batch: list[tuple[Sequence, int]], fresh: bool = False) -> None:
+        """Ask the governor again when its last answer has run out, the batch has changed, or the
+        caller says the engine's situation did (`fresh`)."""
         shape, comp = batch_shape(batch)
-        if self._held < self._hold and comp == self._composition:
+        if not fresh and self._held < self._hold and comp == self._composition:
             self._held += 1
             return
         view = EngineStepView(self.now_s(), phase_of(shape), shape, self.kv_usage, self.cap_w,
                               self.locked_clock_mhz, self.slo_ttft_s, self.slo_tpot_s, self.profile,
-                              lambda: self.scheduler.waiting, self.latencies, self.scheduler.max_batched_tokens,
-                              batch)
+                              self._queued, self.latencies, self.scheduler.max_batched_tokens, batch)
         decision: StepDecision = self.governor.decide(view)
         self.governor_calls += 1
         self.governor_clock_mhz = decision.clock_mhz
         self._hold = max(1, decision.hold_iters)
         self._held = 1
         self._composition = comp
+        self._decided(decision)
+
+    def _queued(self) -> Iterable[Sequence]:
+        """The prompts waiting here, as the governor's view lists them."""
+        return self.scheduler.waiting
+
+    def _decided(self, decision: StepDecision) -> None:
+        """What this engine does with a decision beyond its clock (the clock goes to the worker's
+        power agent through `governor_clock_mhz`)."""
 
     def _record_latency(self, seq: Sequence, reason: str | None) -> None:
         now = self.now_s()

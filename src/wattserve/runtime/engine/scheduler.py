@@ -24,7 +24,9 @@ class Scheduler:
         self.running: list[Sequence] = []
         self.preemptions = 0
 
-    def _preempt(self, seq: Sequence) -> None:
+    def preempt(self, seq: Sequence) -> None:
+        """Recompute preemption, as vLLM: free the sequence's blocks and queue it first to be
+        prefilled again (prompt plus what it generated)."""
         self.running.remove(seq)
         self.cache.release(seq.block_table)
         seq.num_computed = 0
@@ -45,7 +47,7 @@ class Scheduler:
                 continue
             while not self.cache.can_grow(seq.block_table, seq.num_computed + n):
                 victim = self.running[-1]
-                self._preempt(victim)
+                self.preempt(victim)
                 if victim is seq:
                     break
             if seq.status is Status.WAITING:
