@@ -12,20 +12,15 @@ resource manager sets each process's share of the compute units at step boundari
 share is a set of cores (`os.sched_setaffinity`) and a matching `torch.set_num_threads`.
 
 Here the decode process is the caller's (`ConcurrentEngine`, an `LLMEngine` whose scheduler never
-admits a prompt itself) and the prefill process is one spawned child (`_prefill_main`).
+admits a prompt itself) and the prefill process is one spawned child (`prefill_process.py`); the core split is
+`core_share.py`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import queue
-import sys
-import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from multiprocessing.connection import Connection
 from types import TracebackType
 from typing import Any
 
@@ -33,203 +28,24 @@ import torch
 import torch.multiprocessing as torch_mp
 
 from wattserve.errors import UsageError
+from wattserve.runtime.engine.core_share import affinity, apply_share
 from wattserve.runtime.engine.engine import EngineArgs, LLMEngine, StepOutput
-from wattserve.runtime.engine.kv_cache import KVCache
-from wattserve.runtime.engine.model_runner import ModelRunner
-from wattserve.runtime.engine.sampler import TokenLogprob
+from wattserve.runtime.engine.prefill_process import (
+    ChildInfo,
+    ChildSpec,
+    PrefillJob,
+    PrefillResult,
+    gen_state,
+    prefill_main,
+    set_gen_state,
+)
 from wattserve.runtime.engine.sequence import SamplingParams, Sequence, Status
 from wattserve.runtime.engine.step_view import PowerProfile
-from wattserve.runtime.models.llama import LlamaForCausalLM
 from wattserve.seam.governor import StepDecision, StepGovernor
 
 Share = int | float | None
 """A decode share: an int is a number of cores, a float in (0, 1] a fraction of them, None all of
 them for both processes (RAPID-Serve's "overallocation")."""
-
-
-@dataclass(frozen=True)
-class ChildInfo:
-    """What the prefill process reports about itself (at start and when probed)."""
-
-    pid: int
-    threads: int
-    """`torch.get_num_threads()` in the prefill process."""
-    cores: tuple[int, ...]
-    """The cores its threads may run on (`os.sched_getaffinity`)."""
-    pinned: bool
-    """Whether setting the affinity worked (False: the share is a thread count only)."""
-    weights_shared: bool
-    """Every model parameter lives in shared memory (mapped, not copied)."""
-    kv_shared: bool
-    """Every KV cache tensor lives in shared memory."""
-    k_row: list[list[float]] | None = None
-    """Layer 0's K at the probed cache slot, as the prefill process reads it."""
-
-
-@dataclass(frozen=True)
-class _ChildSpec:
-    model: LlamaForCausalLM
-    k: list[torch.Tensor]
-    v: list[torch.Tensor]
-    num_blocks: int
-    block_size: int
-    max_num_seqs: int
-    max_batched_tokens: int
-    threads: int
-    cores: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class _PrefillJob:
-    seq_id: str
-    token_ids: list[int]
-    prompt_len: int
-    params: SamplingParams
-    block_table: list[int]
-    gen_state: bytes | None
-
-
-@dataclass(frozen=True)
-class _PrefillResult:
-    seq_id: str
-    token: int
-    logprob: TokenLogprob | None
-    gen_state: bytes | None
-
-
-def _pin(cores: tuple[int, ...]) -> bool:
-    """Restrict every thread of this process to `cores`: `os.sched_setaffinity(0, ...)` moves only the
-    calling thread, and torch's worker threads already exist. False when the OS refuses."""
-    if not hasattr(os, "sched_setaffinity"):
-        return False
-    try:
-        os.sched_setaffinity(0, cores)
-    except (OSError, ValueError):
-        return False
-    with contextlib.suppress(OSError):
-        for tid in os.listdir("/proc/self/task"):
-            with contextlib.suppress(OSError, ValueError):
-                os.sched_setaffinity(int(tid), cores)
-    return True
-
-
-def _apply_share(threads: int, cores: tuple[int, ...]) -> bool:
-    """One process's compute share on a CPU (RAPID-Serve's CU mask, arXiv 2601.11822): its cores,
-    then as many intra-op threads as cores, so new threads start inside the mask."""
-    pinned = _pin(cores)
-    torch.set_num_threads(max(1, threads))
-    return pinned
-
-
-def _affinity() -> tuple[int, ...]:
-    if hasattr(os, "sched_getaffinity"):
-        return tuple(sorted(os.sched_getaffinity(0)))
-    return tuple(range(os.cpu_count() or 1))
-
-
-def _gen_state(gen: torch.Generator | None) -> bytes | None:
-    return None if gen is None else gen.get_state().numpy().tobytes()
-
-
-def _set_gen_state(gen: torch.Generator, state: bytes) -> None:
-    gen.set_state(torch.frombuffer(bytearray(state), dtype=torch.uint8))
-
-
-class _PrefillWorker:
-    """The prefill process's state: the shared model and cache, and a `ModelRunner` over them. It
-    never allocates a block (RAPID-Serve's decode side owns the free list), so its cache's free
-    list is empty."""
-
-    def __init__(self, spec: _ChildSpec) -> None:
-        self.spec = spec
-        self.model = spec.model.eval()
-        self.cache = KVCache(self.model.cfg, spec.num_blocks, spec.block_size, torch.device("meta"), spec.k[0].dtype)
-        self.cache.k, self.cache.v = spec.k, spec.v
-        self.cache.device = torch.device("cpu")
-        self.cache.free.clear()
-        self.runner = ModelRunner(self.model, self.cache, torch.device("cpu"), spec.max_num_seqs, cuda_graphs=False)
-        self.pinned = _apply_share(spec.threads, spec.cores)
-
-    def info(self, slot: int | None) -> ChildInfo:
-        row = None if slot is None else self.cache.k[0][slot].tolist()
-        return ChildInfo(os.getpid(), torch.get_num_threads(), _affinity(), self.pinned,
-                         all(p.is_shared() for p in self.model.parameters()),
-                         all(t.is_shared() for t in [*self.cache.k, *self.cache.v]), row)
-
-    def prefill(self, jobs: list[_PrefillJob]) -> tuple[Any, ...]:
-        """Whole prompts in one forward (RAPID-Serve does not chunk prefill), K/V written into the
-        blocks the decode process gave them, and each prompt's first token."""
-        t0 = time.perf_counter()
-        seqs = []
-        for j in jobs:
-            gen = None
-            if j.gen_state is not None:
-                gen = torch.Generator(device="cpu")
-                _set_gen_state(gen, j.gen_state)
-            seqs.append(Sequence(j.seq_id, list(j.token_ids), j.prompt_len, j.params,
-                                 block_table=list(j.block_table), generator=gen))
-        try:
-            sampled = self.runner.run([(s, len(s.token_ids)) for s in seqs])
-        except Exception as e:
-            return ("failed", os.getpid(), [j.seq_id for j in jobs], f"{type(e).__name__}: {e}")
-        out = [_PrefillResult(s.seq_id, tok, lp, _gen_state(s.generator)) for s, tok, lp in sampled]
-        return ("done", os.getpid(), out, time.perf_counter() - t0)
-
-    def serve(self, inbox: queue.Queue[tuple[Any, ...] | None], results: Connection) -> None:
-        """Step boundaries are between prefill batches: share changes and probes queued during a
-        batch take effect after it, as RAPID-Serve changes CU masks only between kernels' steps."""
-        pending: list[_PrefillJob] = []
-        while True:
-            msgs = [] if pending else [inbox.get()]
-            with contextlib.suppress(queue.Empty):
-                while True:
-                    msgs.append(inbox.get_nowait())
-            for msg in msgs:
-                if msg is None or msg[0] == "stop":
-                    return
-                if msg[0] == "prefill":
-                    pending.append(msg[1])
-                elif msg[0] == "share":
-                    self.pinned = _apply_share(msg[1], msg[2])
-                elif msg[0] == "probe":
-                    results.send(("probe", self.info(msg[1])))
-            if pending:
-                batch, tokens = [], 0
-                while pending and (not batch or tokens + len(pending[0].token_ids) <= self.spec.max_batched_tokens):
-                    job = pending.pop(0)
-                    batch.append(job)
-                    tokens += len(job.token_ids)
-                results.send(self.prefill(batch))
-
-
-def _pump(conn: Connection, inbox: queue.Queue[tuple[Any, ...] | None]) -> None:
-    """Always drain the decode process's messages, so its sends never block on a busy prefill; EOF
-    (the decode process closed the pipe or died) ends the prefill process."""
-    try:
-        while True:
-            inbox.put(conn.recv())
-    except (EOFError, OSError):
-        inbox.put(None)
-
-
-def _prefill_main(spec: _ChildSpec, jobs: Connection, results: Connection) -> None:
-    """Entry point of the prefill process: rebuild nothing but a runner around the shared model and
-    KV tensors, report, then prefill until told to stop or the decode process goes away. It then
-    exits without interpreter teardown, which takes seconds with torch loaded and has nothing left
-    to do: the pipes are closed and the shared tensors belong to the decode process."""
-    inbox: queue.Queue[tuple[Any, ...] | None] = queue.Queue()
-    threading.Thread(target=_pump, args=(jobs, inbox), daemon=True, name="prefill-inbox").start()
-    worker = _PrefillWorker(spec)
-    try:
-        results.send(("ready", worker.info(None)))
-        worker.serve(inbox, results)
-    except (BrokenPipeError, ConnectionResetError, EOFError):
-        pass
-    finally:
-        results.close()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
 
 
 class ConcurrentEngine(LLMEngine):
@@ -261,7 +77,7 @@ class ConcurrentEngine(LLMEngine):
                              "runs on the CPU only; allowed: cpu", "device")
         super().__init__(args, governor, profile, slo_ttft_s, slo_tpot_s, clock)
         self.idle_wait_s = idle_wait_s
-        self.cores = _affinity()
+        self.cores = affinity()
         """The cores both processes divide (this process's affinity when the engine started)."""
         self._orig_threads = torch.get_num_threads()
         self._inflight: dict[str, Sequence] = {}
@@ -284,13 +100,13 @@ class ConcurrentEngine(LLMEngine):
         for t in (self.model.rotary.cos, self.model.rotary.sin, *self.cache.k, *self.cache.v):
             t.share_memory_()
         self.decode_cores, self.prefill_cores = self.split(decode_share)
-        self.pinned = _apply_share(len(self.decode_cores), self.decode_cores)
+        self.pinned = apply_share(len(self.decode_cores), self.decode_cores)
         ctx = torch_mp.get_context("spawn")
         job_r, self._jobs = ctx.Pipe(duplex=False)
         self._results, result_w = ctx.Pipe(duplex=False)
-        spec = _ChildSpec(self.model, self.cache.k, self.cache.v, self.cache.num_blocks, self.cache.block_size,
+        spec = ChildSpec(self.model, self.cache.k, self.cache.v, self.cache.num_blocks, self.cache.block_size,
                           args.max_num_seqs, args.max_batched_tokens, len(self.prefill_cores), self.prefill_cores)
-        self._proc = ctx.Process(target=_prefill_main, args=(spec, job_r, result_w), daemon=True,
+        self._proc = ctx.Process(target=prefill_main, args=(spec, job_r, result_w), daemon=True,
                                  name="wattserve-prefill")
         self._proc.start()
         job_r.close()
@@ -312,7 +128,7 @@ class ConcurrentEngine(LLMEngine):
             if not self._proc.is_alive():
                 break
         code = self._stop_child()
-        _apply_share(self._orig_threads, self.cores)
+        apply_share(self._orig_threads, self.cores)
         raise RuntimeError(f"the prefill process did not start (exit code {code})")
 
     @property
@@ -379,12 +195,12 @@ class ConcurrentEngine(LLMEngine):
                 continue
             self._first_token(seq, r)
 
-    def _first_token(self, seq: Sequence, r: _PrefillResult) -> None:
+    def _first_token(self, seq: Sequence, r: PrefillResult) -> None:
         seq.num_computed = len(seq.token_ids)
         self.tokens_computed += seq.num_computed
         seq.token_ids.append(r.token)
         if r.gen_state is not None and seq.generator is not None:
-            _set_gen_state(seq.generator, r.gen_state)
+            set_gen_state(seq.generator, r.gen_state)
         out = self._after_token(seq, r.token)
         out.logprob = r.logprob
         if not out.finished:
@@ -478,7 +294,7 @@ class ConcurrentEngine(LLMEngine):
         this process at once (it is between steps), the prefill process at its next step
         boundary."""
         self.decode_cores, self.prefill_cores = self.split(share)
-        self.pinned = _apply_share(len(self.decode_cores), self.decode_cores)
+        self.pinned = apply_share(len(self.decode_cores), self.decode_cores)
         self._send(("share", len(self.prefill_cores), self.prefill_cores))
 
     def _govern(self, batch: list[tuple[Sequence, int]], fresh: bool = False) -> None:
@@ -551,8 +367,8 @@ class ConcurrentEngine(LLMEngine):
             seq.status = Status.RUNNING
             self._inflight[seq.seq_id] = seq
             self._prefill_epoch += 1
-            job = _PrefillJob(seq.seq_id, list(seq.token_ids), seq.prompt_len, seq.params, list(seq.block_table),
-                              _gen_state(seq.generator))
+            job = PrefillJob(seq.seq_id, list(seq.token_ids), seq.prompt_len, seq.params, list(seq.block_table),
+                              gen_state(seq.generator))
             if not self._send(("prefill", job)):
                 return
 
@@ -611,7 +427,7 @@ class ConcurrentEngine(LLMEngine):
             self.cache.release(seq.block_table)
         self._inflight.clear()
         self._aborted.clear()
-        _apply_share(self._orig_threads, self.cores)
+        apply_share(self._orig_threads, self.cores)
 
     def __enter__(self) -> ConcurrentEngine:
         return self
