@@ -59,14 +59,11 @@ class ConcurrentInstance(Instance):
 
     # ---- the seam ----
     def pin_share(self, decode_share: float | None) -> None:
-        """Hold the decode stream at `decode_share` of the compute units (None: overallocate) until
-        unpinned (`unpin_share`); takes effect at once, as a step boundary does."""
+        """Hold the decode stream at `decode_share` of the compute units (None: overallocate) from
+        now on, over the governor's answers; takes effect at once, as a step boundary does."""
         self.pinned = True
         self.pinned_share = decode_share
         self._set_share(decode_share)
-
-    def unpin_share(self) -> None:
-        self.pinned = False
 
     def _decide(self) -> StepDecision:
         """The governor's answer at a boundary of either stream; its share holds from here (the
