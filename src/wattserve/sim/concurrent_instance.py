@@ -46,8 +46,6 @@ class ConcurrentInstance(Instance):
         self.pinned = False
         """Whether the control plane pinned the decode share (`SetComputeShare`)."""
         self.pinned_share: float | None = None
-        self.p_busy = False
-        self.p_shape = BatchShape()
         self.p_left = 1.0
         self.p_t0 = 0.0
         self.p_dur = 0.0
@@ -56,6 +54,17 @@ class ConcurrentInstance(Instance):
         self.p_version = 0
         self.prefill_busy_s = 0.0
         self.prefill_batches = 0
+
+    @property
+    def p_busy(self) -> bool:
+        """Whether a prefill batch runs on the prefill stream."""
+        return self.corun.shapes["prefill"] is not None
+
+    @property
+    def p_shape(self) -> BatchShape:
+        shape = self.corun.shapes["prefill"]
+        assert shape is not None
+        return shape
 
     # ---- the seam ----
     def pin_share(self, decode_share: float | None) -> None:
@@ -120,8 +129,6 @@ class ConcurrentInstance(Instance):
             pt += n
             pairs += n * (n + 1) // 2
         shape = BatchShape(prefill_tokens=pt, prefill_seqs=len(self.active), prefill_attn_pairs=pairs)
-        self.p_busy = True
-        self.p_shape = shape
         self.corun.shapes["prefill"] = shape
         self.p_left = 1.0
         self.p_t0 = self.p_start = now
@@ -181,7 +188,6 @@ class ConcurrentInstance(Instance):
             return
         now = self.loop.now
         self.prefill_busy_s += now - self.p_start
-        self.p_busy = False
         self.p_dur = 0.0
         self.p_end = -1.0
         self.corun.shapes["prefill"] = None
