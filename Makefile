@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DATA ?= ../shared/data
 
-.PHONY: demo demo-serve test install dev runtime lint docs bench bench-engine pals-models clean
+.PHONY: demo demo-serve test install dev runtime lint docs validate bench bench-engine pals-models clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -54,7 +54,13 @@ lint: dev
 	$(BIN)/ruff check src tests bench scripts
 
 docs: install
-	$(BIN)/wattserve calibrate --data $(DATA) --out docs/calibration.md
+	$(BIN)/wattserve calibrate --data $(DATA) --validate docs/validate.json --out docs/calibration.md
+
+# Simulator vs our runtime on this machine (docs/calibration.md reads docs/validate.json).
+validate: runtime
+	$(BIN)/python -m pip install -q -e '.[runtime,fit]'
+	$(BIN)/wattserve validate --out runs/validate
+	cp runs/validate/validate.json docs/validate.json
 
 bench: install
 	$(BIN)/python bench/sim_speed.py --data $(DATA)

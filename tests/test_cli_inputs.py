@@ -75,7 +75,7 @@ INPUTS: dict[str, bytes | None] = {
 CASES: list[tuple[str, list[str], str]] = [
     # simulate: the catalog and the cluster
     ("model-unknown", ["simulate", "--model", "gpt-9"], "--model: unknown model 'gpt-9'; allowed: llama-3.1-8b"),
-    ("gpu-unknown", ["simulate", "--gpu", "b200"], "--gpu: unknown gpu 'b200'; allowed: h100, h200, a100, mi300x"),
+    ("gpu-unknown", ["simulate", "--gpu", "b200"], "--gpu: unknown gpu 'b200'; allowed: h100, h200, a100, a100-40gb, h100-pcie, mi300x, cpu"),
     ("tp-3", ["simulate", "--tp", "3"], "--tp"),
     ("tp-words", ["simulate", "--tp", "two"], "--tp"),
     ("ep-3-tp-4", ["simulate", "--ep", "3", "--tp", "4", "--model", "mixtral-8x7b"],

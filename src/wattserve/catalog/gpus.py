@@ -83,6 +83,21 @@ GPUS: dict[str, GpuSpec] = {
         cap_max_w=400, clock_min_mhz=210, clock_max_mhz=1410, clock_step_mhz=15, idle_w=63,
         link_gb_s=300, allreduce_bus_gb_s=230, allreduce_latency_s=35e-6, compute_units=108,
     ),
+    # A100 SXM4 40GB: as the 80 GB part but 40 GB of HBM2 at 1.555 TB/s (gpu_specs.csv, A100 row note).
+    "a100-40gb": GpuSpec(
+        name="A100-SXM-40GB", bf16_tflops=312, hbm_gb=40, hbm_tb_s=1.555, tdp_w=400, cap_min_w=100,
+        cap_max_w=400, clock_min_mhz=210, clock_max_mhz=1410, clock_step_mhz=15, idle_w=63,
+        link_gb_s=300, allreduce_bus_gb_s=230, allreduce_latency_s=35e-6, compute_units=108,
+    ),
+    # H100 PCIe 80GB: 756 TFLOP/s dense BF16 (NVIDIA H100 datasheet: 1,513 with sparsity), 2.0 TB/s and
+    # 350 W (product brief PB-11133), SM clocks up to 1755 MHz, idle about 62 W (gpu_specs.csv, its
+    # "low (contrast only)" row). No NVLink bridge assumed: KV and all-reduce go over PCIe Gen5 x16
+    # (64 GB/s per direction; bus bandwidth 40 GB/s and 50 us latency are our assumptions).
+    "h100-pcie": GpuSpec(
+        name="H100-PCIe", bf16_tflops=756, hbm_gb=80, hbm_tb_s=2.0, tdp_w=350, cap_min_w=200,
+        cap_max_w=350, clock_min_mhz=345, clock_max_mhz=1755, clock_step_mhz=15, idle_w=62,
+        link_gb_s=64, allreduce_bus_gb_s=40, allreduce_latency_s=50e-6, compute_units=114,
+    ),
     # MI300X OAM 192GB: 1307.4 TFLOP/s, 5.3 TB/s, 750 W, sclk 500-2100 MHz, idle 130-137 W (rocm-smi).
     # The minimum power cap is not in gpu_specs.csv ("unknown"): 300 W is assumed, below the lowest
     # cap RAPID studies (450 W). Infinity Fabric: 7 links x 64 GB/s = 448 GB/s per direction.
@@ -91,9 +106,19 @@ GPUS: dict[str, GpuSpec] = {
         cap_max_w=750, clock_min_mhz=500, clock_max_mhz=2100, clock_step_mhz=25, idle_w=132,
         link_gb_s=448, allreduce_bus_gb_s=300, allreduce_latency_s=40e-6, compute_units=304, share_step=1,
     ),
+    # The host CPU our runtime's CPU back end runs on, so that the simulator can mirror it (`wattserve
+    # validate`). Nominal figures, not a datasheet: 0.1 TFLOP/s and 20 GB/s are what a CPU perf
+    # profile's efficiencies are fitted against (perf/perf_profile.py); caps and clocks are placeholders
+    # no control acts on.
+    "cpu": GpuSpec(
+        name="CPU", bf16_tflops=0.1, hbm_gb=16, hbm_tb_s=0.02, tdp_w=65, cap_min_w=15, cap_max_w=65,
+        clock_min_mhz=1000, clock_max_mhz=3000, clock_step_mhz=100, idle_w=10, link_gb_s=5,
+        allreduce_bus_gb_s=5, allreduce_latency_s=20e-6, compute_units=2, share_step=1,
+    ),
 }
 
-_ALIASES = {"h100-sxm": "h100", "h200-sxm": "h200", "a100-sxm-80gb": "a100", "a100-80gb": "a100"}
+_ALIASES = {"h100-sxm": "h100", "h200-sxm": "h200", "a100-sxm-80gb": "a100", "a100-80gb": "a100",
+            "a100-sxm-40gb": "a100-40gb", "h100-pcie-80gb": "h100-pcie"}
 
 
 def get_gpu(name: str) -> GpuSpec:

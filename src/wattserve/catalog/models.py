@@ -349,6 +349,12 @@ MODELS: dict[str, ModelSpec] = {
                               head_dim=128, ffn=14336, vocab=32000, experts=8, experts_per_token=2),
     "qwen3-30b-a3b": ModelSpec("Qwen3-30B-A3B", layers=48, hidden=2048, heads=32, kv_heads=4,
                                head_dim=128, ffn=768, vocab=151936, experts=128, experts_per_token=8),
+    # The runtime's own test and CPU-demo models (runtime/engine/config.py adds what the engine needs),
+    # here so that the simulator can mirror the runtime (`wattserve validate`).
+    "tiny": ModelSpec("tiny", layers=2, hidden=64, heads=4, kv_heads=2, head_dim=16, ffn=128, vocab=320),
+    "tiny-moe": ModelSpec("tiny-moe", layers=2, hidden=64, heads=4, kv_heads=2, head_dim=16, ffn=96, vocab=320,
+                          experts=4, experts_per_token=2),
+    "small": ModelSpec("small", layers=6, hidden=512, heads=8, kv_heads=4, head_dim=64, ffn=1408, vocab=8192),
 }
 
 _ALIASES = {"llama-3.3-70b": "llama-3.1-70b", "llama3-8b": "llama-3.1-8b", "mixtral": "mixtral-8x7b"}

@@ -36,6 +36,9 @@ def add(sub: argparse._SubParsersAction) -> None:
                    "the scenario's sweep [default: the scenario's rates]")
     p.add_argument("--seed", type=int, default=0, metavar="N", help="random seed, >= 0 [default 0]")
     p.add_argument("--jobs", type=int, metavar="N", help="worker processes, >= 1 [default: all cores]")
+    p.add_argument("--perf-profile", default="default", metavar="NAME|FILE",
+                   help="latency and power constants of every run: a shipped perf profile or a profile JSON file "
+                        "from `wattserve calibrate --profile` [default: default]")
     p.set_defaults(func=cmd_compare)
 
 
@@ -93,16 +96,22 @@ def _progress(name: str) -> Callable[[int, int], None]:
 
 
 def _write(out: Path, res: dict[str, Any], started: float, markdown: Callable[[dict[str, Any]], str],
-           plots: Callable[[dict[str, Any], Path], None]) -> None:
+           plots: Callable[[dict[str, Any], Path], None], calibration: dict[str, Any]) -> None:
     """compare.json, compare.md and the plots, all or none (a staged folder moved in when done)."""
     from wattserve.metrics.outputs import staged_dir, write_json
 
     if sys.stderr.isatty():
         sys.stderr.write("\n")
     res["wall_time_s"] = time.perf_counter() - started
+    res.update(calibration)
+    if calibration.get("calibration_warning"):
+        print(f"warning: {calibration['calibration_warning']}", file=sys.stderr)
     with staged_dir(out) as stage:
+        if res.get("calibration_warning"):
+            (stage / "UNCALIBRATED.txt").write_text(res["calibration_warning"] + "\n")
         write_json(stage / "compare.json", res)
-        (stage / "compare.md").write_text(markdown(res))
+        warning = f"> **{res['calibration_warning']}**\n\n" if res.get("calibration_warning") else ""
+        (stage / "compare.md").write_text(warning + markdown(res))
         plots(res, stage)
 
 
@@ -118,7 +127,7 @@ def _pals(sc: Any, args: argparse.Namespace, started: float) -> int:
     deployments = _csv_list(args.workloads, sc.workloads, "--workloads")
     out = _checked_common(args, sc.name)
     res = run_pals_compare(sc, policies, deployments, args.seed, args.jobs, _progress(sc.name))
-    _write(out, res, started, markdown, plots)
+    _write(out, res, started, markdown, plots, args.calibration)
     print(markdown(res))
     print(f"results in {out}/ ({res['wall_time_s']:.0f} s)")
     return 0
@@ -138,7 +147,7 @@ def _biscale(sc: Any, args: argparse.Namespace, started: float) -> int:
     out = _checked_common(args, sc.name)
     res = run_biscale_compare(sc, str(args.data), rates, policies, args.jobs, _progress(sc.name))
     res["seed"] = args.seed
-    _write(out, res, started, markdown, plots)
+    _write(out, res, started, markdown, plots, args.calibration)
     print(markdown(res))
     print(f"results in {out}/ ({res['wall_time_s']:.0f} s)")
     return 0
@@ -157,7 +166,7 @@ def _rapid_serve(sc: Any, args: argparse.Namespace, started: float) -> int:
     out = _checked_common(args, sc.name)
     res = run_rapid_serve_compare(sc, list(sc.models), workloads, rates, policies, args.seed, args.jobs,
                                   _progress(sc.name))
-    _write(out, res, started, markdown, plots)
+    _write(out, res, started, markdown, plots, args.calibration)
     print(markdown(res).split("\n\n| model | workload | rate |")[0])
     print(f"results in {out}/ ({res['wall_time_s']:.0f} s)")
     return 0
@@ -171,17 +180,29 @@ def _check_traces(data: str) -> None:
             raise UsageError(f"{data!r} has no traces/azure_llm_2023/; allowed: the shared data folder", "--data")
 
 
+def _calibration_warning(profile: Any, sc: Any) -> str | None:
+    """The profile's warning for the scenario's GPU(s): PALS's deployments each name their own."""
+    gpus = [d.gpu for d in sc.deployments] if hasattr(sc, "deployments") else [sc.gpu]
+    return "; ".join(dict.fromkeys(w for g in gpus if (w := profile.warning(g)))) or None
+
+
 def cmd_compare(args: argparse.Namespace, started: float) -> int:
+    from dataclasses import replace
+
     from wattserve.experiments.biscale_scenario import BiScaleScenario
     from wattserve.experiments.compare import markdown, plots, run_compare
     from wattserve.experiments.pals_moe import PalsScenario
     from wattserve.experiments.rapid_serve_scenario import RapidServeScenario
     from wattserve.experiments.scenarios import get_scenario
+    from wattserve.perf.perf_profile import load_profile
 
     try:
         sc = get_scenario(args.scenario)
     except UsageError as e:
         raise e.named({"scenario": "--scenario"}) from None
+    profile = load_profile(args.perf_profile, "--perf-profile")
+    sc = replace(sc, perf_profile=args.perf_profile)
+    args.calibration = {"perf_profile": profile.name, "calibration_warning": _calibration_warning(profile, sc)}
     if isinstance(sc, PalsScenario):
         return _pals(sc, args, started)
     if isinstance(sc, BiScaleScenario):
@@ -198,7 +219,7 @@ def cmd_compare(args: argparse.Namespace, started: float) -> int:
         _check_traces(args.data)
     out = _checked_common(args, sc.name)
     res = run_compare(sc, policies, workloads, rates, args.seed, str(args.data), args.jobs, _progress(sc.name))
-    _write(out, res, started, markdown, plots)
+    _write(out, res, started, markdown, plots, args.calibration)
     print(markdown(res).split("\n\n| workload | rate |")[0])
     print(f"\nresults in {out}/ ({res['wall_time_s']:.0f} s)")
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from wattserve.errors import UsageError
@@ -34,6 +35,7 @@ def add(sub: argparse._SubParsersAction) -> None:
                      help="locked SM clock, MHz, within the GPU's clock range [default: as the cap allows]")
     lim.add_argument("--power-cap", type=float, metavar="W",
                      help="power cap, W, within the GPU's cap range [default: the GPU's TDP]")
+    p.add_argument("--perf-profile", default="default", metavar="NAME|FILE", help=schema_help["perf-profile"])
     p.add_argument("--json", action="store_true", help="print the estimate as one JSON object instead of lines")
     p.set_defaults(func=cmd_estimate)
 
@@ -41,7 +43,8 @@ def add(sub: argparse._SubParsersAction) -> None:
 def cmd_estimate(args: argparse.Namespace, started: float) -> int:
     from wattserve.catalog import get_gpu, get_model
     from wattserve.catalog.models import BatchShape
-    from wattserve.perf import RooflineLatencyModel, UtilizationPowerModel, operating_point
+    from wattserve.perf import operating_point
+    from wattserve.perf.perf_profile import load_profile
     from wattserve.sim.cluster import check_moe
     from wattserve.sim.gpu import check_cap, check_clock
 
@@ -73,8 +76,9 @@ def cmd_estimate(args: argparse.Namespace, started: float) -> int:
     _check_fits(gpu, model, args.tp, _kv_tokens(args),
                 "--prefill-tokens x --prefill-batch" if args.prefill_tokens is not None else
                 "--decode-batch x --context")
-    lat = RooflineLatencyModel(gpu, model, args.tp, ep=args.ep, expert_skew=args.expert_skew)
-    pwr = UtilizationPowerModel.for_gpu(gpu)
+    profile = load_profile(args.perf_profile, "--perf-profile")
+    lat = profile.latency_model(gpu, model, args.tp, ep=args.ep, expert_skew=args.expert_skew)
+    pwr = profile.power_model(gpu)
     cap = args.power_cap if args.power_cap is not None else gpu.tdp_w
     op = operating_point(gpu, lat, pwr, shape, cap, args.clock)
     out = {
@@ -82,13 +86,17 @@ def cmd_estimate(args: argparse.Namespace, started: float) -> int:
         "power_w": op.power_w, "clock_mhz": op.clock_mhz, "power_cap_w": cap,
         "compute_util": op.cost.compute_util, "memory_util": op.cost.memory_util,
         "tokens_per_s": tokens / op.cost.time_s, "energy_j_per_token": op.power_w * args.tp * op.cost.time_s / tokens,
-        "modelled": True,
+        "modelled": True, "perf_profile": profile.name,
+        "calibration_warning": profile.warning(args.gpu),
     }
+    if out["calibration_warning"]:
+        print(f"warning: {out['calibration_warning']}", file=sys.stderr)
     if args.json:
         print(json.dumps(out))
     else:
         for k, v in out.items():
-            print(f"{k:<20}{v:.4g}" if isinstance(v, float) else f"{k:<20}{v}")
+            if v is not None:
+                print(f"{k:<20}{v:.4g}" if isinstance(v, float) else f"{k:<20}{v}")
     return 0
 
 

@@ -48,6 +48,7 @@ def cmd_simulate(args: argparse.Namespace, started: float) -> int:
     from wattserve.experiments.build import build_run
     from wattserve.metrics.outputs import check_out_dir
     from wattserve.metrics.summary import summarize, terminal_table
+    from wattserve.perf.perf_profile import calibration_fields
     from wattserve.progress import progress_bar
     from wattserve.schema.flag_table import SIMULATE
     from wattserve.schema.loading import load_scenario, scenario_yaml
@@ -82,6 +83,9 @@ def cmd_simulate(args: argparse.Namespace, started: float) -> int:
                         **track_budget(res.gpus, run.budget, res.end_s).fields(),
                         "cap_changes": run.log.count("cap"), "role_changes": run.log.count("role")})
     summary["scenario"] = scenario.name
+    summary.update(calibration_fields(scenario.cluster.perf_profile, scenario.cluster.gpu))
+    if summary["calibration_warning"]:
+        print(f"warning: {summary['calibration_warning']}", file=sys.stderr)
     summary["workload"] = workload.name
     summary["num_prompts"] = len(workload)
     if args.out:

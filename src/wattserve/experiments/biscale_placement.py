@@ -43,8 +43,7 @@ import numpy as np
 from wattserve.catalog.gpus import GpuSpec, get_gpu
 from wattserve.catalog.models import BatchShape, ModelSpec, get_model
 from wattserve.governors.prefill_mpc import coarse_levels
-from wattserve.perf.latency import RooflineLatencyModel
-from wattserve.perf.power import UtilizationPowerModel
+from wattserve.perf.perf_profile import load_profile
 from wattserve.schema.cluster import ClusterConfig
 from wattserve.workload.workload import Workload
 
@@ -119,6 +118,7 @@ class SearchSpace:
     max_seqs: int = 256
     mem_util: float = 0.9
     block_size: int = 16
+    perf_profile: str = "default"
 
     def clocks(self, spec: GpuSpec) -> list[int | None]:
         table = coarse_levels(spec.clocks, self.levels, None)
@@ -136,12 +136,12 @@ def _prefill_shape(p: float) -> BatchShape:
 
 
 def prefill_options(sp: SearchSpace, st: WindowStats, max_clock_only: bool = False) -> list[PhaseOption]:
-    spec, model = get_gpu(sp.gpu), get_model(sp.model)
-    power = UtilizationPowerModel.for_gpu(spec)
+    spec, model, profile = get_gpu(sp.gpu), get_model(sp.model), load_profile(sp.perf_profile)
+    power = profile.power_model(spec)
     clocks = [None] if max_clock_only else sp.clocks(spec)
     out = []
     for tp in sp.tps(spec, model):
-        lat = RooflineLatencyModel(spec, model, tp)
+        lat = profile.latency_model(spec, model, tp)
         shapes = [_prefill_shape(p) for p in st.prompts]
         for level, mhz in enumerate(clocks):
             f = spec.clocks[-1] if mhz is None else mhz
@@ -164,14 +164,14 @@ def prefill_options(sp: SearchSpace, st: WindowStats, max_clock_only: bool = Fal
 
 
 def decode_options(sp: SearchSpace, st: WindowStats, max_clock_only: bool = False) -> list[PhaseOption]:
-    spec, model = get_gpu(sp.gpu), get_model(sp.model)
-    power = UtilizationPowerModel.for_gpu(spec)
+    spec, model, profile = get_gpu(sp.gpu), get_model(sp.model), load_profile(sp.perf_profile)
+    power = profile.power_model(spec)
     clocks = [None] if max_clock_only else sp.clocks(spec)
     out_len = float(st.outputs.mean())
     ctx = float(st.prompts.mean() + st.outputs.mean() / 2)
     out = []
     for tp in sp.tps(spec, model):
-        lat = RooflineLatencyModel(spec, model, tp)
+        lat = profile.latency_model(spec, model, tp)
         kv = model.kv_capacity_tokens(spec.hbm_bytes, tp, sp.mem_util)
         for level, mhz in enumerate(clocks):
             f = spec.clocks[-1] if mhz is None else mhz

@@ -66,14 +66,17 @@ class BiScaleScenario(RateSweep):
     slo_ttft_ms: float = 600.0
     slo_tpot_ms: float = 100.0
     policies: tuple[str, ...] = POLICIES
+    perf_profile: str = "default"
+    """The perf profile every run of the scenario uses (compare --perf-profile)."""
 
     def space(self) -> SearchSpace:
         return SearchSpace(self.gpu, self.model, self.num_gpus, self.gpus_per_node,
-                           slo_ttft_s=self.slo_ttft_ms / 1e3, slo_tpot_s=self.slo_tpot_ms / 1e3)
+                           slo_ttft_s=self.slo_ttft_ms / 1e3, slo_tpot_s=self.slo_tpot_ms / 1e3,
+                           perf_profile=self.perf_profile)
 
     def base(self) -> ClusterConfig:
         return ClusterConfig(gpu=self.gpu, model=self.model, tp=4, prefill=1, decode=1,
-                             gpus_per_node=self.gpus_per_node)
+                             gpus_per_node=self.gpus_per_node, perf_profile=self.perf_profile)
 
 
 def trace_workload(name: str, rate: float, duration_s: float, data_dir: str) -> Workload:

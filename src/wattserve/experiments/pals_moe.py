@@ -75,6 +75,8 @@ class PalsScenario:
                                               (390.0, 0.7), (480.0, 0.4))
     """(from time s, fraction of tdp's measured throughput)."""
     policies: tuple[str, ...] = POLICIES
+    perf_profile: str = "default"
+    """The perf profile every run of the scenario uses (compare --perf-profile)."""
     offered: float = 1.3
     """Offered load over tdp's throughput (the backlog never drains)."""
     models: dict[str, Any] = field(default_factory=dict, compare=False)
@@ -105,7 +107,7 @@ def shipped_models() -> dict[str, Any]:
 def cluster_config(sc: PalsScenario, d: Deployment, cap_w: float | None = None, batch: int | None = None
                    ) -> ClusterConfig:
     cfg = ClusterConfig(gpu=d.gpu, model=d.model, tp=sc.tp, prefill=0, decode=0, colocated=sc.instances,
-                        power_cap_w=cap_w)
+                        power_cap_w=cap_w, perf_profile=sc.perf_profile)
     update: dict[str, Any] = {}
     if sc.ep != 1:
         update["ep"] = sc.ep

@@ -61,6 +61,8 @@ class RapidServeScenario(RateSweep):
     ttft_s_per_1k_tokens: float = 1.0
     attainment_target: float = 0.95
     policies: tuple[str, ...] = POLICIES
+    perf_profile: str = "default"
+    """The perf profile every run of the scenario uses (compare --perf-profile)."""
 
     def rates_for(self, workload: str, model: str) -> tuple[float, ...]:
         scale = self.mixtral_rate_scale if model == "mixtral-8x7b" else 1.0
@@ -71,7 +73,8 @@ class RapidServeScenario(RateSweep):
         return tuple(p for p in self.policies if not (p == "disagg-4p4d" and model == "mixtral-8x7b"))
 
     def cluster(self, policy: str, model: str) -> ClusterConfig:
-        base: dict[str, Any] = {"gpu": self.gpu, "model": model, "prefill": 0, "decode": 0}
+        base: dict[str, Any] = {"gpu": self.gpu, "model": model, "prefill": 0, "decode": 0,
+                                "perf_profile": self.perf_profile}
         if policy == "disagg-4p4d":
             half = self.num_gpus // 2
             return ClusterConfig(**{**base, "tp": half, "prefill": 1, "decode": 1})

@@ -65,6 +65,8 @@ class NamedScenario:
     """Request rates (req/s) swept for each workload."""
     attainment_target: float = 0.8
     arms: tuple[Arm, ...] = ARMS
+    perf_profile: str = "default"
+    """The perf profile every run of the scenario uses (compare --perf-profile)."""
     prefill_caps_w: tuple[float, ...] = (450, 500, 550, 600, 650, 700, 750)
     """Candidate per-GPU prefill caps for the static-split optimiser and the oracle."""
     oracle_prefill_counts: tuple[int, ...] = (2, 3, 4, 5, 6)
@@ -86,7 +88,8 @@ class NamedScenario:
         colocated = arm is not None and arm.layout == "colocated"
         n = self.num_gpus // self.tp
         cluster = ClusterConfig(gpu=self.gpu, model=self.model, tp=self.tp, prefill=0 if colocated else self.prefill,
-                                decode=0 if colocated else self.decode, colocated=n if colocated else 0)
+                                decode=0 if colocated else self.decode, colocated=n if colocated else 0,
+                                perf_profile=self.perf_profile)
         control = ControlConfig(budget_w=self.budget_w, policy=arm.policy) if arm is not None else ControlConfig()
         return Scenario(name=self.name, seed=seed, cluster=cluster, control=control,
                         slo=SloConfig(ttft_ms=self.slo_ttft_ms, tpot_ms=self.slo_tpot_ms))
@@ -96,7 +99,7 @@ class NamedScenario:
         the oracle try these)."""
         cluster = ClusterConfig(gpu=self.gpu, model=self.model, tp=self.tp, prefill=prefill,
                                 decode=self.num_gpus // self.tp - prefill, prefill_cap_w=prefill_cap_w,
-                                decode_cap_w=decode_cap_w)
+                                decode_cap_w=decode_cap_w, perf_profile=self.perf_profile)
         return Scenario(name=self.name, cluster=cluster,
                         slo=SloConfig(ttft_ms=self.slo_ttft_ms, tpot_ms=self.slo_tpot_ms))
 

@@ -2,7 +2,9 @@
 
 t = soft_max_p(linear FLOPs / (peak * eff_gemm * s), weight bytes / (HBM * eff_mem))
   + max(attention FLOPs / (peak * eff_attn * s), KV bytes / (HBM * eff_mem))
-  + elementwise bytes / (HBM * eff_mem) + TP all-reduce + MoE all-to-all + fixed per-iteration overhead,
+  + elementwise bytes / (HBM * eff_mem) + TP all-reduce + MoE all-to-all
+  + step overhead + seq overhead * sequences + prompt overhead * prompts completed
+  + layer overhead * layers + comm overhead * all-reduce calls,
 with s = clock / max clock and soft_max_p(a, b) = (a**p + b**p)**(1/p). The soft maximum models GEMMs near
 the ridge point, where neither compute nor weight streaming fully hides the other. Compute time scales
 with the SM clock; memory time does not (the HBM clock is independent of the SM clock on
@@ -23,6 +25,13 @@ Calibration (docs/calibration.md holds the error table; `wattserve calibrate` re
   between the pure roofline and the sum of compute and memory time; p = 1.5 matches both within 3%.
 - EFF_ATTN 0.55: FlashAttention-3 (Shah et al., 2024) reports about 500-660 TFLOP/s for causal BF16
   forward at head dim 128 on H100.
+- eff_kv (KV-cache reads), seq_overhead_s (per sequence in the batch: sampling, block tables, metadata),
+  prompt_overhead_s (per prompt the step completes: its first token's bookkeeping and, on a
+  disaggregated prefill worker that exports KV inside its step loop, the export),
+  layer_overhead_s (per layer: kernel launches a CUDA graph does not hide) and comm_overhead_s (per
+  all-reduce: synchronisation beyond the wire time, what makes TP scale worse than its bandwidth) are
+  the terms a perf profile fits per engine (perf/perf_profile.py); with their defaults (eff_kv =
+  EFF_MEM, the others 0) the model is the one fitted to ML.ENERGY below.
 - OVERHEAD_S: fitted with the power constants by scripts/fit_calibration.py to ML.ENERGY v3 median
   inter-token latency on H100 (anchors/mlenergy/v3_leaderboard/v3_configs_flat.csv): the per-step
   time vLLM spends outside GPU kernels that CUDA graphs do not hide.
@@ -88,6 +97,12 @@ class RooflineLatencyModel:
     eff_attn: float = EFF_ATTN
     overhead_s: float = OVERHEAD_S
     gemm_p: float = GEMM_P
+    eff_kv: float | None = None
+    """Efficiency of KV-cache reads (None: eff_mem, the weight-streaming efficiency)."""
+    seq_overhead_s: float = 0.0
+    prompt_overhead_s: float = 0.0
+    layer_overhead_s: float = 0.0
+    comm_overhead_s: float = 0.0
     _k: tuple[float, ...] = field(init=False, repr=False, compare=False)
     _a2a: tuple[AllToAllFit, float, int] | None = field(init=False, repr=False, compare=False)
     _reads: Callable[[int], float] = field(init=False, repr=False, compare=False)
@@ -100,6 +115,7 @@ class RooflineLatencyModel:
         g = self.gpu
         bw = g.hbm_bytes_s * self.eff_mem
         gemm = g.peak_flops * self.eff_gemm
+        kv_bw = g.hbm_bytes_s * (self.eff_mem if self.eff_kv is None else self.eff_kv)
         ar_wire = 0.0
         if c.allreduce_calls:
             ar_wire = 2.0 * (self.tp - 1) / self.tp * c.allreduce_bytes_per_token / (g.allreduce_bus_gb_s * 1e9)
@@ -109,9 +125,11 @@ class RooflineLatencyModel:
             c.dense_weight_bytes / bw,
             self.model.layers * c.expert_bytes_per_layer / bw,
             c.attn_flops_per_pair / (g.peak_flops * self.eff_attn),
-            c.kv_bytes_per_token / bw,
+            c.kv_bytes_per_token / kv_bw,
             c.elementwise_bytes_per_token / bw + c.allreduce_calls * ar_wire,
-            self.overhead_s + c.allreduce_calls * g.allreduce_latency_s,
+            self.overhead_s + c.allreduce_calls * (g.allreduce_latency_s + self.comm_overhead_s)
+            + self.model.layers * self.layer_overhead_s,
+            self.seq_overhead_s,
         )
         object.__setattr__(self, "_k", k)
         a2a = None
@@ -135,7 +153,7 @@ class RooflineLatencyModel:
         tokens = shape.prefill_tokens + shape.decode_seqs
         if tokens == 0:
             return IterCost(0.0, 0.0, 0.0)
-        t_tok, t_logit, t_dense, t_expert, t_pair, t_kv, t_elem, t_fixed = self._k
+        t_tok, t_logit, t_dense, t_expert, t_pair, t_kv, t_elem, t_fixed, t_seq = self._k
         inv_s = self.gpu.clock_max_mhz / clock_mhz
         lin_c = (t_tok * tokens + t_logit * (shape.prefill_seqs + shape.decode_seqs)) * inv_s
         lin_m = t_dense + (t_expert * self._reads(tokens) if t_expert else 0.0)
@@ -145,6 +163,10 @@ class RooflineLatencyModel:
         lin = (lin_c**p + lin_m**p) ** (1.0 / p)
         elem = t_elem * tokens
         t = lin + (attn_c if attn_c > attn_m else attn_m) + elem + t_fixed
+        if t_seq:
+            t += t_seq * (shape.prefill_seqs + shape.decode_seqs)
+        if self.prompt_overhead_s:
+            t += self.prompt_overhead_s * shape.prefill_seqs
         if self._a2a is not None:
             fit, per_token, calls = self._a2a
             t += calls * fit.time_s(per_token * tokens)

@@ -201,9 +201,11 @@ class Api:
 
     async def _stream(self, request: web.Request, st: RequestState, opts: RequestOptions, rid: str, created: int,
                       chat: bool) -> web.StreamResponse:
-        """Server-sent events, one per decoded piece. A client that goes away mid-stream makes a
-        write fail before aiohttp cancels the handler: that ends the stream quietly (the caller
-        aborts the request on its worker), not with a logged traceback."""
+        """Server-sent events, one per token as vLLM streams them: a token whose text is not whole
+        yet (part of a UTF-8 character, a special token, text held back by a stop sequence) streams as
+        empty text, so that a client times every token, the first included. A client that goes away
+        mid-stream makes a write fail before aiohttp cancels the handler: that ends the stream
+        quietly (the caller aborts the request on its worker), not with a logged traceback."""
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await resp.prepare(request)
         obj = "chat.completion.chunk" if chat else "text_completion"
@@ -239,9 +241,8 @@ class Api:
                     if text_stream.stopped:
                         await send(chunk(text or None, "stop", first))
                         break
-                    if text:
-                        await send(chunk(text, None, first))
-                        first = False
+                    await send(chunk(text, None, first))
+                    first = False
                 elif kind == "error":
                     f = value if isinstance(value, Failure) else Failure(str(value), 500)
                     await send({"error": {"message": f.message, "type": f.kind, "param": None, "code": f.status}})

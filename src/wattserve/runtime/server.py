@@ -60,6 +60,16 @@ def check_inputs(a: ServeConfig) -> None:
             raise UsageError(f"--weights: no *.safetensors files in {a.weights!r}; allowed: dummy or a folder "
                              "of HF safetensors")
     _check_positions(a)
+    if a.step_log is not None:
+        log = Path(a.step_log)
+        try:
+            log.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UsageError(f"cannot create {a.step_log!r} ({e.strerror}); allowed: a folder to write step logs "
+                             "into", "step_log") from None
+        if not os.access(log, os.W_OK):
+            raise UsageError(f"{a.step_log!r} is not writable; allowed: a folder to write step logs into",
+                             "step_log")
     try:
         device = torch.device(a.device)
     except RuntimeError:
@@ -135,7 +145,8 @@ def worker_specs(a: ServeConfig) -> list[WorkerSpec]:
                                 "127.0.0.1", gpu=a.gpu, power_as_model=a.power_as_model, governor=a.governor,
                                 slo_ttft_s=a.slo.ttft_ms and a.slo.ttft_ms / 1e3,
                                 slo_tpot_s=a.slo.tpot_ms and a.slo.tpot_ms / 1e3,
-                                shm_prefix=owner_prefix(os.getpid(), i), power_backend=a.power_backend))
+                                shm_prefix=owner_prefix(os.getpid(), i), power_backend=a.power_backend,
+                                step_log=a.step_log))
     return specs
 
 

@@ -26,11 +26,13 @@ from typing import Any
 from wattserve.errors import UsageError
 from wattserve.governors.registry import make_governor
 from wattserve.runtime import wire
+from wattserve.runtime.engine.catalog_device import catalog_device
 from wattserve.runtime.engine.engine import EngineArgs, LLMEngine
 from wattserve.runtime.engine.sampler import TokenLogprob
 from wattserve.runtime.engine.sequence import SamplingParams, Status
 from wattserve.runtime.engine.step_view import PowerProfile
 from wattserve.runtime.power.device import DevicePower
+from wattserve.runtime.step_log import StepLog
 from wattserve.runtime.transport import make_transport, transport_for
 
 ROLES = ("prefill", "decode", "colocated")
@@ -55,6 +57,8 @@ class WorkerSpec:
     shm_prefix: str | None = None
     power_backend: str = "auto"
     """This worker's own power agent (runtime.power.local): auto, nvml, amdsmi or modelled."""
+    step_log: str | None = None
+    """A folder to log every step's shape and time into (runtime.step_log), or None."""
     """Name prefix of the KV segments this worker creates (transport.owner_prefix): its server can
     sweep what it leaves if it dies."""
 
@@ -74,6 +78,8 @@ class Worker:
         self.started = time.monotonic()
         self.prompt_tokens = 0
         """Prompt tokens prefilled here, recomputation after preemption included (monotonic)."""
+        self.step_log = None if spec.step_log is None else StepLog(
+            spec.step_log, spec.wid, spec.role, catalog_device(self.engine.device), spec.engine.model)
 
     def send(self, header: dict[str, Any], payload: bytes = b"") -> None:
         if self.writer is not None and not self.writer.is_closing():
@@ -201,6 +207,7 @@ class Worker:
                 self.wake.clear()
                 await self.wake.wait()
                 continue
+            started = time.perf_counter()
             try:
                 outs = self._step()
             except Exception as e:  # noqa: BLE001 - a faulty step fails its requests, not the worker
@@ -220,6 +227,8 @@ class Worker:
             if self.writer is not None:
                 await self.writer.drain()
             await asyncio.sleep(0)
+            if self.step_log is not None:
+                self.step_log.record(self.engine.last_shape, time.perf_counter() - started)
 
     def _fail_running(self, e: Exception) -> None:
         """An exception inside a step: its sequences cannot be trusted (their KV may be half written),
@@ -279,6 +288,8 @@ def worker_main(spec: WorkerSpec, ready: Any) -> None:
         asyncio.run(w.serve(ready))
     finally:
         w.power.close()
+        if w.step_log is not None:
+            w.step_log.close()
 
 
 def spec_to_json(spec: WorkerSpec) -> str:

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from wattserve.errors import UsageError
 from wattserve.governors.registry import GOVERNORS
+from wattserve.perf.perf_profile import load_profile, shipped
 from wattserve.schema.base import Strict, flag
 from wattserve.schema.choices import GPUS, MODELS, ROUTERS, GovernorName, GpuName, ModelName, RouterName
 
@@ -65,8 +67,27 @@ class ClusterConfig(Strict):
     router: RouterName = Field("least_loaded", description="request router", json_schema_extra=flag("router", ROUTERS.names()))
     gpus_per_node: int = Field(8, ge=1, description="GPUs per node (tensor parallelism stays in one node)")
     engine: EngineConfig = Field(default_factory=EngineConfig)
+    perf_profile: str = Field("default", description="latency and power constants: a shipped perf profile or a "
+                              "profile JSON file from `wattserve calibrate --profile` (docs/calibration.md)",
+                              json_schema_extra=flag("perf-profile", shipped()))
+    prefill_perf_profile: str | None = Field(None, description="perf profile of prefill instances (default: "
+                                             "--perf-profile), where the prefill side runs another engine or pays "
+                                             "for its KV export", json_schema_extra=flag("prefill-perf-profile"))
+    decode_perf_profile: str | None = Field(None, description="perf profile of decode instances (default: "
+                                            "--perf-profile)", json_schema_extra=flag("decode-perf-profile"))
     max_run_iters: int | None = Field(None, ge=1)
     """Cap on decode iterations the simulator jumps at once; 1 steps every iteration (to verify the jumps)."""
+
+    @field_validator("perf_profile", "prefill_perf_profile", "decode_perf_profile")
+    @classmethod
+    def _profile(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            load_profile(v)
+        except UsageError as e:
+            raise ValueError(e.detail) from None
+        return v
 
     @model_validator(mode="after")
     def _shape(self) -> ClusterConfig:
@@ -99,6 +120,11 @@ class ClusterConfig(Strict):
         their own parallelism, so a disaggregated cluster may give each phase its own."""
         own = {"prefill": self.prefill_tp, "decode": self.decode_tp}.get(role)
         return self.tp if own is None else own
+
+    def profile_of(self, role: str) -> str:
+        """Perf profile of an instance in `role` (its phase's profile, else the cluster's)."""
+        own = {"prefill": self.prefill_perf_profile, "decode": self.decode_perf_profile}.get(role)
+        return self.perf_profile if own is None else own
 
     def clock_of(self, role: str) -> int | None:
         """Clock lock of an instance in `role` (its phase's lock, else the cluster's)."""

@@ -23,7 +23,8 @@ TABLES = {"SIMULATE": ("wattserve.schema.scenario:Scenario", ("cluster", "contro
           "SERVE": ("wattserve.schema.serve:ServeConfig", ("", "control", "slo")),
           "BENCH": ("wattserve.schema.bench:BenchConfig", ("",)),
           "PROFILE": ("wattserve.schema.profile:ProfileConfig", ("",)),
-          "FIT": ("wattserve.schema.profile:FitConfig", ("",))}
+          "FIT": ("wattserve.schema.profile:FitConfig", ("",)),
+          "VALIDATE": ("wattserve.schema.validate:ValidateConfig", ("",))}
 """Each generated table: its model and the order of its sections."""
 _TYPES: dict[str, type] = {"int": int, "float": float, "str": str}
 

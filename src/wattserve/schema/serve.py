@@ -63,6 +63,9 @@ class ServeConfig(RuntimeEngineConfig):
         "requests finished in the last S seconds (simulated on --gpu and the modelled catalog model; logged and "
         "on /metrics, not applied: workers keep their TP) [default: off]",
         json_schema_extra=flag("placement-window"))
+    step_log: str | None = Field(None, description="folder to log every engine step's batch shape and time into, "
+                                 "one CSV per worker in the iteration-table format that `wattserve calibrate "
+                                 "--profile` fits [default: off]", json_schema_extra=flag("step-log"))
     restart_workers: bool = Field(False, description="restart a crashed worker (weights reloaded) in its role and "
                                   "put it back in service; without it the server serves on with the rest",
                                   json_schema_extra=flag("restart-workers"))

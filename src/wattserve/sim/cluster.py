@@ -15,8 +15,7 @@ from wattserve.catalog.gpus import GpuSpec, get_gpu
 from wattserve.catalog.models import ModelSpec, get_model
 from wattserve.errors import UsageError
 from wattserve.governors.registry import make_governor
-from wattserve.perf.latency import RooflineLatencyModel
-from wattserve.perf.power import UtilizationPowerModel
+from wattserve.perf.perf_profile import load_profile
 from wattserve.results.histogram import LogHistogram
 from wattserve.results.records import RequestRecords
 from wattserve.results.sim_result import GpuTrace, InstanceTrace, LinkTrace, SimResult
@@ -57,10 +56,16 @@ class Cluster:
         self.itl_hist = LogHistogram()
         self.records = RequestRecords(workload.arrival_s, workload.prompt_tokens, workload.output_tokens)
         self.router = make_policy(spec.router)
-        power = UtilizationPowerModel.for_gpu(self.gpu_spec)
+        profiles = {r: load_profile(spec.profile_of(r), f"cluster.{r}_perf_profile" if r in ("prefill", "decode")
+                                    and spec.profile_of(r) != spec.perf_profile else "cluster.perf_profile")
+                    for r in ROLES}
+        prompt_side = profiles["colocated" if spec.colocated else "concurrent" if spec.concurrent else "prefill"]
+        self._handoff_s = profiles["prefill"].latency.handoff_overhead_s
+        self._ingress_s = prompt_side.latency.request_overhead_s
         eng = spec.engine
-        latency = {tp: RooflineLatencyModel(self.gpu_spec, self.model, tp, spec.ep, spec.expert_skew)
-                   for tp in {spec.tp_of(r) for r in ROLES}}
+        latency = {r: p.latency_model(self.gpu_spec, self.model, spec.tp_of(r), spec.ep, spec.expert_skew)
+                   for r, p in profiles.items()}
+        power = {r: p.power_model(self.gpu_spec) for r, p in profiles.items()}
         budgets = {"prefill": eng.prefill_token_budget, "decode": eng.colocated_token_budget,
                    "colocated": eng.colocated_token_budget, "concurrent": eng.prefill_token_budget}
         self.gpus: list[SimGpu] = []
@@ -80,7 +85,7 @@ class Cluster:
                 gpus.append(g)
             kv_tokens = self.model.kv_capacity_tokens(self.gpu_spec.hbm_bytes, tp, eng.mem_util)
             kind = ConcurrentInstance if role == "concurrent" else Instance
-            inst = kind(iid, role, gpus, self.loop, self, latency[tp], power, make(), self.itl_hist,
+            inst = kind(iid, role, gpus, self.loop, self, latency[role], power[role], make(), self.itl_hist,
                             kv_tokens, eng.block_size, eng.max_seqs, budgets,
                             self.model.kv_bytes_per_token_per_rank(tp), spec.max_run_iters, slo_s)
             self.instances.append(inst)
@@ -140,6 +145,10 @@ class Cluster:
             raise UsageError(f"instance {iid} cannot change role: prefill and decode instances have different "
                              f"TP ({self.spec.tp_of('prefill')} and {self.spec.tp_of('decode')}); allowed: "
                              "role changes with one TP for both phases", "cluster.prefill_tp")
+        if self.spec.profile_of("prefill") != self.spec.profile_of("decode"):
+            raise UsageError(f"instance {iid} cannot change role: prefill and decode instances have different perf "
+                             f"profiles ({self.spec.profile_of('prefill')} and {self.spec.profile_of('decode')}); "
+                             "allowed: role changes with one profile for both phases", "cluster.prefill_perf_profile")
         peers = sum(1 for i in self.instances if i.role == inst.role and i.switching_to is None and i is not inst)
         if not check_role_change(f"instance {iid}", inst.role, inst.switching_to, role, peers):
             return
@@ -165,8 +174,9 @@ class Cluster:
     def _link_between(self, src: Instance, dst: Instance) -> Link:
         if src.iid not in self._local_link:
             g0 = self.gpu_spec
-            self._local_link[src.iid] = Link(f"inst{src.iid}-nvlink", g0.link_gb_s * 1e9, 2e-6)
-            self._net_link[src.iid] = Link(f"inst{src.iid}-net", g0.network_gb_s * 1e9, g0.network_latency_s)
+            self._local_link[src.iid] = Link(f"inst{src.iid}-nvlink", g0.link_gb_s * 1e9, 2e-6 + self._handoff_s)
+            self._net_link[src.iid] = Link(f"inst{src.iid}-net", g0.network_gb_s * 1e9,
+                                            g0.network_latency_s + self._handoff_s)
             self.links += [self._local_link[src.iid], self._net_link[src.iid]]
         if src.gpus[0].node == dst.gpus[0].node:
             return self._local_link[src.iid]
@@ -220,13 +230,13 @@ class Cluster:
         for inst in woken:
             inst.poke()
         if i < n:
-            self.loop.at(arr[i], self._arrive, i)
+            self.loop.at(arr[i] + self._ingress_s, self._arrive, i)
 
     def run(self, progress: Callable[[float], None] | None = None, until: float | None = None) -> SimResult:
         """Runs until the workload is done or, with `until`, until that simulated time (a backlog
         that never drains is measured over a window; requests still in flight stay unfinished)."""
         if len(self._arr):
-            self.loop.at(self._arr[0], self._arrive, 0)
+            self.loop.at(self._arr[0] + self._ingress_s, self._arrive, 0)
         self.loop.run(until=until, progress=progress)
         if until is not None and not self.loop.stopped and self.loop.pending():
             self.loop.now = max(self.loop.now, until)

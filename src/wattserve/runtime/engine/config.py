@@ -47,16 +47,13 @@ class ModelConfig(ModelSpec):
 
 
 SMALL_CONFIGS = {
-    # Test-sized: two layers, GQA 4:2, byte-level vocabulary plus BOS/EOS.
-    "tiny": ModelConfig("tiny", layers=2, hidden=64, heads=4, kv_heads=2, head_dim=16, ffn=128, vocab=320,
-                        rope_theta=10000.0, max_positions=4096),
-    # Mixtral-style MoE at test size: 4 experts, top-2.
-    "tiny-moe": ModelConfig("tiny-moe", layers=2, hidden=64, heads=4, kv_heads=2, head_dim=16, ffn=96, vocab=320,
-                            experts=4, experts_per_token=2, rope_theta=10000.0, max_positions=4096),
-    # A small model for CPU speed checks (about 30M parameters).
-    "small": ModelConfig("small", layers=6, hidden=512, heads=8, kv_heads=4, head_dim=64, ffn=1408, vocab=8192,
-                         rope_theta=10000.0, max_positions=4096),
+    name: ModelConfig(**{f.name: getattr(MODELS[name], f.name) for f in fields(ModelSpec)}, rope_theta=10000.0,
+                      max_positions=4096)
+    for name in ("tiny", "tiny-moe", "small")
 }
+"""Test-sized models (tiny: two layers, GQA 4:2, byte-level vocabulary plus BOS/EOS; tiny-moe: Mixtral-style,
+4 experts, top-2) and a small one (about 30M parameters) for CPU speed checks; their shapes live in the
+catalog."""
 
 
 def get_config(name: str) -> ModelConfig:

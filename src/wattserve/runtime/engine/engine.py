@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from pydantic import ConfigDict
 
+from wattserve.catalog.models import BatchShape
 from wattserve.errors import UsageError
 from wattserve.governors.max_clock import MaxClockGovernor
 from wattserve.runtime.engine.config import ModelConfig, get_config
@@ -121,6 +122,8 @@ class LLMEngine:
         self.seqs: dict[str, Sequence] = {}
         self.busy_s = 0.0
         self.steps = 0
+        self.last_shape = BatchShape()
+        """The shape of the last step run (the worker's step log records it)."""
         self.tokens_computed = 0
 
     def _auto_blocks(self) -> int:
@@ -232,6 +235,7 @@ class LLMEngine:
         """Ask the governor again when its last answer has run out, the batch has changed, or the
         caller says the engine's situation did (`fresh`)."""
         shape, comp = batch_shape(batch)
+        self.last_shape = shape
         if not fresh and self._held < self._hold and comp == self._composition:
             self._held += 1
             return

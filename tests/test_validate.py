@@ -1,0 +1,90 @@
+"""`wattserve validate` (issue 12): the calibrated simulator beside the real runtime. The accuracy is
+measured by the command itself (docs/calibration.md); these tests hold its plumbing and its result
+fields, on a short run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from wattserve.experiments.runtime_replay import RuntimeLayout
+from wattserve.experiments.validate import (
+    METRICS,
+    Requests,
+    lengths,
+    poisson,
+    serving_overheads,
+    sim_cluster,
+    simulate,
+)
+from wattserve.perf.iteration_table import IterationRow, write_rows
+from wattserve.perf.perf_profile import load_profile
+
+from refusal import assert_refused, run_in_process
+
+pytest.importorskip("torch")
+
+
+def cpu_table(path: Path) -> None:
+    """A small table of plausible CPU step times for `tiny` (what `profile --kind iterations` writes)."""
+    rows = [IterationRow("wattserve-runtime", "cpu", "tiny", 1, 0, 0, 0, b, b * c, 1.2 + 0.01 * b + 2e-4 * b * c)
+            for b in (1, 4, 16) for c in (32, 256)]
+    rows += [IterationRow("wattserve-runtime", "cpu", "tiny", 1, n, 1, 0, 0, 0, 1.3 + 0.02 * n + 6e-5 * n * n)
+             for n in (16, 64, 256)]
+    write_rows(rows, path)
+
+
+def test_validate_writes_the_fields_scripts_read(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    table, out = tmp_path / "t.csv", tmp_path / "v"
+    cpu_table(table)
+    code, stdout, err = run_in_process(["validate", "--layouts", "colocated", "--rates", "4", "--requests", "10",
+                                        "--repeats", "1", "--profile-loads", "1", "--profile-table", str(table),
+                                        "--out", str(out)], capsys)
+    assert code == 0, err
+    doc = json.loads((out / "validate.json").read_text())
+    assert {r["metric"] for r in doc["rows"]} == set(METRICS)
+    for r in doc["rows"]:
+        assert {"layout", "rate", "metric", "runtime", "sim", "abs_error"} <= set(r)
+        assert r["layout"] == "colocated" and r["rate"] == 4
+        assert r["abs_error"] == pytest.approx(abs(r["sim"] - r["runtime"]) / r["runtime"])
+    assert doc["median_abs_error"] == pytest.approx(float(np.median([r["abs_error"] for r in doc["rows"]])))
+    assert doc["profiles"]["colocated"]["latency"]["request_overhead_s"] > 0
+    for name in ("validate.md", "cdf.png", "profile-colocated.json", "grid_profile.json", "profile_table.csv",
+                 "serving_table-colocated.csv"):
+        assert (out / name).is_file()
+    assert load_profile(str(out / "profile-colocated.json")).fitted_on == ("cpu",)
+    assert list((out / "steps" / "colocated").glob("load0/steps-worker0-colocated.csv"))
+
+
+def test_the_simulator_mirrors_the_runtime_settings(tmp_path: Path) -> None:
+    layout = RuntimeLayout(layout="1p1d", model="tiny")
+    cfg = sim_cluster(layout, "tiny", "default")
+    s = layout.settings()
+    assert (cfg.gpu, cfg.prefill, cfg.decode, cfg.colocated) == ("cpu", 1, 1, 0)
+    assert cfg.engine.max_seqs == s["max_num_seqs"]
+    assert cfg.engine.colocated_token_budget == cfg.engine.prefill_token_budget == s["max_batched_tokens"]
+    prompt, output, _ = lengths(50, 0, None)
+    m, _ = simulate(cfg, Requests(poisson(50, 5.0, 0), prompt, output))
+    assert m["request_throughput"] > 0 and m["mean_tpot_ms"] > 0
+
+
+def test_serving_overheads_come_from_idle_probes_only() -> None:
+    p = load_profile("default")
+    idle = {"colocated": {"ttft_s": 0.005, "first_gap_s": 0.002}, "1p1d": {"ttft_s": 0.005, "first_gap_s": 0.0045}}
+    o = serving_overheads(p, "tiny", idle, "1p1d")
+    assert 0.004 < o["request_overhead_s"] < 0.005
+    assert o["handoff_overhead_s"] == pytest.approx(0.0025)
+    assert "handoff_overhead_s" not in serving_overheads(p, "tiny", idle, "colocated")
+
+
+def test_bad_flags_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for argv, expect in ((["--model", "llama-3.1-70b"], "--model: unknown model"),
+                         (["--layouts", "4p4d"], "--layouts: '4p4d' is not allowed"),
+                         (["--rates", "0,5"], "--rates: '0,5' is not allowed"),
+                         (["--requests", "3"], "--requests"),
+                         (["--profile-table", str(tmp_path / "none.csv")], "--profile-table")):
+        assert_refused(*run_in_process(["validate", "--out", str(tmp_path / "v"), *argv], capsys), expect)
+    assert not (tmp_path / "v").exists()
