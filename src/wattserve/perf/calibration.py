@@ -266,6 +266,15 @@ def markdown_report(data_dir: Path, profile: PerfProfile | None = None,
               "- Vidur's attention-kernel profiles (attention.csv) are not in the shared data, so its operator "
               "profiles cannot be imported as whole iterations here (`calibrate --profile VIDUR_FOLDER` says so).",
               "- Power is calibrated on H100 only; other GPUs scale H100's shape by their (TDP - idle) range.",
+              "- Capacity of our CPU server: the validate table's rates stay below saturation, where the "
+              "simulator follows the runtime; under a burst it overestimates the server's throughput (the "
+              "capacities above), because a serving step with dozens of sequences on 2 shared cores (the worker, "
+              "the router's per-token streaming and the client) costs more than one latency shape fitted over all "
+              "batch sizes prices it. Weighing the fit by the time each bin stands for narrowed the gap (30 against "
+              "25 req/s colocated) but doubled the error below saturation (15.5% against 7.5% on the same logs), "
+              "so the fit weighs kinds of steps equally (perf/profile_fit.py).",
+              "- 1P/1D TTFT and TPOT under load are underestimated by 30-50%: two workers and the router contend "
+              "for 2 cores, which a per-step cost fitted at lighter profiling loads does not carry.",
               "- The runtime profile (`wattserve validate`) belongs to the machine it was taken on; a CPU shared "
               "with other work drifts by tens of percent between runs (repeat runs and read the spread).",
               "", "## Every point (default profile)", "",

@@ -14,7 +14,8 @@ measured batch shape; columns:
   time in a serving log), `watts` (optional, the mean power per GPU while the shape ran),
   `prefill_attn_pairs` (optional: the causal query-key pairs, sum of chunk * (context before +
   (chunk + 1) / 2); empty: derived from the other columns as if the prefill sequences were equal,
-  which is how grid profiles are taken).
+  which is how grid profiles are taken), `count` (optional: how many steps the row averages, as
+  `binned` writes).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from wattserve.errors import UsageError
 
 REQUIRED = ("engine", "device", "model", "tp", "prefill_tokens", "prefill_seqs", "prefill_ctx", "decode_seqs",
             "decode_ctx", "iter_ms")
-OPTIONAL = ("clock_mhz", "watts", "prefill_attn_pairs")
+OPTIONAL = ("clock_mhz", "watts", "prefill_attn_pairs", "count")
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class IterationRow:
     clock_mhz: float | None = None
     watts: float | None = None
     prefill_attn_pairs: float | None = None
+    count: int | None = None
 
     @property
     def shape(self) -> BatchShape:
@@ -127,6 +129,7 @@ def _row(r: dict[str, str | None], line: int, path: str, field: str) -> Iteratio
         clock_mhz=num("clock_mhz", float, optional=True, positive=True),
         watts=num("watts", float, optional=True, positive=True),
         prefill_attn_pairs=num("prefill_attn_pairs", float, optional=True),
+        count=num("count", int, optional=True, positive=True),  # type: ignore[arg-type]
     )
     if row.prefill_tokens + row.decode_seqs == 0:
         raise UsageError(f"{path} line {line}: the row computes no tokens; allowed: prefill_tokens > 0 or "
@@ -165,5 +168,5 @@ def binned(rows: Iterable[IterationRow]) -> list[IterationRow]:
         pt = round(mean("prefill_tokens"))
         out.append(IterationRow(engine, device, model, tp, pt, min(pt, round(mean("prefill_seqs"))),
                                 round(mean("prefill_ctx")), dseqs, round(mean("decode_ctx")), mean("iter_ms"),
-                                prefill_attn_pairs=pairs if pt else None))
+                                prefill_attn_pairs=pairs if pt else None, count=n))
     return sorted(out, key=lambda r: (r.device, r.model, r.tp, r.prefill_tokens, r.decode_seqs, r.decode_ctx))
