@@ -276,7 +276,10 @@ def markdown_report(data_dir: Path, profile: PerfProfile | None = None,
               "- 1P/1D TTFT and TPOT under load are underestimated by 30-50%: two workers and the router contend "
               "for 2 cores, which a per-step cost fitted at lighter profiling loads does not carry.",
               "- The runtime profile (`wattserve validate`) belongs to the machine it was taken on; a CPU shared "
-              "with other work drifts by tens of percent between runs (repeat runs and read the spread).",
+              "with other work drifts by tens of percent between runs (repeat runs and read the spread). On this "
+              "2-core machine the same command gave 7.5% (the table above) and 12.7% on a clean clone of the same "
+              "commit minutes later, and a variant reading the request overhead from both profiling loads gave "
+              "15.0%: the 10% the fidelity issue asks for is met in one run of three, not reliably.",
               "", "## Every point (default profile)", "",
               "| series | quantity | batch / tokens | measured | predicted | error |", "|---|---|---|---|---|---|"]
     for p in ml + vi + sw:
