@@ -14,9 +14,9 @@ from wattserve.experiments.runtime_replay import RuntimeLayout
 from wattserve.experiments.validate import (
     METRICS,
     Requests,
+    handoff_overhead,
     lengths,
     poisson,
-    serving_overheads,
     sim_cluster,
     simulate,
 )
@@ -71,13 +71,12 @@ def test_the_simulator_mirrors_the_runtime_settings(tmp_path: Path) -> None:
     assert m["request_throughput"] > 0 and m["mean_tpot_ms"] > 0
 
 
-def test_serving_overheads_come_from_idle_probes_only() -> None:
+def test_handoff_overhead_comes_from_idle_probes_only() -> None:
     p = load_profile("default")
     idle = {"colocated": {"ttft_s": 0.005, "first_gap_s": 0.002}, "1p1d": {"ttft_s": 0.005, "first_gap_s": 0.0045}}
-    o = serving_overheads(p, "tiny", idle, "1p1d")
-    assert 0.004 < o["request_overhead_s"] < 0.005
-    assert o["handoff_overhead_s"] == pytest.approx(0.0025)
-    assert "handoff_overhead_s" not in serving_overheads(p, "tiny", idle, "colocated")
+    assert handoff_overhead(p, "tiny", idle) == pytest.approx(0.0025)
+    alone = {"1p1d": idle["1p1d"]}
+    assert 0.0 < handoff_overhead(p, "tiny", alone) < 0.0045
 
 
 def test_bad_flags_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -167,17 +167,13 @@ def step_ms(profile: PerfProfile, model: str, shape: BatchShape) -> float:
     return profile.latency_model(gpu, get_model(model)).iteration(shape, gpu.clock_max_mhz).time_s * 1e3
 
 
-def serving_overheads(profile: PerfProfile, model: str, idle: dict[str, Any], layout: str) -> dict[str, float]:
-    """`layout`'s request_overhead_s (its idle TTFT of a one-token prompt less the profile's step for
-    it) and, for 1p1d, handoff_overhead_s (its idle first-token gap less the colocated one when
-    colocated was probed, else less the profile's one-sequence decode step)."""
-    one_prompt = step_ms(profile, model, BatchShape.prefill(1)) / 1e3
-    out = {"request_overhead_s": max(0.0, idle[layout]["ttft_s"] - one_prompt)}
-    if layout == "1p1d":
-        base = idle["colocated"]["first_gap_s"] if "colocated" in idle else step_ms(
-            profile, model, BatchShape.decode(1, 2)) / 1e3
-        out["handoff_overhead_s"] = max(0.0, idle["1p1d"]["first_gap_s"] - base)
-    return out
+def handoff_overhead(profile: PerfProfile, model: str, idle: dict[str, Any]) -> float:
+    """A 1p1d KV hand-off's fixed cost: its idle first-token gap less the colocated one when colocated
+    was probed (the same decode step and streaming, without the hand-off), else less the profile's
+    one-sequence decode step."""
+    base = idle["colocated"]["first_gap_s"] if "colocated" in idle else step_ms(
+        profile, model, BatchShape.decode(1, 2)) / 1e3
+    return max(0.0, idle["1p1d"]["first_gap_s"] - base)
 
 
 def request_overhead(cluster: Any, req: Requests, runtime_ttft_s: np.ndarray) -> float:
@@ -257,7 +253,7 @@ def run_validate(cfg: ValidateConfig, out: Path, progress: Callable[[str], None]
                               cfg.holdout, cfg.seed)
             profile = fit.profile
             if role == "prefill":
-                handoff = serving_overheads(profile, cfg.model, idle, name)["handoff_overhead_s"]
+                handoff = handoff_overhead(profile, cfg.model, idle)
                 profile = replace(profile, latency=replace(profile.latency, handoff_overhead_s=handoff))
             path = out / f"profile-{label}.json"
             write_profile(profile, path)
