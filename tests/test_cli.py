@@ -142,7 +142,7 @@ def test_every_flag_of_every_subcommand_has_help_with_its_default() -> None:
 
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     assert set(sub.choices) == {"simulate", "estimate", "calibrate", "compare", "serve", "bench", "profile", "fit",
-                                "validate"}
+                                "validate", "agent", "manage"}
     for command, parser in sub.choices.items():
         for a in parser._actions:
             if not a.option_strings or a.dest == "help":

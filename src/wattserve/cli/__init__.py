@@ -11,17 +11,29 @@ import sys
 import time
 from collections.abc import Sequence
 
-from wattserve.cli import bench, calibrate, compare, estimate, fit, profile, serve, simulate, validate
+from wattserve.cli import (
+    agent,
+    bench,
+    calibrate,
+    compare,
+    estimate,
+    fit,
+    manage,
+    profile,
+    serve,
+    simulate,
+    validate,
+)
 from wattserve.cli.parser import Parser
 from wattserve.errors import UsageError
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="wattserve", description="Serve LLMs under a power budget: simulate, estimate, calibrate, "
-                "compare, serve, bench, profile, fit, validate.")
+                "compare, serve, bench, profile, fit, validate; agent and manage drive an existing fleet.")
     p.add_argument("--version", action="version", version="wattserve 0.1.0")
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
-    for command in (simulate, estimate, calibrate, compare, serve, bench, profile, fit, validate):
+    for command in (simulate, estimate, calibrate, compare, serve, bench, profile, fit, validate, agent, manage):
         command.add(sub)
     return p
 

@@ -27,7 +27,7 @@ REQUEST_COLUMNS = ("request_id", "arrival_s", "prompt_tokens", "output_tokens", 
 OWNED = ("config.yaml", "summary.json", "requests.csv", "power.csv", "clocks.csv", "actuations.csv",
          "latency_cdf.png", "cluster_power.png", "compare.json", "compare.md", "attainment_vs_rate_*.png",
          "power_roles_*.png", "UNCALIBRATED.txt", "validate.json", "validate.md", "cdf.png", "profile-*.json",
-         "profile_table.csv", "grid_profile.json", "serving_table-*.csv", "steps")
+         "profile_table.csv", "grid_profile.json", "serving_table-*.csv", "steps", "caps.csv")
 """The files a wattserve run writes into its folder (glob patterns). A new run into the same folder
 removes all of them first, so no file of an earlier run (an actuations.csv, a plot it did not make this
 time) sits beside the new ones as if it belonged to them; other files are left alone."""

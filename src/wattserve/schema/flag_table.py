@@ -145,3 +145,29 @@ VALIDATE = (
     Flag(name='seed', path='seed', type='int', help='random seed of arrivals and lengths [default 0]', group=''),
     Flag(name='out', path='out', type='str', help='results folder: validate.json, validate.md, the profile and its table, cdf.png [default runs/validate]', group=''),
 )
+AGENT = (
+    Flag(name='host', path='host', type='str', help='address to listen on (anything but loopback needs --token) [default 127.0.0.1]', group=''),
+    Flag(name='port', path='port', type='int', help='port (0: any free port, printed at start) [default 8790]', group=''),
+    Flag(name='token', path='token', type='str', help="require 'Authorization: Bearer TOKEN' from every address but loopback (default: the WATTSERVE_AGENT_TOKEN environment variable, which keeps it out of process listings)", group=''),
+    Flag(name='power', path='power', type='str', help='how the GPUs are read and set: NVML (NVIDIA), AMD SMI (ROCm), or modelled for a machine with no GPU (every figure labelled modelled) [default nvml; allowed: nvml, amdsmi, modelled]', group=''),
+    Flag(name='gpus', path='gpus', type='int', help='modelled GPUs (--power modelled only) [default 1]', group=''),
+    Flag(name='gpu', path='gpu', type='str', help='catalog GPU the modelled GPUs are (--power modelled only) [default h100; allowed: h100, h200, a100, a100-40gb, h100-pcie, mi300x, cpu]', group=''),
+)
+MANAGE = (
+    Flag(name='engine', path='engine', type='str', help='the engine the endpoints run; their /metrics are read with its metric names [default vllm; allowed: vllm, sglang]', group=''),
+    Flag(name='endpoints', path='endpoints', type='str', help='comma-separated engine servers, each http://HOST:PORT serving /metrics', group=''),
+    Flag(name='agents', path='agents', type='str', help='comma-separated `wattserve agent` URLs; their GPUs, in this order, are split evenly over the endpoints in theirs', group=''),
+    Flag(name='roles', path='roles', type='str', help='comma-separated role of each endpoint (colocated, prefill, decode), as the fleet was launched (default: all colocated)', group=''),
+    Flag(name='token', path='token', type='str', help="the agents' token (default: the WATTSERVE_AGENT_TOKEN environment variable)", group=''),
+    Flag(name='poll', path='poll_s', type='float', help='seconds between reads of every /metrics and agent [default 0.5]', group=''),
+    Flag(name='duration', path='duration_s', type='float', help='stop after S seconds (default: at SIGTERM or SIGINT)', group=''),
+    Flag(name='keep-caps', path='keep_caps', type='bool', help='leave the caps in place at exit instead of asking the agents to restore their defaults [default False]', group=''),
+    Flag(name='out', path='out', type='str', help='folder for actuations.csv, caps.csv and summary.json, written at exit', group=''),
+    Flag(name='budget', path='control.budget_w', type='float', help='cluster power budget, W (run a --policy under it; with a --budget-trace SHAPE, the full level)', group='control'),
+    Flag(name='budget-trace', path='control.budget_trace', type='str', help='the budget over time: a CSV FILE with header time_s,watts, or a SHAPE of --budget (step, ramp, demand-response) with optional parameters, e.g. demand-response:start=120,minutes=3,level=0.6 (docs/budgets.md)', group='control'),
+    Flag(name='target', path='control.target_trace', type='str', help='cluster output throughput target the policy tracks, tok/s: a number, or a CSV FILE with header time_s,tok_s', group='control'),
+    Flag(name='policy', path='control.policy', type='str', help='power policy run under the budget (needs --budget or --budget-trace) [allowed: static, static-split, rapid-power, rapid-roles, rapid, tdp, static-cap, batch-only, pals]', group='control'),
+    Flag(name='pals-models', path='control.pals_models', type='str', help='fitted models (wattserve fit) that --policy pals and batch-only plan from [default: the models shipped with wattserve]', group='control'),
+    Flag(name='slo-ttft-ms', path='slo.ttft_ms', type='float', help='TTFT SLO, ms (0 drops it) [default 1000]', group='slo'),
+    Flag(name='slo-tpot-ms', path='slo.tpot_ms', type='float', help='TPOT SLO, ms (0 drops it) [default 50]', group='slo'),
+)

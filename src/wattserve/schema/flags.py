@@ -24,7 +24,9 @@ TABLES = {"SIMULATE": ("wattserve.schema.scenario:Scenario", ("cluster", "contro
           "BENCH": ("wattserve.schema.bench:BenchConfig", ("",)),
           "PROFILE": ("wattserve.schema.profile:ProfileConfig", ("",)),
           "FIT": ("wattserve.schema.profile:FitConfig", ("",)),
-          "VALIDATE": ("wattserve.schema.validate:ValidateConfig", ("",))}
+          "VALIDATE": ("wattserve.schema.validate:ValidateConfig", ("",)),
+          "AGENT": ("wattserve.schema.agent:AgentConfig", ("",)),
+          "MANAGE": ("wattserve.schema.agent:ManageConfig", ("", "control", "slo"))}
 """Each generated table: its model and the order of its sections."""
 _TYPES: dict[str, type] = {"int": int, "float": float, "str": str}
 
