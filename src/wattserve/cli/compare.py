@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,12 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rates", metavar="R1,R2", help="comma-separated request rates, req/s, each > 0, instead of "
                    "the scenario's sweep [default: the scenario's rates]")
     p.add_argument("--seed", type=int, default=0, metavar="N", help="random seed, >= 0 [default 0]")
-    p.add_argument("--jobs", type=int, metavar="N", help="worker processes, >= 1 [default: all cores]")
+    p.add_argument("--jobs", type=int, metavar="N", help="worker processes, >= 1 (with --ray: the local Ray "
+                   "instance's CPUs) [default: all cores]")
+    p.add_argument("--ray", action="store_true", help="run the tasks on a local Ray instance started for the run "
+                   "instead of the process pool (pip install 'wattserve[ray]') [default: off]")
+    p.add_argument("--ray-address", metavar="ADDR", help="run the tasks on the Ray cluster at ADDR (what `ray start "
+                   "--head` printed, or auto) [default: none]")
     p.add_argument("--perf-profile", default="default", metavar="NAME|FILE",
                    help="latency and power constants of every run: a shipped perf profile or a profile JSON file "
                         "from `wattserve calibrate --profile` [default: default]")
@@ -89,7 +95,7 @@ def _checked_common(args: argparse.Namespace, name: str) -> Path:
 def _progress(name: str) -> Callable[[int, int], None]:
     def progress(done: int, total: int) -> None:
         if sys.stderr.isatty():
-            sys.stderr.write(f"\rcompare {name}: {done}/{total} runs")
+            sys.stderr.write(f"\rcompare {name}: {done}/{total} tasks")
             sys.stderr.flush()
 
     return progress
@@ -98,7 +104,7 @@ def _progress(name: str) -> Callable[[int, int], None]:
 def _write(out: Path, res: dict[str, Any], started: float, markdown: Callable[[dict[str, Any]], str],
            plots: Callable[[dict[str, Any], Path], None], calibration: dict[str, Any]) -> None:
     """compare.json, compare.md and the plots, all or none (a staged folder moved in when done)."""
-    from wattserve.metrics.outputs import staged_dir, write_json
+    from wattserve.metrics.outputs import staged_dir, write_json, write_runs_csv
 
     if sys.stderr.isatty():
         sys.stderr.write("\n")
@@ -107,6 +113,7 @@ def _write(out: Path, res: dict[str, Any], started: float, markdown: Callable[[d
     if calibration.get("calibration_warning"):
         print(f"warning: {calibration['calibration_warning']}", file=sys.stderr)
     with staged_dir(out) as stage:
+        write_runs_csv(stage / "runs.csv", res.get("runs", []))
         if res.get("calibration_warning"):
             (stage / "UNCALIBRATED.txt").write_text(res["calibration_warning"] + "\n")
         write_json(stage / "compare.json", res)
@@ -126,7 +133,8 @@ def _pals(sc: Any, args: argparse.Namespace, started: float) -> int:
     policies = _csv_list(args.policies, sc.policies, "--policies")
     deployments = _csv_list(args.workloads, sc.workloads, "--workloads")
     out = _checked_common(args, sc.name)
-    res = run_pals_compare(sc, policies, deployments, args.seed, args.jobs, _progress(sc.name))
+    with _executor(args) as ex:
+        res = run_pals_compare(sc, policies, deployments, args.seed, args.jobs, _progress(sc.name), executor=ex)
     _write(out, res, started, markdown, plots, args.calibration)
     print(markdown(res))
     print(f"results in {out}/ ({res['wall_time_s']:.0f} s)")
@@ -145,7 +153,8 @@ def _biscale(sc: Any, args: argparse.Namespace, started: float) -> int:
     rates = {w: _rates(args.rates) if args.rates is not None else list(sc.rates[w]) for w in workloads}
     _check_traces(args.data)
     out = _checked_common(args, sc.name)
-    res = run_biscale_compare(sc, str(args.data), rates, policies, args.jobs, _progress(sc.name))
+    with _executor(args) as ex:
+        res = run_biscale_compare(sc, str(args.data), rates, policies, args.jobs, _progress(sc.name), executor=ex)
     res["seed"] = args.seed
     _write(out, res, started, markdown, plots, args.calibration)
     print(markdown(res))
@@ -164,12 +173,30 @@ def _rapid_serve(sc: Any, args: argparse.Namespace, started: float) -> int:
     workloads = _csv_list(args.workloads, sc.workloads, "--workloads")
     rates = {w: _rates(args.rates) for w in workloads} if args.rates is not None else None
     out = _checked_common(args, sc.name)
-    res = run_rapid_serve_compare(sc, list(sc.models), workloads, rates, policies, args.seed, args.jobs,
-                                  _progress(sc.name))
+    with _executor(args) as ex:
+        res = run_rapid_serve_compare(sc, list(sc.models), workloads, rates, policies, args.seed, args.jobs,
+                                      _progress(sc.name), executor=ex)
     _write(out, res, started, markdown, plots, args.calibration)
     print(markdown(res).split("\n\n| model | workload | rate |")[0])
     print(f"results in {out}/ ({res['wall_time_s']:.0f} s)")
     return 0
+
+
+@contextlib.contextmanager
+def _executor(args: argparse.Namespace) -> Iterator[Any]:
+    """Where the tasks run (the local pool, or Ray with --ray / --ray-address), stopped afterwards;
+    compare.json records which (`executor`)."""
+    from wattserve.experiments.executors import make_executor
+
+    try:
+        ex = make_executor(args.ray, args.ray_address, args.jobs)
+    except UsageError as e:
+        raise e.named({"ray": "--ray", "ray_address": "--ray-address"}) from None
+    args.calibration["executor"] = ex.name
+    try:
+        yield ex
+    finally:
+        ex.close()
 
 
 def _check_traces(data: str) -> None:
@@ -218,7 +245,9 @@ def cmd_compare(args: argparse.Namespace, started: float) -> int:
     if any(w.startswith("azure") for w in workloads):
         _check_traces(args.data)
     out = _checked_common(args, sc.name)
-    res = run_compare(sc, policies, workloads, rates, args.seed, str(args.data), args.jobs, _progress(sc.name))
+    with _executor(args) as ex:
+        res = run_compare(sc, policies, workloads, rates, args.seed, str(args.data), args.jobs, _progress(sc.name),
+                          executor=ex)
     _write(out, res, started, markdown, plots, args.calibration)
     print(markdown(res).split("\n\n| workload | rate |")[0])
     print(f"\nresults in {out}/ ({res['wall_time_s']:.0f} s)")

@@ -35,7 +35,7 @@ from wattserve.experiments.biscale_placement import (
     WindowStats,
     choose,
 )
-from wattserve.experiments.pool import ordered_map
+from wattserve.experiments.executors import Executor, ProcessExecutor
 from wattserve.experiments.rate_sweep import RateSweep
 from wattserve.experiments.workloads import azure_trace
 from wattserve.governors.biscale import BiScaleGovernor
@@ -193,11 +193,12 @@ def _cell(args: tuple[BiScaleScenario, str, float, str, tuple[str, ...]]) -> lis
 
 
 def run_biscale_compare(sc: BiScaleScenario, data_dir: str, rates: dict[str, list[float]], policies: list[str],
-                        jobs: int | None, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+                        jobs: int | None, progress: Callable[[int, int], None] | None = None,
+                        executor: Executor | None = None) -> dict[str, Any]:
     """compare.json's content: a row for every (workload, rate, policy), cells in a process pool,
     in a fixed order, and each row's savings against `distserve` at the same workload and rate."""
     cells = [(sc, w, r, data_dir, tuple(policies)) for w, rs in rates.items() for r in rs]
-    rows = [row for out in ordered_map(_cell, cells, jobs, progress) for row in out]
+    rows = [row for out in (executor or ProcessExecutor(jobs)).map(_cell, cells, progress) for row in out]
     base = {(r["workload"], r["rate"]): r for r in rows if r["policy"] == "distserve"}
     for r in rows:
         d = base.get((r["workload"], r["rate"]))

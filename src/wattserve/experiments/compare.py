@@ -1,6 +1,7 @@
 """`wattserve compare`: every policy of a scenario across a sweep of request rates.
 
-Jobs run in a process pool over the available cores. Outputs: compare.json (every run; the peak-rate
+Jobs run as tasks on an executor (experiments/executors.py: the local process pool, or Ray), the
+nested searches as tasks of their own. Outputs: compare.json (every run; the peak-rate
 runs also carry their power/cap/role timelines and every actuation with its time), compare.md (a
 table), attainment_vs_rate_<workload>.png, and power_roles_<workload>.png for the peak rate.
 """
@@ -11,8 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from wattserve.experiments.pool import ordered_map
-from wattserve.experiments.run import Job, run_job
+from wattserve.experiments.executors import Executor, ProcessExecutor
+from wattserve.experiments.run import Job, run_jobs
 from wattserve.experiments.scenarios import NamedScenario
 
 
@@ -33,10 +34,10 @@ def rate_at_attainment(rates: list[float], attain: list[float], target: float) -
 
 def run_compare(sc: NamedScenario, policies: list[str], workloads: list[str], rates: dict[str, list[float]],
                 seed: int, data_dir: str | None, jobs: int | None = None,
-                progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+                progress: Callable[[int, int], None] | None = None, executor: Executor | None = None) -> dict[str, Any]:
     todo = [Job(sc, p, w, r, seed, data_dir, timelines=(r == max(rates[w]) and sc.arm(p).experiment != "oracle"))
             for w in workloads for r in rates[w] for p in policies]
-    results = ordered_map(run_job, todo, jobs, progress)
+    results = run_jobs(todo, executor or ProcessExecutor(jobs), progress)
     summary = []
     for w in workloads:
         for p in policies:

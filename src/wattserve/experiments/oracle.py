@@ -12,8 +12,30 @@ from wattserve.experiments.scenarios import NamedScenario
 from wattserve.experiments.static_split import decode_cap, simulate_static
 from wattserve.workload import Workload
 
+OracleCell = tuple[tuple[int, int], int, float, float]
+"""(window as request indices, prefill instances, prefill cap, decode cap): one static run."""
 
-def oracle(sc: NamedScenario, wl: Workload, windows: list[tuple[int, int]]) -> dict[str, Any]:
+
+def oracle_cells(sc: NamedScenario, windows: list[tuple[int, int]]) -> list[OracleCell]:
+    """Every static candidate of every window, in the order the choice breaks ties by."""
+    return [((a, b), p, cp, cd) for a, b in windows for p in sc.oracle_prefill_counts for cp in sc.prefill_caps_w
+            if (cd := decode_cap(sc, p, cp)) is not None]
+
+
+def window_workload(wl: Workload, a: int, b: int) -> Workload:
+    return Workload(wl.arrival_s[a:b] - wl.arrival_s[a], wl.prompt_tokens[a:b], wl.output_tokens[a:b])
+
+
+def oracle_metrics(sc: NamedScenario, wl: Workload, cell: OracleCell) -> dict[str, Any]:
+    """One candidate's static run on its window's requests alone, from an empty cluster."""
+    (a, b), p, cp, cd = cell
+    return metrics(sc, simulate_static(sc, window_workload(wl, a, b), p, cp, cd), [])
+
+
+def oracle_combine(sc: NamedScenario, n_requests: int, windows: list[tuple[int, int]], cells: list[OracleCell],
+                   ms: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per window, the candidate with the best attainment (less energy breaking ties; the first of
+    equals wins), then attainment and energy added up over windows."""
     met_total = 0.0
     energy = 0.0
     duration = 0.0
@@ -21,17 +43,13 @@ def oracle(sc: NamedScenario, wl: Workload, windows: list[tuple[int, int]]) -> d
     chosen = []
     phase = []
     for a, b in windows:
-        sub = Workload(wl.arrival_s[a:b] - wl.arrival_s[a], wl.prompt_tokens[a:b], wl.output_tokens[a:b])
         best: tuple[float, float, Any] | None = None
-        for p in sc.oracle_prefill_counts:
-            for cp in sc.prefill_caps_w:
-                cd = decode_cap(sc, p, cp)
-                if cd is None:
-                    continue
-                m = metrics(sc, simulate_static(sc, sub, p, cp, cd), [])
-                key = (m["slo_attainment"], -m["gpu_energy_j"])
-                if best is None or key > (best[0], best[1]):
-                    best = (m["slo_attainment"], -m["gpu_energy_j"], (p, cp, cd, m))
+        for (win, p, cp, cd), m in zip(cells, ms, strict=True):
+            if win != (a, b):
+                continue
+            key = (m["slo_attainment"], -m["gpu_energy_j"])
+            if best is None or key > (best[0], best[1]):
+                best = (m["slo_attainment"], -m["gpu_energy_j"], (p, cp, cd, m))
         if best is None:
             raise ValueError(f"oracle: no feasible static split for scenario {sc.name!r} "
                              f"(prefill counts {sc.oracle_prefill_counts}, prefill caps {sc.prefill_caps_w})")
@@ -43,8 +61,13 @@ def oracle(sc: NamedScenario, wl: Workload, windows: list[tuple[int, int]]) -> d
         phase.append(m["slo_attainment"])
         chosen.append({"prefill": p, "prefill_cap_w": cp, "decode_cap_w": cd, "max_sum_caps_w": m["max_sum_caps_w"]})
     avg_w = energy / duration if duration > 0 else 0.0
-    att = met_total / len(wl)
+    att = met_total / n_requests
     return {"slo_attainment": att, "phase_attainment": phase, "gpu_energy_j": energy, "duration_s": duration,
-            "gpu_avg_power_w": avg_w, "qps_per_w": (len(wl) / duration) / avg_w if avg_w else 0.0,
-            "goodput_per_w": (att * len(wl) / duration) / avg_w if avg_w else 0.0,
+            "gpu_avg_power_w": avg_w, "qps_per_w": (n_requests / duration) / avg_w if avg_w else 0.0,
+            "goodput_per_w": (att * n_requests / duration) / avg_w if avg_w else 0.0,
             "max_sum_caps_w": max_sum_caps, "role_changes": 0, "cap_changes": 0, "oracle_choice": chosen}
+
+
+def oracle(sc: NamedScenario, wl: Workload, windows: list[tuple[int, int]]) -> dict[str, Any]:
+    cells = oracle_cells(sc, windows)
+    return oracle_combine(sc, len(wl), windows, cells, [oracle_metrics(sc, wl, c) for c in cells])

@@ -24,8 +24,6 @@ models), `pals` (both, plus the PI cap trim). Every policy runs through the Budg
 from __future__ import annotations
 
 import json
-import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -36,6 +34,7 @@ from wattserve.catalog import get_gpu
 from wattserve.control import BudgetGuard, ControlLoop, make_controller
 from wattserve.control.registry import NEEDS_TABLE
 from wattserve.experiments.backlog import backlog_workload, mean_output_tokens
+from wattserve.experiments.executors import Executor, ProcessExecutor
 from wattserve.metrics.budget_tracking import track_budget
 from wattserve.schema.cluster import ClusterConfig
 from wattserve.seam import ActuationLog, BudgetSignal, StepSignal
@@ -264,18 +263,13 @@ def _calibrate_job(args: tuple[PalsScenario, str, int]) -> tuple[str, float, tup
 
 
 def run_pals_compare(sc: PalsScenario, policies: list[str], deployments: list[str], seed: int,
-                     jobs: int | None = None, progress: Any = None) -> dict[str, Any]:
-    workers = jobs or max(1, os.cpu_count() or 1)
+                     jobs: int | None = None, progress: Any = None, executor: Executor | None = None) -> dict[str, Any]:
+    ex = executor or ProcessExecutor(jobs)
     cal_jobs = [(sc, label, seed) for label in deployments]
-    with ProcessPoolExecutor(max_workers=workers) if workers > 1 else _Serial() as pool:
-        calib = {label: (full, feas) for label, full, feas in pool.map(_calibrate_job, cal_jobs)}
-        todo = [PalsJob(sc, label, p, calib[label][0], calib[label][1], seed) for label in deployments
-                for p in policies]
-        runs = []
-        for i, r in enumerate(pool.map(run_job, todo)):
-            runs.append(r)
-            if progress:
-                progress(i + 1, len(todo))
+    calib = {label: (full, feas) for label, full, feas in ex.map(_calibrate_job, cal_jobs)}
+    todo = [PalsJob(sc, label, p, calib[label][0], calib[label][1], seed) for label in deployments
+            for p in policies]
+    runs = ex.map(run_job, todo, progress)
     summary = []
     for label in deployments:
         by = {r["policy"]: r for r in runs if r["deployment"] == label}
@@ -296,16 +290,3 @@ def run_pals_compare(sc: PalsScenario, policies: list[str], deployments: list[st
             "cut": list(sc.cut), "target_fractions": [list(x) for x in sc.target],
             "max_sum_caps_w": max(r["max_sum_caps_w"] for r in runs),
             "budget_held": all(r["budget_breaches"] == 0 for r in runs), "summary": summary, "runs": runs}
-
-
-class _Serial:
-    """The process pool's map, in this process (jobs = 1)."""
-
-    def __enter__(self) -> _Serial:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def map(self, fn: Any, items: Any) -> Any:
-        return map(fn, items)

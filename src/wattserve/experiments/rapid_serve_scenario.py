@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from wattserve.experiments.pool import ordered_map
+from wattserve.experiments.executors import Executor, ProcessExecutor
 from wattserve.experiments.rate_sweep import RateSweep
 from wattserve.metrics.summary import slo_met
 from wattserve.results.records import COMPLETED
@@ -152,13 +152,14 @@ def goodput(runs: list[dict[str, Any]], sc: RapidServeScenario) -> list[dict[str
 
 def run_rapid_serve_compare(sc: RapidServeScenario, models: list[str], workloads: list[str],
                             rates: dict[str, list[float]] | None, policies: list[str], seed: int, jobs: int | None,
-                            progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+                            progress: Callable[[int, int], None] | None = None,
+                            executor: Executor | None = None) -> dict[str, Any]:
     """compare.json's content: a run for every (model, workload, rate, policy), in a process pool,
     in a fixed order, and the `goodput` list. `rates` replaces each workload's sweep (for every model)."""
     cells = [(sc, m, w, r, p, seed) for m in models for w in workloads
              for r in (rates[w] if rates is not None else sc.rates_for(w, m))
              for p in policies if p in sc.arms(m)]
-    runs = ordered_map(_cell, cells, jobs, progress, chunksize=4)
+    runs = (executor or ProcessExecutor(jobs)).map(_cell, cells, progress, chunksize=4)
     return {"scenario": sc.name, "kind": "rapid-serve", "gpu": sc.gpu, "num_gpus": sc.num_gpus,
             "models": models, "workloads": workloads, "policies": policies, "seed": seed,
             "requests_per_run": sc.requests, "attainment_target": sc.attainment_target,

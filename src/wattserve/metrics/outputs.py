@@ -27,7 +27,7 @@ REQUEST_COLUMNS = ("request_id", "arrival_s", "prompt_tokens", "output_tokens", 
 OWNED = ("config.yaml", "summary.json", "requests.csv", "power.csv", "clocks.csv", "actuations.csv",
          "latency_cdf.png", "cluster_power.png", "compare.json", "compare.md", "attainment_vs_rate_*.png",
          "power_roles_*.png", "UNCALIBRATED.txt", "validate.json", "validate.md", "cdf.png", "profile-*.json",
-         "profile_table.csv", "grid_profile.json", "serving_table-*.csv", "steps", "caps.csv")
+         "profile_table.csv", "grid_profile.json", "serving_table-*.csv", "steps", "caps.csv", "runs.csv")
 """The files a wattserve run writes into its folder (glob patterns). A new run into the same folder
 removes all of them first, so no file of an earlier run (an actuations.csv, a plot it did not make this
 time) sits beside the new ones as if it belonged to them; other files are left alone."""
@@ -139,6 +139,21 @@ def write_actuations_csv(path: Path, log: Any) -> None:
         for e in log.entries:
             eff = "" if e.effective_s is None else f"{e.effective_s:.6f}"
             w.writerow((f"{e.time_s:.6f}", e.kind, e.target, e.value, e.status, eff, e.note))
+
+
+def write_runs_csv(path: Path, runs: list[dict[str, Any]]) -> None:
+    """A comparison's runs as a table, one row per run: every field that is a number, a string or
+    empty (timelines, actuations and per-phase lists stay in compare.json), columns in first-seen order."""
+    cols: dict[str, None] = {}
+    for r in runs:
+        for k, v in r.items():
+            if v is None or isinstance(v, (int, float, str, bool)):
+                cols.setdefault(k, None)
+    with path.open("w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(cols)
+        for r in runs:
+            w.writerow(["" if r.get(k) is None else r.get(k) for k in cols])
 
 
 def write_json(path: Path, obj: Any) -> None:

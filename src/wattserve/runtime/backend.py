@@ -17,16 +17,15 @@ import numpy as np
 from wattserve.catalog.gpus import GPUS, GpuSpec
 from wattserve.errors import UsageError
 from wattserve.runtime.power.base import GpuPower
+from wattserve.runtime.power.gpu_view import gpu_state, log_failures
 from wattserve.runtime.router import Router
 from wattserve.seam import (
     Action,
-    Actuation,
     ActuationLog,
     ActuationRefused,
     BudgetSignal,
     ClusterInfo,
     ClusterState,
-    GpuState,
     InstanceState,
     SetBatchLimit,
     SetClock,
@@ -100,16 +99,7 @@ class RuntimeBackend:
         r = self.router
         now_abs = time.monotonic()
         top = self._info.clock_max_mhz
-        gpus = []
-        for i, w in enumerate(r.workers):
-            lo, hi = self.agent.cap_range_w(i)
-            in_force = getattr(self.agent, "cap_in_force_w", self.agent.power_cap_w)(i)
-            energy = self.agent.energy_j(i)
-            gpus.append(GpuState(
-                index=i, instance=w.wid, cap_w=in_force, cap_target_w=self.agent.power_cap_w(i), cap_min_w=lo,
-                cap_max_w=hi, clock_mhz=int(self.agent.clock_mhz(i)), clock_max_mhz=top,
-                locked_clock_mhz=self._locked.get(i), power_w=float(self.agent.power_w(i)), energy_j=energy,
-                throttled="sw_power_cap" in self.agent.throttle_reasons(i)))
+        gpus = [gpu_state(self.agent, i, w.wid, top, self._locked.get(i)) for i, w in enumerate(r.workers)]
         recent = [x for x in r.recent if x[0] >= now_abs - WINDOW_S]
         insts = []
         for w in r.workers:
@@ -157,16 +147,9 @@ class RuntimeBackend:
     def _log_failures(self) -> None:
         """Write ops that failed in a worker to the log ("failed", with the worker's message); a
         failed clock lock also drops the lock this back end believed in force."""
-        take = getattr(self.agent, "take_failures", None)
-        if take is None:
-            return
-        now = self.now()
-        for f in take():
-            kind = {"set_cap": "cap", "lock_clock": "clock"}.get(f.op, f.op)
-            self.log.add(Actuation(now, kind, f.gpu, f.value, "failed", note=f"worker {f.gpu}: {f.message}"))
-            if f.op == "lock_clock":
-                read = getattr(self.agent, "locked_clock_mhz", None)
-                self._locked[f.gpu] = read(f.gpu) if read is not None else None
+        read = getattr(self.agent, "locked_clock_mhz", None)
+        for g in log_failures(self.agent, self.log, self.now(), lambda g: f"worker {g}: "):
+            self._locked[g] = read(g) if read is not None else None
 
 
 def _catalog(name: str) -> GpuSpec | None:

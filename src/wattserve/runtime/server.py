@@ -150,6 +150,23 @@ def worker_specs(a: ServeConfig) -> list[WorkerSpec]:
     return specs
 
 
+async def make_launcher(a: ServeConfig) -> WorkerLauncher:
+    """Local child processes, or Ray actors in one placement group (runtime/ray_launcher.py; Ray
+    starts or is joined off the event loop)."""
+    if a.launcher != "ray":
+        return ProcessLauncher()
+    from wattserve.runtime.ray_launcher import RayLauncher
+
+    specs = worker_specs(a)
+    return await asyncio.get_running_loop().run_in_executor(None, RayLauncher, specs, a.placement, a.ray_address)
+
+
+def close_launcher(launcher: WorkerLauncher) -> None:
+    close = getattr(launcher, "close", None)
+    if close is not None:
+        close()
+
+
 async def start_workers(a: ServeConfig, launcher: WorkerLauncher | None = None) -> list[WorkerClient]:
     """Launch every worker (in parallel); if one fails, the others are stopped and its error raised."""
     launcher = launcher or ProcessLauncher()
@@ -270,9 +287,14 @@ async def serve(a: ServeConfig, stop: asyncio.Event | None = None, advise: Advis
     get_config(a.model)
     make_transport(a.kv_transport)
     stop = stop or asyncio.Event()
-    clients = await start_workers(a)
+    launcher = await make_launcher(a)
+    try:
+        clients = await start_workers(a, launcher)
+    except BaseException:
+        await asyncio.get_running_loop().run_in_executor(None, close_launcher, launcher)
+        raise
     router = Router(clients, a.model, a.router)
-    restarter = Restarter(router, worker_specs(a), ProcessLauncher()) if a.restart_workers else None
+    restarter = Restarter(router, worker_specs(a), launcher) if a.restart_workers else None
 
     def on_down(w: WorkerClient) -> None:
         _report_down(w)
@@ -327,6 +349,7 @@ async def serve(a: ServeConfig, stop: asyncio.Event | None = None, advise: Advis
         if agent is not None:
             agent.restore()
         await router.close()
+        await asyncio.get_running_loop().run_in_executor(None, close_launcher, launcher)
         sweep(server_prefix(os.getpid()))
         if listening:
             print("wattserve serve: stopped", file=sys.stderr, flush=True)

@@ -66,6 +66,16 @@ class ServeConfig(RuntimeEngineConfig):
     step_log: str | None = Field(None, description="folder to log every engine step's batch shape and time into, "
                                  "one CSV per worker in the iteration-table format that `wattserve calibrate "
                                  "--profile` fits [default: off]", json_schema_extra=flag("step-log"))
+    launcher: Literal["process", "ray"] = Field(
+        "process", description="how workers start: child processes of the server, or Ray actors, one per worker, "
+        "on this machine or a Ray cluster (pip install 'wattserve[ray]'; KV then travels over tcp unless "
+        "--kv-transport says otherwise)", json_schema_extra=flag("launcher"))
+    ray_address: str | None = Field(None, description="the Ray cluster to place workers on (what `ray start --head` "
+                                    "printed, or auto); with --launcher ray [default: a local Ray instance]",
+                                    json_schema_extra=flag("ray-address"))
+    placement: Literal["pack", "spread"] = Field(
+        "pack", description="Ray placement of the workers: packed onto as few nodes as fit, or spread over as many "
+        "as possible; with --launcher ray", json_schema_extra=flag("placement"))
     restart_workers: bool = Field(False, description="restart a crashed worker (weights reloaded) in its role and "
                                   "put it back in service; without it the server serves on with the rest",
                                   json_schema_extra=flag("restart-workers"))
@@ -78,6 +88,18 @@ class ServeConfig(RuntimeEngineConfig):
             raise ValueError("an empty key would turn authentication off; allowed: a non-empty key, or none "
                              "(leave --api-key and WATTSERVE_API_KEY unset)")
         return v
+
+    @model_validator(mode="after")
+    def _ray_only(self) -> ServeConfig:
+        """Ray's options mean nothing to local processes; a worker on another node cannot map the
+        server's shared memory, so Ray workers hand KV over tcp unless shm was asked for."""
+        if self.launcher != "ray":
+            for name in ("ray_address", "placement"):
+                if name in self.model_fields_set:
+                    raise ValueError(f"{name}: a Ray option; allowed only with --launcher ray")
+        elif "kv_transport" not in self.model_fields_set:
+            object.__setattr__(self, "kv_transport", "tcp")
+        return self
 
     @model_validator(mode="before")
     @classmethod

@@ -18,16 +18,15 @@ from collections.abc import Callable
 from wattserve.catalog.gpus import GPUS
 from wattserve.runtime.fleet.endpoints import EndpointPool
 from wattserve.runtime.fleet.engines import EngineSpec
+from wattserve.runtime.power.gpu_view import gpu_state, log_failures
 from wattserve.runtime.power.remote import WorkerPower
 from wattserve.seam import (
     Action,
-    Actuation,
     ActuationLog,
     ActuationRefused,
     BudgetSignal,
     ClusterInfo,
     ClusterState,
-    GpuState,
     InstanceState,
     SetClock,
     SetPowerCap,
@@ -95,14 +94,7 @@ class FleetBackend:
         p = self.power
         top = self._info.clock_max_mhz
         iid_of = {g: i for i, gs in enumerate(self.instance_gpus) for g in gs}
-        gpus = []
-        for g in range(p.count()):
-            lo, hi = p.cap_range_w(g)
-            gpus.append(GpuState(
-                index=g, instance=iid_of[g], cap_w=p.cap_in_force_w(g), cap_target_w=p.power_cap_w(g), cap_min_w=lo,
-                cap_max_w=hi, clock_mhz=int(p.clock_mhz(g)), clock_max_mhz=top, locked_clock_mhz=p.locked_clock_mhz(g),
-                power_w=float(p.power_w(g)), energy_j=float(p.energy_j(g)),
-                throttled="sw_power_cap" in p.throttle_reasons(g)))
+        gpus = [gpu_state(p, g, iid_of[g], top, p.locked_clock_mhz(g)) for g in range(p.count())]
         insts = []
         for i, e in enumerate(self.endpoints.endpoints):
             r = e.reading
@@ -134,7 +126,4 @@ class FleetBackend:
 
     def _log_failures(self) -> None:
         """Ops an agent refused or never answered, in the guard's log as "failed"."""
-        now = self.now()
-        for f in self.power.take_failures():
-            kind = {"set_cap": "cap", "lock_clock": "clock"}.get(f.op, f.op)
-            self.log.add(Actuation(now, kind, f.gpu, f.value, "failed", note=f.message))
+        log_failures(self.power, self.log, self.now(), lambda g: "")
