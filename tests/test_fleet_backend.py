@@ -46,8 +46,11 @@ def test_cap_only_policies_run_and_role_or_batch_policies_are_refused(engine: st
 
 
 def test_a_back_end_that_fills_everything_can_run_every_policy() -> None:
-    every = frozenset({"role", "waiting", "running", "kv_usage", "ttft_p90_s", "tpot_p90_s", "prompt_tokens",
-                       "output_tokens", "completed", "max_seqs", "oldest_wait_s", "alive"})
+    from dataclasses import fields
+
+    from wattserve.seam import InstanceState
+
+    every = frozenset(f.name for f in fields(InstanceState))
     acts = frozenset({"SetPowerCap", "SetRole", "SetBatchLimit", "SetClock"})
     assert all(missing(p, every, acts) == ([], []) for p in POLICY_NEEDS)
 

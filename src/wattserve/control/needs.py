@@ -35,6 +35,8 @@ POLICY_NEEDS: dict[str, Needs] = {
     "rapid": Needs(_RAPID_READS | {"running"}, _CAPS | {"SetRole"}, frozenset({"oldest_wait_s"})),
     "batch-only": Needs(_PALS_READS, frozenset({"SetBatchLimit"})),
     "pals": Needs(_PALS_READS, _CAPS | {"SetBatchLimit"}),
+    "planner": Needs(frozenset({"role", "waiting", "waiting_tokens", "prefilling", "running", "prompt_tokens",
+                                "output_tokens", "completed"}), _CAPS | {"SetRole"}),
 }
 """Every registered policy (tests/test_fleet_backend.py checks the keys against CONTROLLERS)."""
 

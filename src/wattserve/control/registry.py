@@ -9,13 +9,18 @@ from typing import Any
 
 from wattserve.control.loop import Controller
 from wattserve.control.pals import PalsController
+from wattserve.control.planner import PlannerController
 from wattserve.control.policies import RapidController, StaticController
 from wattserve.control.uniform import UniformCapController
 from wattserve.errors import UsageError
 from wattserve.registry import Registry
 from wattserve.seam.operating_table import OperatingTable
+from wattserve.seam.plan import PlanModel
 
 NEEDS_TABLE = ("pals", "batch-only")
+NEEDS_MODEL = ("planner",)
+"""Policies that plan with a model of the cluster (seam.PlanModel): the caller passes `model=` (and
+optionally `screen=`)."""
 """Policies that plan from fitted models (`wattserve fit`): the caller passes `table=`."""
 
 
@@ -24,6 +29,13 @@ def _pals(name: str, table: OperatingTable | None = None, **kw: Any) -> Controll
         raise UsageError(f"{name} plans from fitted models (wattserve profile, then wattserve fit) and none "
                          "were found for this GPU, model and TP", "control.pals_models")
     return PalsController(table=table, name=name, move_cap=name == "pals", **kw)
+
+def _planner(model: PlanModel | None = None, **kw: Any) -> Controller:
+    if model is None:
+        raise UsageError("planner plans with a model of the cluster, and this back end built none; allowed here: "
+                         "the other policies", "control.policy")
+    return PlannerController(model=model, **kw)
+
 
 CONTROLLERS: Registry[Controller] = Registry("policy", {
     "static": lambda **kw: StaticController(name="static", **kw),
@@ -35,6 +47,7 @@ CONTROLLERS: Registry[Controller] = Registry("policy", {
     "static-cap": lambda **kw: UniformCapController(name="static-cap", fixed_share=True, **kw),
     "batch-only": lambda **kw: _pals("batch-only", **kw),
     "pals": lambda **kw: _pals("pals", **kw),
+    "planner": _planner,
 })
 
 

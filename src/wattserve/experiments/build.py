@@ -14,6 +14,7 @@ from typing import Any
 from wattserve.catalog import get_gpu
 from wattserve.control import BudgetGuard, ControlLoop, make_controller
 from wattserve.control.loop import Controller
+from wattserve.control.registry import NEEDS_MODEL
 from wattserve.results.sim_result import SimResult
 from wattserve.schema.scenario import Scenario
 from wattserve.schema.workload import LengthConfig, WorkloadConfig
@@ -38,6 +39,8 @@ class SimRun:
     """The budget over the run, with a policy."""
     target: StepSignal | None = None
     """The throughput target over the run (tok/s), when the scenario gives one."""
+    controller: Controller | None = None
+    """The policy, with a policy (a planner keeps its decisions and planning times on it)."""
 
     def run(self, progress: Callable[[float], None] | None = None, until: float | None = None) -> SimResult:
         return self.cluster.run(progress=progress, until=until)
@@ -72,7 +75,7 @@ def build_run(scenario: Scenario, workload: Workload | None = None,
     log = ActuationLog()
     guard = BudgetGuard(backend, budget, log)
     ControlLoop(backend, guard, [controller]).start()
-    return SimRun(scenario, wl, cluster, guard, log, budget, target)
+    return SimRun(scenario, wl, cluster, guard, log, budget, target, controller)
 
 
 def _controller(scenario: Scenario, budget: BudgetSignal, params: dict[str, Any] | None) -> Controller:
@@ -87,6 +90,13 @@ def _controller(scenario: Scenario, budget: BudgetSignal, params: dict[str, Any]
         kw.setdefault("table", table)
     if ctl.policy == "static-cap":
         kw.setdefault("cap_w", budget.floor() / c.num_gpus)
+    if ctl.policy in NEEDS_MODEL:
+        from wattserve.experiments.plan_sim import planner_models
+
+        slo = scenario.slo
+        for k, v in planner_models(c, slo.ttft_ms and slo.ttft_ms / 1e3, slo.tpot_ms and slo.tpot_ms / 1e3,
+                                   scenario.seed).items():
+            kw.setdefault(k, v)
     return make_controller(ctl.policy, **kw)
 
 

@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from wattserve.experiments.build import build_run
 from wattserve.experiments.executors import Executor, ProcessExecutor, resolve
 from wattserve.experiments.oracle import oracle_cells, oracle_combine, oracle_metrics
@@ -68,6 +70,13 @@ def run_task(task: Task) -> dict[str, Any]:
     out["role_changes"] = int(sum(i.role_changes for i in res.instances))
     out["cap_changes"] = run.log.count("cap")
     out["refused"] = sum(1 for e in run.log.entries if e.status == "refused")
+    planning = getattr(run.controller, "planning_s", None)
+    if planning:
+        decisions = run.controller.decisions  # type: ignore[union-attr]
+        out["planning_ms_p50"] = float(np.median(planning)) * 1e3
+        out["planning_ms_max"] = max(planning) * 1e3
+        out["plans"] = len(planning)
+        out["plan_moves"] = sum(1 for a, b in zip(decisions, decisions[1:]) if a["prefill"] != b["prefill"])
     if job.timelines:
         out["timelines"] = timelines(res)
         out["actuations"] = [{"time_s": e.time_s, "kind": e.kind, "target": e.target, "value": e.value,

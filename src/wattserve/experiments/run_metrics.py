@@ -23,6 +23,7 @@ def metrics(sc: NamedScenario, res: SimResult, windows: list[tuple[int, int]]) -
     energy = sum(g.energy_j for g in res.gpus)
     duration = res.end_s
     done = res.records.status == 1
+    out_tokens = int(res.records.output[done].sum())
     avg_w = energy / duration if duration > 0 else 0.0
     return {
         "slo_attainment": float(met.mean()),
@@ -31,6 +32,7 @@ def metrics(sc: NamedScenario, res: SimResult, windows: list[tuple[int, int]]) -
         "failed": int((res.records.status == 2).sum()),
         "duration_s": duration,
         "gpu_energy_j": energy,
+        "joules_per_output_token": energy / out_tokens if out_tokens else None,
         "gpu_avg_power_w": avg_w,
         "qps_per_w": (done.sum() / duration) / avg_w if avg_w > 0 else 0.0,
         "goodput_per_w": (met.sum() / duration) / avg_w if avg_w > 0 else 0.0,

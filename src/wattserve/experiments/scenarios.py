@@ -45,7 +45,7 @@ class Arm:
 ARMS = (
     Arm("static"), Arm("static-split", "static-split"), Arm("rapid-power", "rapid-power"),
     Arm("rapid-roles", "rapid-roles"), Arm("rapid", "rapid"), Arm("colocated", "static", "colocated"),
-    Arm("oracle", experiment="oracle"),
+    Arm("planner", "planner"), Arm("oracle", experiment="oracle"),
 )
 
 

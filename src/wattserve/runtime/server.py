@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from wattserve.control.registry import NEEDS_MODEL
 from wattserve.errors import UsageError
 from wattserve.runtime.engine.engine import EngineArgs
 from wattserve.runtime.launcher import ProcessLauncher, WorkerLauncher
@@ -60,6 +61,9 @@ def check_inputs(a: ServeConfig) -> None:
             raise UsageError(f"--weights: no *.safetensors files in {a.weights!r}; allowed: dummy or a folder "
                              "of HF safetensors")
     _check_positions(a)
+    if a.control.policy in NEEDS_MODEL:
+        raise UsageError(f"--policy: {a.control.policy} plans with the simulator as its model, which serve does not "
+                         "build yet; allowed here: every other policy")
     if a.step_log is not None:
         log = Path(a.step_log)
         try:

@@ -1,0 +1,78 @@
+"""The planner's models, built for a cluster: the simulator itself as the model of each candidate
+layout (a short simulation of the estimated load on that layout, from the queue the cluster holds
+now), and the closed-form screen that ranks every candidate first (perf/plan_analytic.py).
+
+A candidate's simulation replays `horizon_s` seconds of Poisson arrivals at the estimated rate with
+the estimated mean lengths (at most `max_requests` requests, the queued backlog arriving at once),
+on the layout with static caps, and reports its SLO attainment and average draw: the same
+simulator the comparison runs, so the planner's model and the world it is judged in agree except in
+the load estimate. Seeds are fixed, so a plan is reproducible."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from wattserve.catalog import get_gpu, get_model
+from wattserve.metrics.summary import slo_met
+from wattserve.perf.perf_profile import load_profile
+from wattserve.perf.plan_analytic import AnalyticPlanModel
+from wattserve.schema.cluster import ClusterConfig
+from wattserve.seam import Layout, LoadEstimate
+from wattserve.sim.cluster import Cluster
+from wattserve.workload import Workload
+
+
+def analytic_model(cluster: ClusterConfig, slo_ttft_s: float | None, slo_tpot_s: float | None) -> AnalyticPlanModel:
+    gpu, model = get_gpu(cluster.gpu), get_model(cluster.model)
+    profile = load_profile(cluster.perf_profile)
+    kv = model.kv_capacity_tokens(gpu.hbm_bytes, cluster.tp, cluster.engine.mem_util)
+    return AnalyticPlanModel(gpu, model, cluster.tp, cluster.num_gpus // cluster.tp,
+                             profile.latency_model(gpu, model, cluster.tp), profile.power_model(gpu),
+                             slo_ttft_s, slo_tpot_s, kv)
+
+
+class SimPlanModel:
+    def __init__(self, cluster: ClusterConfig, slo_ttft_s: float | None, slo_tpot_s: float | None,
+                 horizon_s: float = 15.0, max_requests: int = 800, seed: int = 0) -> None:
+        self.cluster = cluster
+        self.slo_s = (slo_ttft_s, slo_tpot_s)
+        self.horizon_s = horizon_s
+        self.max_requests = max_requests
+        self.seed = seed
+
+    def predict(self, load: LoadEstimate, layouts: Sequence[Layout]) -> list[tuple[float, float]]:
+        wl = self._workload(load)
+        return [self._run(wl, lay) for lay in layouts]
+
+    def _workload(self, load: LoadEstimate) -> Workload:
+        n = int(min(self.max_requests, max(1, round(load.rate_rps * self.horizon_s))))
+        rng = np.random.default_rng(self.seed)
+        arrivals = np.cumsum(rng.exponential(1.0 / max(load.rate_rps, 1e-9), n))
+        arrivals -= arrivals[0]
+        back = min(load.backlog, self.max_requests // 2)
+        arrivals = np.concatenate([np.zeros(back), arrivals])
+        m = len(arrivals)
+        prompt = np.full(m, max(1, int(round(load.prompt_tokens))), dtype=np.int64)
+        out = np.full(m, max(1, int(round(load.output_tokens))), dtype=np.int64)
+        return Workload(arrivals, prompt, out)
+
+    def _run(self, wl: Workload, lay: Layout) -> tuple[float, float]:
+        n = self.cluster.num_gpus // self.cluster.tp
+        cfg = self.cluster.model_copy(update={
+            "prefill": lay.prefill, "decode": n - lay.prefill, "colocated": 0, "concurrent": 0,
+            "prefill_cap_w": lay.prefill_cap_w, "decode_cap_w": lay.decode_cap_w, "power_cap_w": None})
+        res = Cluster(cfg, wl, slo_s=self.slo_s).run()
+        ttft, tpot = (s * 1e3 if s else None for s in self.slo_s)
+        met = slo_met(res, ttft, tpot)
+        energy = sum(g.energy_j for g in res.gpus)
+        return float(met.mean()), energy / res.end_s if res.end_s > 0 else 0.0
+
+
+def planner_models(cluster: ClusterConfig, slo_ttft_s: float | None, slo_tpot_s: float | None,
+                   seed: int = 0) -> dict[str, Any]:
+    """The planner's `model` (simulated) and `screen` (closed form) for this cluster."""
+    return {"model": SimPlanModel(cluster, slo_ttft_s, slo_tpot_s, seed=seed),
+            "screen": analytic_model(cluster, slo_ttft_s, slo_tpot_s)}

@@ -1,0 +1,43 @@
+"""What a planning controller asks of a model of the cluster: for the load it expects, how well
+would each candidate configuration serve, and at what power.
+
+The planner (control/planner.py, wattserve's own policy) searches configurations every period with
+a model instead of reacting to pressure as RAPID does. The model sits behind this seam: the
+simulator itself (experiments/plan_sim.py: a short simulation per candidate, after pruning) or the
+closed-form queueing estimate from the latency and power models (perf/plan_analytic.py). A
+controller imports only the seam, so whoever builds it hands it a model, as PALS gets its
+OperatingTable."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class LoadEstimate:
+    rate_rps: float
+    """Requests arriving per second."""
+    prompt_tokens: float
+    """Mean prompt length, tokens."""
+    output_tokens: float
+    """Mean output length, tokens (the first token included)."""
+    backlog: int = 0
+    """Requests already queued for prefill when the plan starts."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A disaggregated configuration: how many instances prefill (the rest decode), and the per-GPU
+    cap of each role."""
+
+    prefill: int
+    prefill_cap_w: float
+    decode_cap_w: float
+
+
+class PlanModel(Protocol):
+    def predict(self, load: LoadEstimate, layouts: Sequence[Layout]) -> list[tuple[float, float]]:
+        """Per layout: (expected share of requests meeting both SLOs 0..1, expected cluster draw W)."""
+        ...

@@ -1,0 +1,101 @@
+"""wattserve's planner (issue 15, in part): the load estimate and its shift detection, the closed-form
+model's orderings, decisions that keep every cap plan inside the budget and move several instances
+at once, and a simulated run that holds the budget and reports its planning time."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from wattserve.control.planner import Counters, PlannerController, estimate
+from wattserve.experiments.build import build_run
+from wattserve.experiments.plan_sim import analytic_model
+from wattserve.experiments.run_metrics import caps_sum_peak
+from wattserve.experiments.scenarios import get_scenario
+from wattserve.experiments.workloads import make_workload
+from wattserve.seam import ClusterState, GpuState, InstanceState, Layout, LoadEstimate, SetPowerCap, SetRole
+
+SC = get_scenario("rapid-mi300x")
+CLUSTER = SC.scenario(SC.arm("planner")).cluster
+MODEL = analytic_model(CLUSTER, 1.0, 0.04)
+
+
+def _state(t: float, arrived_prefill_waiting: int, completed: int, prompt_tokens: int, output_tokens: int,
+           prefill: int = 4, caps: tuple[float, float] = (600.0, 600.0), budget: float = 4800.0) -> ClusterState:
+    insts, gpus = [], []
+    for i in range(8):
+        role = "prefill" if i < prefill else "decode"
+        insts.append(InstanceState(
+            iid=i, role=role, switching_to=None, gpus=(i,), waiting=arrived_prefill_waiting if i == 0 else 0,
+            waiting_tokens=0, prefilling=0, running=0, kv_usage=0.0, max_seqs=256, ttft_p90_s=None, tpot_p90_s=None,
+            oldest_wait_s=0.0, prompt_tokens=prompt_tokens if i == 0 else 0,
+            output_tokens=output_tokens if i == prefill else 0, completed=completed if i == prefill else 0))
+        cap = caps[0] if role == "prefill" else caps[1]
+        gpus.append(GpuState(index=i, instance=i, cap_w=cap, cap_target_w=cap, cap_min_w=300.0, cap_max_w=750.0,
+                             clock_mhz=2100, clock_max_mhz=2100, locked_clock_mhz=None, power_w=cap, energy_j=0.0,
+                             throttled=False))
+    return ClusterState(t, budget, 1.0, 0.04, tuple(insts), tuple(gpus))
+
+
+def test_estimate_reads_rate_and_lengths_from_the_counters() -> None:
+    est = estimate(Counters(0.0, 0, 0, 0, 0), Counters(10.0, 300, 300 * 8192, 290 * 128, 290), 100.0)
+    assert est is not None
+    assert est.rate_rps == 30.0 and est.prompt_tokens == 8192.0 and est.output_tokens == 128.0
+    assert estimate(Counters(0.0, 5, 0, 0, 0), Counters(3.0, 5, 0, 0, 0), 100.0) is None
+
+
+def test_a_phase_shift_is_planned_for_within_one_period() -> None:
+    """Twenty seconds of long prompts, then one period of short ones: the estimate is the last period's."""
+    p = PlannerController(model=MODEL, period_s=3.0, window_s=20.0)
+    arrived = prompt = 0
+    for t in range(0, 22, 3):
+        p.history.append(Counters(float(t), arrived, prompt, 0.0, 0.0))
+        arrived += 90
+        prompt += 90 * 8192
+    arrived -= 90
+    prompt -= 90 * 8192
+    now = Counters(24.0, arrived + 90, prompt + 90 * 500, 0.0, 0.0)
+    p.history.append(now)
+    load = p._load(now)
+    assert load is not None and abs(load.prompt_tokens - 500.0) < 1.0
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.floats(1.0, 60.0), st.floats(1.05, 2.0))
+def test_the_closed_form_model_never_predicts_better_service_for_more_load(rate: float, more: float) -> None:
+    lay = Layout(4, 600.0, 600.0)
+    (lo,), (hi,) = (MODEL.predict(LoadEstimate(r, 4000.0, 200.0), [lay]) for r in (rate * more, rate))
+    assert lo[0] <= hi[0] + 1e-12
+
+
+def test_the_closed_form_model_gives_long_prompts_more_prefill_instances() -> None:
+    load = LoadEstimate(38.0, 8192.0, 128.0)
+    preds = MODEL.predict(load, [Layout(p, 600.0, (4800.0 - p * 600.0) / (8 - p)) for p in (2, 4, 6)])
+    assert preds[0][0] <= preds[1][0] <= preds[2][0] and preds[2][0] > preds[0][0]
+
+
+def test_a_decision_moves_several_instances_at_once_and_its_caps_fit_the_budget() -> None:
+    p = PlannerController(model=MODEL, screen=MODEL, period_s=3.0)
+    p.start(_state(0.0, 0, 0, 0, 0))
+    p.history.append(Counters(0.0, 0, 0, 0, 0))
+    actions = p.decide(_state(6.0, 10, 110, 120 * 8192, 110 * 128))
+    roles = [a for a in actions if isinstance(a, SetRole)]
+    caps = {a.gpu: a.watts for a in actions if isinstance(a, SetPowerCap)}
+    assert len(roles) >= 2 and {a.role for a in roles} == {"prefill"}
+    assert len(caps) == 8 and sum(caps.values()) <= 4800.0 + 1e-6
+    assert all(300.0 - 1e-6 <= w <= 750.0 + 1e-6 for w in caps.values())
+    assert p.decisions[-1]["prefill"] == 4 + len(roles) and p.planning_s
+
+
+def test_a_simulated_planner_run_holds_the_budget_and_reports_its_planning() -> None:
+    wl = make_workload("sonnet-shift", 30.0, 0, per_phase=200)
+    run = build_run(SC.scenario(SC.arm("planner"), 0), wl)
+    res = run.run()
+    planner = run.controller
+    assert isinstance(planner, PlannerController)
+    assert caps_sum_peak(res) <= SC.budget_w + 1e-6
+    assert run.guard is not None and run.guard.peak_committed_w <= SC.budget_w + 1e-6
+    assert len(planner.planning_s) >= 3 and all(s > 0 for s in planner.planning_s)
+    assert any(d["prompt_tokens"] > 4000 for d in planner.decisions)
+    assert np.all(res.records.status == 1)
