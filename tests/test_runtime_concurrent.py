@@ -236,3 +236,22 @@ def test_a_killed_prefill_process_fails_its_prompts_without_hanging() -> None:
         decoded = [o.token for o in out if o.seq_id == "decoding"]
         assert decoded == generate(LLMEngine(ARGS), PROMPTS[:1], decoding)[0]
         assert e.cache.used_blocks == 0
+
+
+def test_a_pinned_share_holds_over_the_governors_answers() -> None:
+    """SetComputeShare on a concurrent worker pins the split, as the simulator's pin_share does."""
+    gov = ShareGovernor()
+    params = SamplingParams(max_tokens=6, temperature=0.0, ignore_eos=True)
+    with ConcurrentEngine(ARGS, governor=gov) as e:
+        cores = e.cores
+        e.pin_share(1)
+        assert e.decode_cores == e.split(1)[0]
+        gov.share = 0.75
+        for i, p in enumerate(PROMPTS):
+            e.add(f"s{i}", p, params)
+        out = run_until(e, lambda out: not e.has_work())
+        assert e.decode_cores == cores[:1], "the governor moved a pinned split"
+        e.pin_share(None)
+        assert e.decode_cores == e.prefill_cores == cores
+    got = [[o.token for o in out if o.seq_id == f"s{i}"] for i in range(len(PROMPTS))]
+    assert got == generate(LLMEngine(ARGS), PROMPTS, params)

@@ -139,7 +139,8 @@ class RuntimeBackend:
                 self.router.set_batch_limit(action.instance, action.max_seqs)
                 return now
             if isinstance(action, SetComputeShare):
-                raise ActuationRefused("intra-GPU compute shares are not supported by the runtime yet")
+                self.router.set_compute_share(action.instance, action.phase, action.fraction)
+                return now
         except UsageError as e:
             raise ActuationRefused(str(e)) from None
         raise ActuationRefused(f"unknown action {action!r}")

@@ -150,7 +150,7 @@ class Router:
     # ---- placement ----
     def prefillers(self) -> list[WorkerClient]:
         return [w for w in self.workers
-                if w.alive and w.role in ("prefill", "colocated") and w.switching_to is None]
+                if w.alive and w.role in ("prefill", "colocated", "concurrent") and w.switching_to is None]
 
     def decoders(self, exclude: int | None = None) -> list[WorkerClient]:
         return [w for w in self.workers
@@ -344,6 +344,18 @@ class Router:
         w.switching_to = role
         w.role_ready.clear()
         w.send({"op": "set_role", "role": role})
+
+    def set_compute_share(self, wid: int, phase: str, fraction: float) -> None:
+        """Pin a concurrent worker's core split (SetComputeShare): `phase` gets `fraction` of its
+        cores, the other phase the rest, 1.0 both all of them. Refused for any other worker."""
+        w = self.workers[wid]
+        if w.role != "concurrent":
+            raise UsageError(f"instance {wid} is {w.role}; allowed: concurrent workers (serve --concurrent N)",
+                             "instance")
+        if phase not in ("prefill", "decode") or not 0.0 < fraction <= 1.0:
+            raise UsageError(f"compute share {phase} {fraction:g}; allowed: prefill or decode, 0 < fraction <= 1",
+                             "fraction")
+        w.send({"op": "set_share", "phase": phase, "fraction": float(fraction)})
 
     def set_batch_limit(self, wid: int, n: int) -> None:
         self.workers[wid].send({"op": "set_batch_limit", "max_seqs": n})

@@ -29,9 +29,10 @@ ServeArgs = ServeConfig
 
 
 def _roles(a: ServeConfig) -> list[str]:
-    if a.colocated and (a.prefill or a.decode):
-        raise UsageError("instances: use either --colocated N or --prefill/--decode, not both")
-    roles = ["prefill"] * a.prefill + ["decode"] * a.decode + ["colocated"] * a.colocated
+    if sum(1 for n in (a.prefill or a.decode, a.colocated, a.concurrent) if n) > 1:
+        raise UsageError("instances: use one of --concurrent N, --colocated N or --prefill/--decode")
+    roles = (["prefill"] * a.prefill + ["decode"] * a.decode + ["colocated"] * a.colocated
+             + ["concurrent"] * a.concurrent)
     if not roles:
         raise UsageError("instances: need at least one worker (--prefill 1 --decode 1, or --colocated 1)")
     if a.prefill and not a.decode or a.decode and not a.prefill:

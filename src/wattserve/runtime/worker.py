@@ -27,6 +27,7 @@ from wattserve.errors import UsageError
 from wattserve.governors.registry import make_governor
 from wattserve.runtime import wire
 from wattserve.runtime.engine.catalog_device import catalog_device
+from wattserve.runtime.engine.concurrent import ConcurrentEngine
 from wattserve.runtime.engine.engine import EngineArgs, LLMEngine
 from wattserve.runtime.engine.sampler import TokenLogprob
 from wattserve.runtime.engine.sequence import SamplingParams, Status
@@ -36,6 +37,8 @@ from wattserve.runtime.step_log import StepLog
 from wattserve.runtime.transport import make_transport, transport_for
 
 ROLES = ("prefill", "decode", "colocated")
+"""Roles a worker may switch between; a `concurrent` worker (RAPID-Serve: prompts prefilled by a
+second process over the same weights and KV cache, runtime/engine/concurrent.py) keeps its role."""
 
 
 @dataclass(frozen=True)
@@ -68,8 +71,9 @@ class Worker:
         self.spec = spec
         self.role = spec.role
         self.switching_to: str | None = None
-        self.engine = LLMEngine(spec.engine, make_governor(spec.governor), PowerProfile.of(spec.gpu, spec.power_as_model),
-                                spec.slo_ttft_s, spec.slo_tpot_s)
+        engine = ConcurrentEngine if spec.role == "concurrent" else LLMEngine
+        self.engine = engine(spec.engine, make_governor(spec.governor), PowerProfile.of(spec.gpu, spec.power_as_model),
+                             spec.slo_ttft_s, spec.slo_tpot_s)
         self.transport = make_transport(spec.transport, spec.shm_prefix, spec.host)
         self.power = DevicePower.open(spec.power_backend, spec.engine.device, spec.gpu, spec.power_as_model,
                                       self.counters)
@@ -164,11 +168,19 @@ class Worker:
         elif op == "abort":
             self.engine.abort(h["rid"])
         elif op == "set_role":
-            if h["role"] not in ROLES:
+            if h["role"] not in ROLES or self.role not in ROLES:
                 self.send({"ev": "error", "rid": None, "message": f"role {h['role']!r}"})
                 return
             self.switching_to = h["role"]
             self._evacuate()
+        elif op == "set_share":
+            pin = getattr(self.engine, "pin_share", None)
+            if pin is None:
+                self.send({"ev": "error", "rid": None, "message": f"set_share: worker {self.spec.wid} is {self.role}; "
+                           "allowed: concurrent workers"})
+                return
+            f = float(h["fraction"])
+            pin(None if f >= 1.0 else (f if h["phase"] == "decode" else 1.0 - f))
         elif op == "set_batch_limit":
             self.engine.scheduler.max_num_seqs = max(1, int(h["max_seqs"]))
         elif op == "stats":
@@ -287,6 +299,9 @@ def worker_main(spec: WorkerSpec, ready: Any) -> None:
     try:
         asyncio.run(w.serve(ready))
     finally:
+        close = getattr(w.engine, "close", None)
+        if close is not None:
+            close()
         w.power.close()
         if w.step_log is not None:
             w.step_log.close()
@@ -306,10 +321,13 @@ def spec_from_json(text: str) -> WorkerSpec:
 
 
 def spawn_worker(spec: WorkerSpec, timeout_s: float = 120.0) -> tuple[mp.process.BaseProcess, int]:
-    """Start a worker process; returns it and the port it listens on."""
+    """Start a worker process; returns it and the port it listens on. A concurrent worker is not
+    daemonic, because it starts a prefill process of its own (a daemonic process may not have
+    children); the server stops it as it stops any worker."""
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=worker_main, args=(spec, child), name=f"wattserve-worker-{spec.wid}", daemon=True)
+    proc = ctx.Process(target=worker_main, args=(spec, child), name=f"wattserve-worker-{spec.wid}",
+                       daemon=spec.role != "concurrent")
     proc.start()
     child.close()
     if not parent.poll(timeout_s):

@@ -54,6 +54,7 @@ SERVE = (
     Flag(name='prefill', path='prefill', type='int', help='prefill workers (0 when --colocated is given) [default 1]', group=''),
     Flag(name='decode', path='decode', type='int', help='decode workers (0 when --colocated is given) [default 1]', group=''),
     Flag(name='colocated', path='colocated', type='int', help='colocated workers instead of prefill/decode [default 0]', group=''),
+    Flag(name='concurrent', path='concurrent', type='int', help='concurrent workers instead of prefill/decode: each prefills in a second process over the same weights and KV cache while it decodes, the cores split between them by the step governor (RAPID-Serve, --governor rapid-serve; CPU only) [default 0]', group=''),
     Flag(name='host', path='host', type='str', help='address the API listens on [default 127.0.0.1]', group=''),
     Flag(name='port', path='port', type='int', help='API port (0: any free port) [default 8000]', group=''),
     Flag(name='api-key', path='api_key', type='str', help="require 'Authorization: Bearer KEY' on /v1/* (default: the WATTSERVE_API_KEY environment variable, which keeps the key out of process listings; none: no authentication)", group=''),

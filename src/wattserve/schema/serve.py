@@ -33,6 +33,10 @@ class ServeConfig(RuntimeEngineConfig):
                         json_schema_extra=flag("decode"))
     colocated: int = Field(0, ge=0, description="colocated workers instead of prefill/decode",
                            json_schema_extra=flag("colocated"))
+    concurrent: int = Field(0, ge=0, description="concurrent workers instead of prefill/decode: each prefills in a "
+                            "second process over the same weights and KV cache while it decodes, the cores split "
+                            "between them by the step governor (RAPID-Serve, --governor rapid-serve; CPU only)",
+                            json_schema_extra=flag("concurrent"))
     host: str = Field("127.0.0.1", description="address the API listens on", json_schema_extra=flag("host"))
     port: int = Field(8000, ge=0, le=65535, description="API port (0: any free port)", json_schema_extra=flag("port"))
     api_key: str | None = Field(None, description="require 'Authorization: Bearer KEY' on /v1/* "
@@ -104,8 +108,9 @@ class ServeConfig(RuntimeEngineConfig):
     @model_validator(mode="before")
     @classmethod
     def _roles_default(cls, data: Any) -> Any:
-        """Without --colocated a server has one prefill and one decode worker; with it, none."""
-        if isinstance(data, dict) and data.get("colocated"):
+        """Without --colocated or --concurrent a server has one prefill and one decode worker; with
+        either, none."""
+        if isinstance(data, dict) and (data.get("colocated") or data.get("concurrent")):
             data = {**data}
             data.setdefault("prefill", 0)
             data.setdefault("decode", 0)

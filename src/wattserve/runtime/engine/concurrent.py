@@ -302,10 +302,19 @@ class ConcurrentEngine(LLMEngine):
         the other stream)."""
         super()._govern(batch, fresh or self._decided_epoch != self._prefill_epoch)
 
+    def pin_share(self, share: Share) -> None:
+        """The control plane's split (SetComputeShare), applied now and held over the governor's
+        answers until the next pin, as the simulator's ConcurrentInstance.pin_share holds it."""
+        self.pinned_share: Share = share
+        self.share_pinned = True
+        self.set_decode_share(share)
+
     def _decided(self, decision: StepDecision) -> None:
-        """Apply the decision's `decode_share` whenever it changes; in-flight prompts count as
-        queued in the view (`_queued`)."""
+        """Apply the decision's `decode_share` whenever it changes, unless the control plane pinned
+        one; in-flight prompts count as queued in the view (`_queued`)."""
         self._decided_epoch = self._prefill_epoch
+        if getattr(self, "share_pinned", False):
+            return
         if decision.decode_share != self._governed_share:
             self._governed_share = decision.decode_share
             self.set_decode_share(None if decision.decode_share is None else float(decision.decode_share))
