@@ -62,10 +62,7 @@ def test_a_concurrent_worker_serves_a_colocated_workers_greedy_tokens_from_two_p
                    for p in [worker, *prefill]), "a worker or its prefill process outlived the server"
 
 
-def test_concurrent_workers_do_not_mix_with_other_layouts() -> None:
-    import subprocess
-    import sys
+def test_concurrent_workers_do_not_mix_with_other_layouts(capsys: pytest.CaptureFixture[str]) -> None:
+    from refusal import assert_refused, run_in_process
 
-    r = subprocess.run([sys.executable, "-m", "wattserve", "serve", "--concurrent", "1", "--colocated", "1"],
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2 and "--concurrent" in r.stderr and "Traceback" not in r.stderr
+    assert_refused(*run_in_process(["serve", "--concurrent", "1", "--colocated", "1"], capsys), "--concurrent N")
