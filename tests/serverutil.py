@@ -66,3 +66,14 @@ def get(url: str, path: str, timeout_s: float = 10.0) -> tuple[int, str]:
             return r.status, r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()
+
+
+def greedy_texts(url: str, prompts: list[str], max_tokens: int = 12) -> list[str]:
+    """Each prompt's greedy completion (temperature 0, EOS ignored), for comparing two servers."""
+    out = []
+    for p in prompts:
+        status, body = post(url, "/v1/completions", {"model": "tiny", "prompt": p, "max_tokens": max_tokens,
+                                                     "temperature": 0, "ignore_eos": True})
+        assert status == 200, body
+        out.append(body["choices"][0]["text"])
+    return out

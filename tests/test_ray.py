@@ -21,7 +21,7 @@ pytest.importorskip("ray")
 
 from wattserve.experiments.executors import ProcessExecutor, RayExecutor, resolve  # noqa: E402
 
-from serverutil import post, start_server  # noqa: E402
+from serverutil import greedy_texts, post, start_server  # noqa: E402
 
 COMPARE = ["compare", "--scenario", "rapid-mi300x", "--workloads", "sonnet-shift", "--rates", "3",
            "--policies", "static-split,rapid", "--jobs", "2"]
@@ -74,25 +74,15 @@ def test_compare_refuses_an_unreachable_ray_cluster(tmp_path: Path) -> None:
 PROMPTS = ["the power budget", "prefill and decode", "one two three four five six", "x"]
 
 
-def _greedy(url: str) -> list[str]:
-    out = []
-    for p in PROMPTS:
-        status, body = post(url, "/v1/completions", {"model": "tiny", "prompt": p, "max_tokens": 12,
-                                                     "temperature": 0, "ignore_eos": True})
-        assert status == 200, body
-        out.append(body["choices"][0]["text"])
-    return out
-
-
 def test_serving_on_ray_actors_gives_the_local_launchers_greedy_tokens_and_survives_an_actor_dying() -> None:
     local = start_server("--prefill", "1", "--decode", "1")
     try:
-        expected = _greedy(local.url)
+        expected = greedy_texts(local.url, PROMPTS)
     finally:
         local.stop()
     srv = start_server("--prefill", "1", "--decode", "1", "--launcher", "ray", timeout_s=180)
     try:
-        assert _greedy(srv.url) == expected
+        assert greedy_texts(srv.url, PROMPTS) == expected
         bench = _run("bench", "--base-url", srv.url, "--num-prompts", "16", "--request-rate", "inf",
                      "--random-input-len", "32", "--random-output-len", "8", "--ignore-eos")
         assert bench.returncode == 0, bench.stderr

@@ -12,19 +12,9 @@ import pytest
 
 pytest.importorskip("torch")
 
-from serverutil import post, start_server  # noqa: E402
+from serverutil import greedy_texts, start_server  # noqa: E402
 
 PROMPTS = ["the power budget", "prefill and decode at once", "one two three four five six seven", "x"]
-
-
-def _greedy(url: str) -> list[str]:
-    out = []
-    for p in PROMPTS:
-        status, body = post(url, "/v1/completions", {"model": "tiny", "prompt": p, "max_tokens": 12,
-                                                     "temperature": 0, "ignore_eos": True})
-        assert status == 200, body
-        out.append(body["choices"][0]["text"])
-    return out
 
 
 def _children(pid: int) -> list[int]:
@@ -42,7 +32,7 @@ def _children(pid: int) -> list[int]:
 def test_a_concurrent_worker_serves_a_colocated_workers_greedy_tokens_from_two_processes() -> None:
     colocated = start_server("--colocated", "1")
     try:
-        expected = _greedy(colocated.url)
+        expected = greedy_texts(colocated.url, PROMPTS)
     finally:
         colocated.stop()
     srv = start_server("--concurrent", "1", "--governor", "rapid-serve", "--threads-per-worker", "2")
@@ -51,7 +41,7 @@ def test_a_concurrent_worker_serves_a_colocated_workers_greedy_tokens_from_two_p
         worker = next(iter(srv.pids.values()))
         prefill = _children(worker)
         assert prefill, "the concurrent worker started no prefill process"
-        assert _greedy(srv.url) == expected
+        assert greedy_texts(srv.url, PROMPTS) == expected
     finally:
         out = srv.stop(60)
     assert "stopped" in out

@@ -126,3 +126,21 @@ def get_gpu(name: str) -> GpuSpec:
     if key not in GPUS:
         raise unknown("gpu", name, GPUS)
     return GPUS[key]
+
+
+DEVICE_NAMES = (("h100 pcie", "h100-pcie"), ("h100", "h100"), ("h200", "h200"), ("a100-sxm4-40gb", "a100-40gb"),
+                ("a100", "a100"), ("mi300x", "mi300x"))
+"""(substring of a driver's lower-cased device name, catalog GPU), most specific first."""
+
+
+def gpu_key(name: str, driver_names: bool = True) -> str | None:
+    """The catalog GPU a device name stands for: a catalog key ("h100"), a spec name ("H100-SXM"),
+    either with a modelled agent's " (modelled)" suffix, or (with `driver_names`) a driver's name
+    ("NVIDIA H100 80GB HBM3", torch's and NVML's alike); None when the catalog has no such GPU."""
+    n = name.removesuffix(" (modelled)").strip().lower()
+    if n in GPUS:
+        return n
+    spec = next((k for k, v in GPUS.items() if v.name.lower() == n), None)
+    if spec is not None or not driver_names:
+        return spec
+    return next((key for sub, key in DEVICE_NAMES if sub in n), None)

@@ -103,8 +103,8 @@ class PlannerController:
             return []
         load = LoadEstimate(load.rate_rps * self.headroom, load.prompt_tokens, load.output_tokens,
                             sum(i.waiting for i in state.by_role("prefill")))
-        current = self._current(state)
         cands = self._candidates(state)
+        current = self._current(state, cands)
         screen = self.screen or self.model
         ranked = sorted(zip(screen.predict(load, cands), cands), key=lambda x: (-x[0][0], x[0][1]))
         short = [current] + [c for _, c in ranked[: self.keep] if c != current]
@@ -127,7 +127,8 @@ class PlannerController:
                                "planning_s": self.planning_s[-1]})
         if best == current:
             return []
-        return self._roles(state, best.prefill) + self._caps(state, best, moving=best.prefill - current.prefill)
+        moves = self._roles(state, best.prefill)
+        return [*moves, *self._caps(state, best, {m.instance: m.role for m in moves})]
 
     def _load(self, now: Counters) -> LoadEstimate | None:
         old = next((c for c in self.history if c.t >= now.t - self.window_s), None)
@@ -146,20 +147,16 @@ class PlannerController:
             self._output = pick.output_tokens
         return pick
 
-    def _current(self, state: ClusterState) -> Layout:
+    def _current(self, state: ClusterState, cands: list[Layout]) -> Layout:
+        """The layout in force, read back as the candidate it is closest to, so that caps rounded by
+        the guard do not look like a different plan."""
         caps = {ph: [g.cap_target_w for i in state.by_role(ph) for g in state.gpus if g.index in i.gpus]
                 for ph in PHASES}
         p = len(state.by_role("prefill"))
-        return self._snap(state, Layout(p, sum(caps["prefill"]) / max(1, len(caps["prefill"])),
-                                        sum(caps["decode"]) / max(1, len(caps["decode"]))))
-
-    def _snap(self, state: ClusterState, lay: Layout) -> Layout:
-        """A layout in force read back as the candidate it is closest to, so that caps rounded by the
-        guard do not look like a different plan."""
-        same = [c for c in self._candidates(state) if c.prefill == lay.prefill]
-        if not same:
-            return lay
-        return min(same, key=lambda c: abs(c.prefill_cap_w - lay.prefill_cap_w))
+        lay = Layout(p, sum(caps["prefill"]) / max(1, len(caps["prefill"])),
+                     sum(caps["decode"]) / max(1, len(caps["decode"])))
+        same = [c for c in cands if c.prefill == p]
+        return min(same, key=lambda c: abs(c.prefill_cap_w - lay.prefill_cap_w)) if same else lay
 
     def _instances(self, state: ClusterState) -> tuple[int, int]:
         live = [i for i in state.instances if i.alive and i.role in PHASES]
@@ -186,7 +183,7 @@ class PlannerController:
         w = min(g.cap_max_w, max(g.cap_min_w, share))
         return Layout(p, w, w)
 
-    def _roles(self, state: ClusterState, prefill: int) -> list[Action]:
+    def _roles(self, state: ClusterState, prefill: int) -> list[SetRole]:
         """SetRole for every instance that must move, the least loaded of the donor phase first."""
         have = len(state.by_role("prefill"))
         if prefill == have:
@@ -195,13 +192,9 @@ class PlannerController:
         pool = sorted(state.by_role(donor), key=lambda i: (i.running + i.waiting + i.prefilling, i.kv_usage))
         return [SetRole(i.iid, receiver) for i in pool[: abs(prefill - have)]]
 
-    def _caps(self, state: ClusterState, lay: Layout, moving: int = 0) -> list[Action]:
-        role_of = {g: i.role for i in state.instances for g in i.gpus}
-        if moving:
-            donor = "decode" if moving > 0 else "prefill"
-            pool = sorted(state.by_role(donor), key=lambda i: (i.running + i.waiting + i.prefilling, i.kv_usage))
-            for i in pool[: abs(moving)]:
-                for g in i.gpus:
-                    role_of[g] = "prefill" if moving > 0 else "decode"
+    def _caps(self, state: ClusterState, lay: Layout, moved: dict[int, str] | None = None) -> list[Action]:
+        """Every GPU's cap for the role its instance will have (`moved`: instance -> new role)."""
+        moved = moved or {}
+        role_of = {g: moved.get(i.iid, i.role) for i in state.instances for g in i.gpus}
         return [SetPowerCap(g.index, lay.prefill_cap_w if role_of.get(g.index) == "prefill" else lay.decode_cap_w)
                 for g in state.gpus]

@@ -40,6 +40,7 @@ def oracle_combine(sc: NamedScenario, n_requests: int, windows: list[tuple[int, 
     energy = 0.0
     duration = 0.0
     max_sum_caps = 0.0
+    tokens = 0
     chosen = []
     phase = []
     for a, b in windows:
@@ -56,13 +57,15 @@ def oracle_combine(sc: NamedScenario, n_requests: int, windows: list[tuple[int, 
         p, cp, cd, m = best[2]
         met_total += m["slo_attainment"] * (b - a)
         energy += m["gpu_energy_j"]
+        tokens += m["output_tokens"]
         duration += m["duration_s"]
         max_sum_caps = max(max_sum_caps, m["max_sum_caps_w"])
         phase.append(m["slo_attainment"])
         chosen.append({"prefill": p, "prefill_cap_w": cp, "decode_cap_w": cd, "max_sum_caps_w": m["max_sum_caps_w"]})
     avg_w = energy / duration if duration > 0 else 0.0
     att = met_total / n_requests
-    return {"slo_attainment": att, "phase_attainment": phase, "gpu_energy_j": energy, "duration_s": duration,
+    return {"slo_attainment": att, "phase_attainment": phase, "gpu_energy_j": energy, "output_tokens": tokens,
+            "joules_per_output_token": energy / tokens if tokens else None, "duration_s": duration,
             "gpu_avg_power_w": avg_w, "qps_per_w": (n_requests / duration) / avg_w if avg_w else 0.0,
             "goodput_per_w": (att * n_requests / duration) / avg_w if avg_w else 0.0,
             "max_sum_caps_w": max_sum_caps, "role_changes": 0, "cap_changes": 0, "oracle_choice": chosen}

@@ -32,6 +32,7 @@ def metrics(sc: NamedScenario, res: SimResult, windows: list[tuple[int, int]]) -
         "failed": int((res.records.status == 2).sum()),
         "duration_s": duration,
         "gpu_energy_j": energy,
+        "output_tokens": out_tokens,
         "joules_per_output_token": energy / out_tokens if out_tokens else None,
         "gpu_avg_power_w": avg_w,
         "qps_per_w": (done.sum() / duration) / avg_w if avg_w > 0 else 0.0,

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from wattserve.catalog.gpus import GPUS, GpuSpec
+from wattserve.catalog.gpus import GPUS, GpuSpec, gpu_key
 from wattserve.errors import UsageError
 from wattserve.runtime.power.base import GpuPower
 from wattserve.runtime.power.gpu_view import gpu_state, log_failures
@@ -78,7 +78,8 @@ class RuntimeBackend:
         clocks if it reports them (`supported_clocks_mhz`), else the catalog entry of that name,
         else the clock it runs at now."""
         a = self.agent
-        spec: GpuSpec | None = getattr(a, "spec", None) or _catalog(a.name(0))
+        key = gpu_key(a.name(0), driver_names=False)
+        spec: GpuSpec | None = getattr(a, "spec", None) or (GPUS[key] if key else None)
         gpu = a.name(0) if spec is None else next((k for k, v in GPUS.items() if v is spec), spec.name)
         read = getattr(a, "supported_clocks_mhz", None)
         table = [int(c) for c in read(0)] if read is not None else []
@@ -151,10 +152,3 @@ class RuntimeBackend:
         read = getattr(self.agent, "locked_clock_mhz", None)
         for g in log_failures(self.agent, self.log, self.now(), lambda g: f"worker {g}: "):
             self._locked[g] = read(g) if read is not None else None
-
-
-def _catalog(name: str) -> GpuSpec | None:
-    """The catalog GPU a device name stands for: by key ("h100") or by spec name ("H100-SXM"), with
-    a modelled agent's " (modelled)" suffix ignored."""
-    n = name.removesuffix(" (modelled)").strip().lower()
-    return GPUS.get(n) or next((v for v in GPUS.values() if v.name.lower() == n), None)

@@ -85,6 +85,8 @@ class ConcurrentEngine(LLMEngine):
         self._outbox: list[StepOutput] = []
         self._probe: ChildInfo | None = None
         self._governed_share: float | None = None
+        self.share_pinned = False
+        """The control plane pinned the split (SetComputeShare): the governor's shares are ignored."""
         self._prefill_epoch = 0
         self._decided_epoch = 0
         self.prefill_error: str | None = None
@@ -305,7 +307,6 @@ class ConcurrentEngine(LLMEngine):
     def pin_share(self, share: Share) -> None:
         """The control plane's split (SetComputeShare), applied now and held over the governor's
         answers until the next pin, as the simulator's ConcurrentInstance.pin_share holds it."""
-        self.pinned_share: Share = share
         self.share_pinned = True
         self.set_decode_share(share)
 
@@ -313,7 +314,7 @@ class ConcurrentEngine(LLMEngine):
         """Apply the decision's `decode_share` whenever it changes, unless the control plane pinned
         one; in-flight prompts count as queued in the view (`_queued`)."""
         self._decided_epoch = self._prefill_epoch
-        if getattr(self, "share_pinned", False):
+        if self.share_pinned:
             return
         if decision.decode_share != self._governed_share:
             self._governed_share = decision.decode_share

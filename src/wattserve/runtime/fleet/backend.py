@@ -15,7 +15,7 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from wattserve.catalog.gpus import GPUS
+from wattserve.catalog.gpus import gpu_key
 from wattserve.runtime.fleet.endpoints import EndpointPool
 from wattserve.runtime.fleet.engines import EngineSpec
 from wattserve.runtime.power.gpu_view import gpu_state, log_failures
@@ -34,18 +34,6 @@ from wattserve.seam import (
 )
 
 CAP_SETTLE_S = 0.3
-
-
-def catalog_gpu(name: str) -> str:
-    """The catalog key a device name stands for ("NVIDIA A100-SXM4-40GB" -> a100-40gb): an exact spec
-    name, else the key with most parts all found in the name; else the name itself."""
-    n = name.removesuffix(" (modelled)").lower()
-    for key, spec in GPUS.items():
-        if spec.name.lower() == n or key == n:
-            return key
-    words = set(n.replace("-", " ").replace("_", " ").split())
-    hits = [k for k in GPUS if all(part in words for part in k.split("-"))]
-    return max(hits, key=lambda k: len(k.split("-"))) if hits else name
 
 
 class FleetBackend:
@@ -84,7 +72,7 @@ class FleetBackend:
         p = self.power
         clocks = tuple(sorted(p.supported_clocks_mhz(0))) or (int(p.clock_mhz(0)),)
         lo, hi = p.cap_range_w(0)
-        return ClusterInfo(gpu=catalog_gpu(p.name(0)), model=model, tp=len(self.instance_gpus[0]), clocks_mhz=clocks,
+        return ClusterInfo(gpu=gpu_key(p.name(0)) or p.name(0), model=model, tp=len(self.instance_gpus[0]), clocks_mhz=clocks,
                            cap_min_w=lo, cap_max_w=hi, instance_gpus=self.instance_gpus)
 
     def observe(self) -> ClusterState:
