@@ -204,10 +204,14 @@ class Api:
         """Server-sent events, one per token as vLLM streams them: a token whose text is not whole
         yet (part of a UTF-8 character, a special token, text held back by a stop sequence) streams as
         empty text, so that a client times every token, the first included. A client that goes away
-        mid-stream makes a write fail before aiohttp cancels the handler: that ends the stream
-        quietly (the caller aborts the request on its worker), not with a logged traceback."""
+        before the headers or mid-stream makes a write fail before aiohttp cancels the handler: that
+        ends the stream quietly (the caller aborts the request on its worker), not with a logged
+        traceback."""
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
-        await resp.prepare(request)
+        try:
+            await resp.prepare(request)
+        except ConnectionResetError:
+            return resp
         obj = "chat.completion.chunk" if chat else "text_completion"
 
         def chunk(text: str | None, finish: str | None, first: bool = False) -> dict[str, Any]:
