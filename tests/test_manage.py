@@ -49,13 +49,13 @@ def test_manage_moves_caps_under_load_holds_the_budget_and_survives_an_engine_go
             [sys.executable, "-m", "wattserve", "manage", "--engine", "vllm",
              "--endpoints", ",".join(s.url for s in servers), "--agents", ",".join(a[1] for a in agents),
              "--roles", "prefill,decode", "--budget", str(BUDGET_W), "--policy", "rapid-power",
-             "--slo-ttft-ms", "2", "--slo-tpot-ms", "10000", "--poll", "0.25", "--duration", "12",
+             "--slo-ttft-ms", "2", "--slo-tpot-ms", "10000", "--poll", "0.25", "--duration", "9",
              "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for _ in range(3):
             t = threading.Thread(target=_load, args=(servers[0].url, stop), daemon=True)
             t.start()
             loaders.append(t)
-        time.sleep(7)
+        time.sleep(5)
         servers[1].stop()
         stdout, stderr = manage.communicate(timeout=60)
     finally:

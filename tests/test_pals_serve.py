@@ -1,6 +1,6 @@
 """`serve --policy pals --budget-trace FILE` on the CPU runtime: the tiny MoE model on two workers
-with modelled A100 power agents, a budget file with a cut and a moving throughput target, for a
-minute under a steady load. The PALS controller plans from models fitted to a runtime profile of the
+with modelled A100 power agents, a budget file with a cut and a moving throughput target, for half
+half a minute under a steady load. The PALS controller plans from models fitted to a runtime profile of the
 same model (tests/data/pals_tiny_moe.json: `wattserve profile --backend runtime --gpu a100 --model
 tiny-moe --tp 1 --caps 150,250,400 --batches 2,8,32 --duration 6`, then `wattserve fit --folds 3`)."""
 
@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 MODELS = Path(__file__).parent / "data" / "pals_tiny_moe.json"
-BUDGET = ((0.0, 800.0), (20.0, 450.0), (40.0, 800.0))
-TARGET = ((0.0, 600.0), (15.0, 5000.0), (45.0, 800.0))
-RUN_S = 60.0
+BUDGET = ((0.0, 800.0), (10.0, 450.0), (20.0, 800.0))
+TARGET = ((0.0, 600.0), (7.0, 5000.0), (23.0, 800.0))
+RUN_S = 30.0
 SLACK_S = 1.5
 """Samples this close to a budget change are not judged: the test's clock and the server's differ by
 the time the banner took to reach the test."""
@@ -77,5 +77,5 @@ def test_pals_serve_moves_caps_and_batch_limits_and_holds_a_budget_file(tmp_path
     assert len({round(c, 1) for _, caps, _ in seen for c in caps}) >= 3, "caps moved"
     limits = [tuple(b) for _, _, b in seen]
     assert len(set(limits)) >= 2, f"batch limits moved: {sorted(set(limits))}"
-    during = [sum(caps) for t, caps, _ in seen if 20 + SLACK_S < t < 40 - SLACK_S]
+    during = [sum(caps) for t, caps, _ in seen if 10 + SLACK_S < t < 20 - SLACK_S]
     assert during and max(during) <= 450 + 1e-3
