@@ -241,3 +241,17 @@ def test_the_layers_are_the_ones_the_architecture_document_names() -> None:
     documented = list(reversed(_doc_layers()))
     tested = [set(layer) - {"__main__", "__init__"} for layer in LAYERS]
     assert documented == [layer for layer in tested if layer]
+
+
+def test_the_router_starts_without_importing_torch() -> None:
+    """The server process builds specs, validates inputs and routes; torch is the workers'. Importing
+    it in the router would add seconds to every `serve` start."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom wattserve.runtime.server import check_inputs, serve\n"
+            "from wattserve.runtime.launcher import ProcessLauncher\nfrom wattserve.runtime.api import Api\n"
+            "from wattserve.runtime.backend import RuntimeBackend\nprint('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"

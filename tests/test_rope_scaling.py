@@ -12,9 +12,12 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from wattserve.errors import UsageError  # noqa: E402
-from wattserve.runtime.engine.config import LLAMA31_ROPE, get_config  # noqa: E402
+from wattserve.runtime.engine.config import (  # noqa: E402
+    LLAMA31_ROPE,
+    config_from_hf,  # noqa: E402
+    get_config,
+)
 from wattserve.runtime.layers.rotary import RopeScaling, Rotary, inverse_frequencies  # noqa: E402
-from wattserve.runtime.models.llama import config_from_hf  # noqa: E402
 
 LLAMA31 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
            "original_max_position_embeddings": 8192}

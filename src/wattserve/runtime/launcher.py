@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import multiprocessing as mp
 import os
 import select
 import subprocess
@@ -26,7 +27,8 @@ from typing import Any, Protocol
 
 from wattserve.errors import UsageError
 from wattserve.runtime.address import advertised
-from wattserve.runtime.worker import WorkerSpec, spawn_worker, spec_to_json
+from wattserve.runtime.worker_entry import run_worker
+from wattserve.runtime.worker_spec import WorkerSpec, spec_to_json
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,26 @@ class LaunchedWorker:
 
 class WorkerLauncher(Protocol):
     def launch(self, spec: WorkerSpec, timeout_s: float = 120.0) -> LaunchedWorker: ...
+
+
+def spawn_worker(spec: WorkerSpec, timeout_s: float = 120.0) -> tuple[mp.process.BaseProcess, int]:
+    """Start a worker process; returns it and the port it listens on. A concurrent worker is not
+    daemonic, because it starts a prefill process of its own (a daemonic process may not have
+    children); the server stops it as it stops any worker."""
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=run_worker, args=(spec, child), name=f"wattserve-worker-{spec.wid}",
+                       daemon=spec.role != "concurrent")
+    proc.start()
+    child.close()
+    if not parent.poll(timeout_s):
+        proc.kill()
+        raise RuntimeError(f"worker {spec.wid} did not start within {timeout_s:.0f} s")
+    msg = parent.recv()
+    if "error" in msg:
+        proc.join(5)
+        raise UsageError(f"worker {spec.wid}: {msg['error']}")
+    return proc, int(msg["port"])
 
 
 class ProcessLauncher:

@@ -28,7 +28,8 @@ from typing import Any
 from wattserve.errors import UsageError
 from wattserve.runtime.launcher import LaunchedWorker
 from wattserve.runtime.ray_cluster import start_ray
-from wattserve.runtime.worker import WorkerSpec, spec_from_json, spec_to_json, worker_main
+from wattserve.runtime.worker import worker_main
+from wattserve.runtime.worker_spec import WorkerSpec, spec_from_json, spec_to_json
 
 STRATEGIES = {"pack": "PACK", "spread": "SPREAD"}
 

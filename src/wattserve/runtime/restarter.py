@@ -9,8 +9,8 @@ from dataclasses import replace
 
 from wattserve.runtime.launcher import WorkerLauncher
 from wattserve.runtime.router import Router
-from wattserve.runtime.worker import WorkerSpec
 from wattserve.runtime.worker_client import WorkerClient
+from wattserve.runtime.worker_spec import WorkerSpec
 
 
 class Restarter:

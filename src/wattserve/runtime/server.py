@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import re
 import signal
 import sys
 import time
@@ -14,13 +15,13 @@ from typing import Any
 
 from wattserve.control.registry import NEEDS_MODEL
 from wattserve.errors import UsageError
-from wattserve.runtime.engine.engine import EngineArgs
+from wattserve.runtime.engine.args import EngineArgs
 from wattserve.runtime.launcher import ProcessLauncher, WorkerLauncher
 from wattserve.runtime.power.remote import WorkerPower
 from wattserve.runtime.restarter import Restarter
 from wattserve.runtime.router import Router, WorkerClient
 from wattserve.runtime.transport import owner_prefix, server_prefix, sweep
-from wattserve.runtime.worker import WorkerSpec
+from wattserve.runtime.worker_spec import WorkerSpec
 from wattserve.schema.serve import ServeConfig
 from wattserve.seam import BudgetSignal
 
@@ -44,9 +45,8 @@ def _roles(a: ServeConfig) -> list[str]:
 def check_inputs(a: ServeConfig) -> None:
     """Refuse what the schema cannot see (the model's name among the runtime's, the weights folder,
     the torch device) in this process, before any worker is spawned: a worker's failure would
-    otherwise surface as its own traceback-shaped message after seconds of start-up."""
-    import torch
-
+    otherwise surface as its own traceback-shaped message after seconds of start-up. torch is
+    imported here only for a CUDA device (to count them): the router itself never needs it."""
     from wattserve.catalog.models import MODELS
     from wattserve.runtime.engine.config import SMALL_CONFIGS
 
@@ -75,10 +75,9 @@ def check_inputs(a: ServeConfig) -> None:
         if not os.access(log, os.W_OK):
             raise UsageError(f"{a.step_log!r} is not writable; allowed: a folder to write step logs into",
                              "step_log")
-    try:
-        device = torch.device(a.device)
-    except RuntimeError:
-        raise UsageError(f"--device: {a.device!r} is not a torch device; allowed: cpu, cuda, cuda:N") from None
+    device = re.fullmatch(r"(cpu|cuda)(?::(\d+))?", a.device)
+    if device is None:
+        raise UsageError(f"--device: {a.device!r} is not a torch device; allowed: cpu, cuda, cuda:N")
     roles = _roles(a)
     modelled = a.power_backend == "modelled" or a.power_backend == "auto" and a.device == "cpu"
     if modelled and a.control.budget_w is not None:
@@ -96,26 +95,29 @@ def check_inputs(a: ServeConfig) -> None:
         if modelled:
             a.control.operating_table(a.gpu, a.model, 1)
     _check_listen(a.host, a.port)
-    if device.type == "cuda":
+    if device.group(1) == "cuda":
+        import torch
+
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
             raise UsageError(f"--device: {a.device!r} asked for, but torch sees no CUDA device; allowed: cpu")
-        wanted = len(roles) if device.index is None else device.index + 1
+        index = None if device.group(2) is None else int(device.group(2))
+        wanted = len(roles) if index is None else index + 1
         if wanted > count:
-            need = f"{len(roles)} worker(s), one GPU each" if device.index is None else f"cuda:{device.index}"
+            need = f"{len(roles)} worker(s), one GPU each" if index is None else f"cuda:{index}"
             raise UsageError(f"--device: {need} asked for, but torch sees {count} CUDA device(s)")
 
 
 def _check_positions(a: ServeConfig) -> None:
-    """A prompt limit beyond the model's positions would be accepted here and fail in the engine."""
-    from wattserve.runtime.engine.config import get_config
-    from wattserve.runtime.models.llama import config_from_hf
+    """A prompt limit beyond the model's positions would be accepted here and fail in the engine;
+    so would an expert-parallel degree the model cannot take (ModelConfig refuses it when built)."""
+    from wattserve.runtime.engine.config import config_from_hf, get_config
 
     cfg = get_config(a.model)
     if a.weights != "dummy":
         cfg = config_from_hf(Path(a.weights), cfg)
     if a.ep != cfg.ep:
-        dataclasses.replace(cfg, ep=a.ep)
+        cfg = dataclasses.replace(cfg, ep=a.ep)
     if a.max_prompt_tokens >= cfg.max_positions:
         raise UsageError(f"--max-prompt-tokens: {a.max_prompt_tokens} leaves no room to generate in {a.model}'s "
                          f"{cfg.max_positions} positions; allowed: an integer from 1 to {cfg.max_positions - 1}")

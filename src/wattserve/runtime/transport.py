@@ -26,17 +26,21 @@ import os
 import sys
 from multiprocessing import resource_tracker, shared_memory
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import torch
 
 from wattserve.errors import unknown
 from wattserve.runtime.kv_store import KvStore, pull
 
+if TYPE_CHECKING:
+    import torch
+
 TRANSPORTS = ("shm", "tcp")
 SHM_DIR = Path("/dev/shm")
-DTYPES = {str(d).removeprefix("torch."): d for d in (torch.float32, torch.bfloat16, torch.float16)}
+ITEMSIZE = {"float32": 4, "bfloat16": 2, "float16": 2}
+"""The KV dtypes a handle may carry, and their bytes per element. torch is imported where a tensor
+is made or read, not here: the router reads handles (to discard them) and never imports torch."""
 
 
 class KvTransport(Protocol):
@@ -63,21 +67,28 @@ def owner_prefix(server_pid: int, worker_id: int) -> str:
 
 
 def _raw(kv: torch.Tensor) -> tuple[dict[str, Any], np.ndarray]:
+    import torch
+
     t = kv.detach().cpu().contiguous()
     name = str(t.dtype).removeprefix("torch.")
-    if name not in DTYPES:
-        raise ValueError(f"KV dtype {t.dtype} cannot be handed off; allowed: {', '.join(DTYPES)}")
+    if name not in ITEMSIZE:
+        raise ValueError(f"KV dtype {t.dtype} cannot be handed off; allowed: {', '.join(ITEMSIZE)}")
     return {"shape": list(t.shape), "dtype": name}, t.view(-1).view(torch.uint8).numpy()
 
 
 def _tensor(handle: dict[str, Any], raw: bytes | bytearray | memoryview) -> torch.Tensor:
-    dtype = DTYPES[handle.get("dtype", "float32")]
+    import torch
+
+    name = handle.get("dtype", "float32")
+    if name not in ITEMSIZE:
+        raise ValueError(f"KV dtype {name} cannot be handed off; allowed: {', '.join(ITEMSIZE)}")
+    dtype = getattr(torch, name)
     flat = torch.frombuffer(bytearray(raw), dtype=torch.uint8) if len(raw) else torch.empty(0, dtype=torch.uint8)
     return flat.view(dtype).reshape(handle["shape"])
 
 
 def _nbytes(handle: dict[str, Any]) -> int:
-    n = DTYPES[handle.get("dtype", "float32")].itemsize
+    n = ITEMSIZE[handle.get("dtype", "float32")]
     for d in handle["shape"]:
         n *= d
     return n

@@ -15,12 +15,10 @@ without reloading weights and reports role_ready.
 from __future__ import annotations
 
 import asyncio
-import json
-import multiprocessing as mp
 import os
 import time
 import traceback
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 from wattserve.errors import UsageError
@@ -28,42 +26,18 @@ from wattserve.governors.registry import make_governor
 from wattserve.runtime import wire
 from wattserve.runtime.engine.catalog_device import catalog_device
 from wattserve.runtime.engine.concurrent import ConcurrentEngine
-from wattserve.runtime.engine.engine import EngineArgs, LLMEngine
+from wattserve.runtime.engine.engine import LLMEngine
 from wattserve.runtime.engine.sampler import TokenLogprob
 from wattserve.runtime.engine.sequence import SamplingParams, Status
 from wattserve.runtime.engine.step_view import PowerProfile
 from wattserve.runtime.power.device import DevicePower
 from wattserve.runtime.step_log import StepLog
 from wattserve.runtime.transport import make_transport, transport_for
+from wattserve.runtime.worker_spec import WorkerSpec
 
 ROLES = ("prefill", "decode", "colocated")
 """Roles a worker may switch between; a `concurrent` worker (RAPID-Serve: prompts prefilled by a
 second process over the same weights and KV cache, runtime/engine/concurrent.py) keeps its role."""
-
-
-@dataclass(frozen=True)
-class WorkerSpec:
-    wid: int
-    role: str
-    engine: EngineArgs
-    transport: str = "shm"
-    threads: int = 1
-    host: str = "127.0.0.1"
-    gpu: str = "h100"
-    """Catalog GPU this worker's power is modelled as (the server's --gpu)."""
-    power_as_model: str = "llama-3.1-8b"
-    """Catalog model this worker's iterations are modelled as (the server's power_as_model)."""
-    governor: str = "max-clock"
-    """Step governor asked before every iteration (wattserve.governors)."""
-    slo_ttft_s: float | None = None
-    slo_tpot_s: float | None = None
-    shm_prefix: str | None = None
-    power_backend: str = "auto"
-    """This worker's own power agent (runtime.power.local): auto, nvml, amdsmi or modelled."""
-    step_log: str | None = None
-    """A folder to log every step's shape and time into (runtime.step_log), or None."""
-    """Name prefix of the KV segments this worker creates (transport.owner_prefix): its server can
-    sweep what it leaves if it dies."""
 
 
 class Worker:
@@ -305,38 +279,3 @@ def worker_main(spec: WorkerSpec, ready: Any) -> None:
         w.power.close()
         if w.step_log is not None:
             w.step_log.close()
-
-
-def spec_to_json(spec: WorkerSpec) -> str:
-    """The spec as JSON, for a worker started by a command line (runtime.launcher)."""
-    from dataclasses import fields
-
-    return json.dumps({f.name: (spec.engine.model_dump() if f.name == "engine" else getattr(spec, f.name))
-                       for f in fields(spec)})
-
-
-def spec_from_json(text: str) -> WorkerSpec:
-    d = json.loads(text)
-    return WorkerSpec(**{**d, "engine": EngineArgs(**d["engine"])})
-
-
-def spawn_worker(spec: WorkerSpec, timeout_s: float = 120.0) -> tuple[mp.process.BaseProcess, int]:
-    """Start a worker process; returns it and the port it listens on. A concurrent worker is not
-    daemonic, because it starts a prefill process of its own (a daemonic process may not have
-    children); the server stops it as it stops any worker."""
-    ctx = mp.get_context("spawn")
-    parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=worker_main, args=(spec, child), name=f"wattserve-worker-{spec.wid}",
-                       daemon=spec.role != "concurrent")
-    proc.start()
-    child.close()
-    if not parent.poll(timeout_s):
-        proc.kill()
-        raise RuntimeError(f"worker {spec.wid} did not start within {timeout_s:.0f} s")
-    msg = parent.recv()
-    if "error" in msg:
-        proc.join(5)
-        from wattserve.errors import UsageError
-
-        raise UsageError(f"worker {spec.wid}: {msg['error']}")
-    return proc, int(msg["port"])

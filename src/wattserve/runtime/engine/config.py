@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, fields
+from pathlib import Path
 
 from wattserve.catalog.models import MODELS, ModelSpec
 from wattserve.errors import UsageError
-from wattserve.runtime.layers.rotary import RopeScaling
+from wattserve.runtime.layers.rope_scaling import RopeScaling
 
 BYTE_VOCAB = 256
 BOS_ID = 256
@@ -63,3 +65,24 @@ def get_config(name: str) -> ModelConfig:
     if key in MODELS:
         return ModelConfig.from_spec(MODELS[key])
     raise UsageError(f"model: unknown value {name!r}; allowed: {', '.join([*SMALL_CONFIGS, *MODELS])}")
+
+
+def config_from_hf(path: Path, base: ModelConfig) -> ModelConfig:
+    """Read an HF config.json beside the weights; its sizes win over the catalog's."""
+    f = path / "config.json"
+    if not f.is_file():
+        return base
+    c = json.loads(f.read_text())
+    hidden = c.get("hidden_size", base.hidden)
+    heads = c.get("num_attention_heads", base.heads)
+    return ModelConfig(
+        name=c.get("_name_or_path", base.name) or base.name, layers=c.get("num_hidden_layers", base.layers),
+        hidden=hidden, heads=heads, kv_heads=c.get("num_key_value_heads", heads),
+        head_dim=c.get("head_dim", hidden // heads), ffn=c.get("intermediate_size", base.ffn),
+        vocab=c.get("vocab_size", base.vocab), experts=c.get("num_local_experts", base.experts),
+        experts_per_token=c.get("num_experts_per_tok", base.experts_per_token),
+        rope_theta=float(c.get("rope_theta", base.rope_theta)), rms_eps=float(c.get("rms_norm_eps", base.rms_eps)),
+        max_positions=min(int(c.get("max_position_embeddings", base.max_positions)), 131072),
+        tied_embeddings=bool(c.get("tie_word_embeddings", base.tied_embeddings)),
+        rope_scaling=RopeScaling.from_hf(c.get("rope_scaling")), ep=base.ep,
+    )

@@ -15,12 +15,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-from pydantic import ConfigDict
 
 from wattserve.catalog.models import BatchShape
 from wattserve.errors import UsageError
 from wattserve.governors.max_clock import MaxClockGovernor
-from wattserve.runtime.engine.config import ModelConfig, get_config
+from wattserve.runtime.engine.args import EngineArgs
+from wattserve.runtime.engine.config import ModelConfig, config_from_hf, get_config
 from wattserve.runtime.engine.kv_cache import KVCache
 from wattserve.runtime.engine.latency_window import LatencyWindow
 from wattserve.runtime.engine.model_runner import ModelRunner
@@ -35,8 +35,7 @@ from wattserve.runtime.engine.step_view import (
     phase_of,
 )
 from wattserve.runtime.engine.tokenizer import stop_ids_for
-from wattserve.runtime.models.llama import LlamaForCausalLM, config_from_hf
-from wattserve.schema.runtime_engine import RuntimeEngineConfig
+from wattserve.runtime.models.llama import LlamaForCausalLM
 from wattserve.seam.governor import StepDecision, StepGovernor
 
 
@@ -52,22 +51,6 @@ class StepOutput:
 
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-class EngineArgs(RuntimeEngineConfig):
-    """The model, weights and limits of wattserve.schema.runtime_engine (declared there once, shared
-    with serve's flags); frozen, as a worker's spec is.
-
-    `eos_id` overrides the stop ids the engine otherwise takes from the model's folder
-    (`tokenizer.stop_ids_for`). `dtype` and `kv_cache_dtype` ("auto": float32 on CPU, bfloat16 on
-    CUDA; the KV cache follows the weights) exist so tests can run a bf16 KV cache on CPU."""
-
-    model_config = ConfigDict(frozen=True)
-    eos_id: int | None = None
-    dtype: str = "auto"
-    kv_cache_dtype: str = "auto"
-    enforce_eager: bool = False
-    """No CUDA graphs for decode (they are captured only on CUDA, for dense models)."""
 
 
 class LLMEngine:

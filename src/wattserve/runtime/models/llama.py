@@ -5,7 +5,6 @@ safetensors load by name."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -16,7 +15,7 @@ from wattserve.runtime.engine.config import ModelConfig
 from wattserve.runtime.layers.attention import AttnMetadata, LayerInputs, PagedAttention
 from wattserve.runtime.layers.mlp import SparseMoE, SwiGLU
 from wattserve.runtime.layers.norm import RMSNorm
-from wattserve.runtime.layers.rotary import RopeScaling, Rotary
+from wattserve.runtime.layers.rotary import Rotary
 
 
 class DecoderLayer(nn.Module):
@@ -112,22 +111,3 @@ class LlamaForCausalLM(nn.Module):
             raise UsageError(f"weights: {len(missing)} tensors missing from {str(path)!r}, e.g. {missing[0]}")
 
 
-def config_from_hf(path: Path, base: ModelConfig) -> ModelConfig:
-    """Read an HF config.json beside the weights; its sizes win over the catalog's."""
-    f = path / "config.json"
-    if not f.is_file():
-        return base
-    c = json.loads(f.read_text())
-    hidden = c.get("hidden_size", base.hidden)
-    heads = c.get("num_attention_heads", base.heads)
-    return ModelConfig(
-        name=c.get("_name_or_path", base.name) or base.name, layers=c.get("num_hidden_layers", base.layers),
-        hidden=hidden, heads=heads, kv_heads=c.get("num_key_value_heads", heads),
-        head_dim=c.get("head_dim", hidden // heads), ffn=c.get("intermediate_size", base.ffn),
-        vocab=c.get("vocab_size", base.vocab), experts=c.get("num_local_experts", base.experts),
-        experts_per_token=c.get("num_experts_per_tok", base.experts_per_token),
-        rope_theta=float(c.get("rope_theta", base.rope_theta)), rms_eps=float(c.get("rms_norm_eps", base.rms_eps)),
-        max_positions=min(int(c.get("max_position_embeddings", base.max_positions)), 131072),
-        tied_embeddings=bool(c.get("tie_word_embeddings", base.tied_embeddings)),
-        rope_scaling=RopeScaling.from_hf(c.get("rope_scaling")), ep=base.ep,
-    )
