@@ -48,7 +48,7 @@ demo-serve: runtime
 	kill $$pid; wait $$pid 2>/dev/null; rm -f runs-serve.log; exit $$status
 
 test: dev
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto
 
 lint: dev
 	$(BIN)/ruff check src tests bench scripts
