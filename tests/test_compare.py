@@ -70,3 +70,22 @@ def test_oracle_measures_its_peak_sum_of_caps() -> None:
     assert res["max_sum_caps_w"] == pytest.approx(max(sums))
     assert res["max_sum_caps_w"] < sc.budget_w
     assert all(c["max_sum_caps_w"] == pytest.approx(s) for c, s in zip(res["oracle_choice"], sums))
+
+
+def test_budget_drop_every_policy_follows_the_cut_and_reports_each_side_of_it() -> None:
+    """budget-drop (issue 15): caps start at the full 4,800 W, so a run whose caps did not come down
+    to 3,360 W during the minute of the cut counts breaches; attainment is split at the cut."""
+    from wattserve.experiments.compare import markdown, run_compare
+    from wattserve.experiments.scenarios import get_scenario
+
+    sc = get_scenario("budget-drop")
+    res = run_compare(sc, ["static", "rapid"], ["sonnet-shift"], {"sonnet-shift": [26.0]}, 0, None, jobs=1)
+    assert res["budget_events"] == {"sonnet-shift": "demand-response:start=10,minutes=1,level=0.7"}
+    assert res["budget_breaches"] == 0
+    for r in res["runs"]:
+        assert r["max_sum_caps_w"] == pytest.approx(4800)
+        assert r["budget_low_w"] == pytest.approx(3360) and r["drop_s"] == [10.0, 70.0]
+        assert r["budget_breaches"] == 0
+        for k in ("attainment_before_drop", "attainment_during_drop", "attainment_after_drop"):
+            assert 0.0 <= r[k] <= 1.0, k
+    assert "| sonnet-shift | 26 | rapid |" in markdown(res).split("Budget events")[1]

@@ -21,10 +21,11 @@ def add(sub: argparse._SubParsersAction) -> None:
                                    "and a demand-response budget, per deployment; biscale-h100 (DistServe's placement "
                                    "against BiScale's placement and per-iteration DVFS) across its rate sweeps; rapid-serve-mi300x "
                                    "(concurrent prefill/decode against chunked prefill and 4P+4D) per model and "
-                                   "workload. Writes compare.json, compare.md "
+                                   "workload; budget-drop (every power policy under a budget cut by 30% for a "
+                                   "minute). Writes compare.json, compare.md "
                                    "and plots.")
     p.add_argument("--scenario", required=True, metavar="NAME",
-                   help="named scenario [allowed: rapid-mi300x, rapid-h100, pals-moe, biscale-h100, "
+                   help="named scenario [allowed: rapid-mi300x, rapid-h100, budget-drop, pals-moe, biscale-h100, "
                    "rapid-serve-mi300x]")
     p.add_argument("--out", metavar="DIR", help="results folder [default runs/compare-<scenario>]")
     p.add_argument("--data", default=str(DEFAULT_DATA), metavar="DIR",

@@ -48,7 +48,7 @@ def run_compare(sc: NamedScenario, policies: list[str], workloads: list[str], ra
                             "rate_at_target": rate_at_attainment(rs, att, sc.attainment_target),
                             "above_sweep": min(att[rs.index(max(rs))], 1.0) >= sc.attainment_target,
                             "attainment_at_peak": next(r["slo_attainment"] for r in rows if r["rate"] == max(rs))})
-    return {
+    out = {
         "scenario": sc.name,
         "budget_w": sc.budget_w,
         "gpu": sc.gpu,
@@ -63,6 +63,10 @@ def run_compare(sc: NamedScenario, policies: list[str], workloads: list[str], ra
         "summary": summary,
         "runs": results,
     }
+    if sc.budget_events:
+        out["budget_events"] = {w: sc.budget_events[w] for w in workloads}
+        out["budget_breaches"] = sum(r["budget_breaches"] for r in results)
+    return out
 
 
 def markdown(res: dict[str, Any]) -> str:
@@ -86,6 +90,18 @@ def markdown(res: dict[str, Any]) -> str:
         lines.append(f"| {r['workload']} | {r['rate']:g} | {r['policy']} | {r['slo_attainment']:.2f} | {phases} | "
                      f"{r['gpu_energy_j'] / 1e3:,.0f} | {r['qps_per_w']:.4f} | {r['max_sum_caps_w']:,.0f} | "
                      f"{r.get('role_changes', 0)} | {r.get('cap_changes', 0)} |")
+    if "budget_events" in res:
+        lines += ["", "Budget events: " + "; ".join(f"{w}: `{e}`" for w, e in res["budget_events"].items())
+                  + f". Breaches of the moving budget over all runs: {res['budget_breaches']}.", "",
+                  "| workload | rate | policy | attainment before / during / after the drop | breaches |",
+                  "|---|---|---|---|---|"]
+
+        def f(x: float | None) -> str:
+            return "-" if x is None else f"{x:.3f}"
+        for r in res["runs"]:
+            lines.append(f"| {r['workload']} | {r['rate']:g} | {r['policy']} | {f(r['attainment_before_drop'])} / "
+                         f"{f(r['attainment_during_drop'])} / {f(r['attainment_after_drop'])} | "
+                         f"{r['budget_breaches']} |")
     return "\n".join(lines) + "\n"
 
 

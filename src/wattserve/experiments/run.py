@@ -15,7 +15,7 @@ import numpy as np
 from wattserve.experiments.build import build_run
 from wattserve.experiments.executors import Executor, ProcessExecutor, resolve
 from wattserve.experiments.oracle import oracle_cells, oracle_combine, oracle_metrics
-from wattserve.experiments.run_metrics import metrics, timelines
+from wattserve.experiments.run_metrics import drop_metrics, metrics, timelines
 from wattserve.experiments.scenarios import NamedScenario
 from wattserve.experiments.static_split import pick_split, split_cells, split_metrics
 from wattserve.experiments.workloads import make_workload, phase_bounds
@@ -62,10 +62,12 @@ def run_task(task: Task) -> dict[str, Any]:
         cp, cd = task.split
         params = {"prefill_cap_w": cp, "decode_cap_w": cd}
         out["split_w"] = [cp, cd]
-    run = build_run(sc.scenario(arm, job.seed), wl, params)
+    run = build_run(sc.scenario(arm, job.seed, job.workload), wl, params)
     res = run.run()
     assert run.guard is not None and run.log is not None
     out.update(metrics(sc, res, windows))
+    if sc.budget_events:
+        out.update(drop_metrics(sc, job.workload, res))
     out["guard_peak_committed_w"] = run.guard.peak_committed_w
     out["role_changes"] = int(sum(i.role_changes for i in res.instances))
     out["cap_changes"] = run.log.count("cap")

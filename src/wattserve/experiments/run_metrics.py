@@ -1,5 +1,6 @@
 """What a comparison reports about one simulated run: attainment (overall and per phase window),
-energy, efficiency, the peak sum of caps in force, and the power/cap/role timelines."""
+energy, efficiency, the peak sum of caps in force, and the power/cap/role timelines; under a budget
+event (budget-drop), breaches of the moving budget and attainment before, during and after it."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ from typing import Any
 import numpy as np
 
 from wattserve.experiments.scenarios import NamedScenario
+from wattserve.metrics.budget_tracking import budget_breaches
 from wattserve.metrics.power_series import binned_average, cluster_caps, cluster_power
 from wattserve.metrics.summary import slo_met
 from wattserve.results.sim_result import SimResult
+from wattserve.seam import StepSignal
+from wattserve.workload.step_signal import shape_steps
 
 
 def caps_sum_peak(res: SimResult) -> float:
@@ -42,6 +46,27 @@ def metrics(sc: NamedScenario, res: SimResult, windows: list[tuple[int, int]]) -
         "p90_ttft_ms": float(np.nanpercentile(res.records.ttft[done] * 1e3, 90)) if done.any() else None,
         "p90_tpot_ms": float(np.nanpercentile(res.records.tpot[done] * 1e3, 90)) if done.any() else None,
     }
+
+
+def drop_metrics(sc: NamedScenario, workload: str, res: SimResult) -> dict[str, Any]:
+    """Breaches of `workload`'s budget event over the whole run (every cap change and budget change
+    is an instant checked), the budget's low point, and the attainment of the requests that arrived
+    before the cut, while it was in force and in the minute after it was lifted (None: no requests)."""
+    assert sc.budget_events is not None
+    times, watts = shape_steps(sc.budget_events[workload], sc.budget_w, "budget_events")
+    low = min(range(len(watts)), key=lambda k: watts[k])
+    cut_s, back_s = times[low], times[low + 1] if low + 1 < len(times) else res.end_s
+    met = slo_met(res, sc.slo_ttft_ms, sc.slo_tpot_ms)
+    arrival = res.records.arrival
+
+    def share(lo: float, hi: float) -> float | None:
+        pick = (arrival >= lo) & (arrival < hi)
+        return float(met[pick].mean()) if pick.any() else None
+
+    return {"budget_breaches": budget_breaches(res.gpus, StepSignal(times, watts), 0.0, res.end_s),
+            "budget_low_w": float(watts[low]), "drop_s": [float(cut_s), float(back_s)],
+            "attainment_before_drop": share(0.0, cut_s), "attainment_during_drop": share(cut_s, back_s),
+            "attainment_after_drop": share(back_s, back_s + 60.0)}
 
 
 def timelines(res: SimResult, bins: int = 200) -> dict[str, Any]:

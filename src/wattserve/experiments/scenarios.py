@@ -14,6 +14,8 @@ budget) is a different kind of comparison, not a rate sweep: pals_moe.py defines
 (BiScale's evaluation shape: placement re-planned per window, per-iteration DVFS) is a rate sweep
 whose arms plan their own placements: biscale_scenario.py defines it. rapid-serve-mi300x (RAPID-Serve's:
 layouts compared by goodput, per model and synthetic workload): rapid_serve_scenario.py.
+budget-drop (issue 15): rapid-mi300x's cluster with every power policy under a budget that drops by
+30% for a minute and comes back, reporting breaches and attainment during and after the drop.
 """
 
 from __future__ import annotations
@@ -70,6 +72,9 @@ class NamedScenario:
     prefill_caps_w: tuple[float, ...] = (450, 500, 550, 600, 650, 700, 750)
     """Candidate per-GPU prefill caps for the static-split optimiser and the oracle."""
     oracle_prefill_counts: tuple[int, ...] = (2, 3, 4, 5, 6)
+    budget_events: dict[str, str] | None = None
+    """Per workload, a budget shape of `budget_w` (workload.step_signal: e.g. a demand-response
+    event) that every arm runs under instead of the constant budget; None: constant."""
 
     @property
     def num_gpus(self) -> int:
@@ -83,14 +88,18 @@ class NamedScenario:
     def arm(self, label: str) -> Arm:
         return next(a for a in self.arms if a.label == label)
 
-    def scenario(self, arm: Arm | None = None, seed: int = 0) -> Scenario:
-        """The schema scenario of one policy arm (no policy: static caps set on the cluster later)."""
+    def scenario(self, arm: Arm | None = None, seed: int = 0, workload: str | None = None) -> Scenario:
+        """The schema scenario of one policy arm (no policy: static caps set on the cluster later),
+        under `workload`'s budget event where the scenario has one."""
         colocated = arm is not None and arm.layout == "colocated"
         n = self.num_gpus // self.tp
         cluster = ClusterConfig(gpu=self.gpu, model=self.model, tp=self.tp, prefill=0 if colocated else self.prefill,
                                 decode=0 if colocated else self.decode, colocated=n if colocated else 0,
                                 perf_profile=self.perf_profile)
         control = ControlConfig(budget_w=self.budget_w, policy=arm.policy) if arm is not None else ControlConfig()
+        if arm is not None and workload is not None and self.budget_events:
+            control = ControlConfig(budget_w=self.budget_w, budget_trace=self.budget_events[workload],
+                                    policy=arm.policy)
         return Scenario(name=self.name, seed=seed, cluster=cluster, control=control,
                         slo=SloConfig(ttft_ms=self.slo_ttft_ms, tpot_ms=self.slo_tpot_ms))
 
@@ -104,6 +113,13 @@ class NamedScenario:
                         slo=SloConfig(ttft_ms=self.slo_ttft_ms, tpot_ms=self.slo_tpot_ms))
 
 
+DROP = "demand-response:start={start},minutes=1,level=0.7"
+"""budget-drop's event (issue 15): 30% of the budget cut for a minute, then restored. sonnet-shift's
+starts 10 s in (its 8K-prompt phase is under way, the cut spans the shift to short prompts, and
+requests still arrive after it at the swept rates); the Azure code trace's 90 s in. Static splits and the oracle are left out: they hold caps fixed
+by construction, so they cannot follow a budget that moves."""
+
+
 SCENARIOS: Registry[NamedScenario | PalsScenario | BiScaleScenario | RapidServeScenario] = Registry("scenario", {
     "rapid-h100": lambda: NamedScenario(
         name="rapid-h100", gpu="h100", model="llama-3.1-8b", tp=1, prefill=4, decode=4, budget_w=4000,
@@ -115,6 +131,13 @@ SCENARIOS: Registry[NamedScenario | PalsScenario | BiScaleScenario | RapidServeS
         name="rapid-mi300x", gpu="mi300x", model="llama-3.1-8b", tp=1, prefill=4, decode=4, budget_w=4800,
         slo_ttft_ms=1000, slo_tpot_ms=40, workloads=("sonnet-shift", "longbench-like"),
         rates={"sonnet-shift": (18, 22, 26, 30, 34, 38), "longbench-like": (30, 36, 42, 48, 54, 60)},
+    ),
+    "budget-drop": lambda: NamedScenario(
+        name="budget-drop", gpu="mi300x", model="llama-3.1-8b", tp=1, prefill=4, decode=4, budget_w=4800,
+        slo_ttft_ms=1000, slo_tpot_ms=40, workloads=("sonnet-shift", "azure-code"),
+        rates={"sonnet-shift": (18, 26), "azure-code": (12, 20)},
+        arms=tuple(a for a in ARMS if a.label not in ("static-split", "oracle")),
+        budget_events={"sonnet-shift": DROP.format(start=10), "azure-code": DROP.format(start=90)},
     ),
     "pals-moe": PalsScenario,
     "biscale-h100": BiScaleScenario,
