@@ -116,7 +116,7 @@ def run_cell(sc: RapidServeScenario, model: str, workload: str, rate: float, pol
         "p95_ttft_ms": float(np.percentile(ttft_ms, 95)) if len(ttft_ms) else None,
         "p95_itl_ms": float(res.itl_hist.quantile(0.95) * 1e3) if res.itl_hist.total else None,
         "p95_tpot_ms": float(np.percentile(tpot_ms, 95)) if len(tpot_ms) else None,
-        "output_tok_s": out_tokens / span if span > 0 else 0.0,
+        "output_tok_s": out_tokens / span if span > 0 else 0.0, "output_tokens": out_tokens,
         "completed": int(done.sum()), "requests": len(wl),
         "gpu_energy_j": float(sum(g.prefill_energy_j + g.decode_energy_j + g.idle_energy_j for g in res.gpus)),
         "slo_ttft_ms_per_1k_tokens": sc.ttft_s_per_1k_tokens * 1e3, "slo_itl_ms": itl_ms,

@@ -96,10 +96,9 @@ class NamedScenario:
         cluster = ClusterConfig(gpu=self.gpu, model=self.model, tp=self.tp, prefill=0 if colocated else self.prefill,
                                 decode=0 if colocated else self.decode, colocated=n if colocated else 0,
                                 perf_profile=self.perf_profile)
-        control = ControlConfig(budget_w=self.budget_w, policy=arm.policy) if arm is not None else ControlConfig()
-        if arm is not None and workload is not None and self.budget_events:
-            control = ControlConfig(budget_w=self.budget_w, budget_trace=self.budget_events[workload],
-                                    policy=arm.policy)
+        event = self.budget_events.get(workload) if self.budget_events and workload else None
+        control = ControlConfig() if arm is None else ControlConfig(budget_w=self.budget_w, budget_trace=event,
+                                                                    policy=arm.policy)
         return Scenario(name=self.name, seed=seed, cluster=cluster, control=control,
                         slo=SloConfig(ttft_ms=self.slo_ttft_ms, tpot_ms=self.slo_tpot_ms))
 
@@ -116,8 +115,9 @@ class NamedScenario:
 DROP = "demand-response:start={start},minutes=1,level=0.7"
 """budget-drop's event (issue 15): 30% of the budget cut for a minute, then restored. sonnet-shift's
 starts 10 s in (its 8K-prompt phase is under way, the cut spans the shift to short prompts, and
-requests still arrive after it at the swept rates); the Azure code trace's 90 s in. Static splits and the oracle are left out: they hold caps fixed
-by construction, so they cannot follow a budget that moves."""
+requests still arrive after it at the swept rates); the Azure code trace's 90 s in. Static splits
+and the oracle are left out: they hold caps fixed by construction, so they cannot follow a budget
+that moves."""
 
 
 SCENARIOS: Registry[NamedScenario | PalsScenario | BiScaleScenario | RapidServeScenario] = Registry("scenario", {
