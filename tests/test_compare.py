@@ -89,3 +89,26 @@ def test_budget_drop_every_policy_follows_the_cut_and_reports_each_side_of_it() 
         for k in ("attainment_before_drop", "attainment_during_drop", "attainment_after_drop"):
             assert 0.0 <= r[k] <= 1.0, k
     assert "| sonnet-shift | 26 | rapid |" in markdown(res).split("Budget events")[1]
+
+
+def test_the_widened_oracle_tries_colocated_and_bounds_the_colocated_layout() -> None:
+    """Issue 15: the oracle searches every layout a shipped policy runs. On sonnet-shift's 8K-prompt
+    phase at 38 req/s, colocated instances beat every disaggregated split, so the oracle must pick
+    them there and attain at least what the colocated layout does over the whole run."""
+    from dataclasses import replace
+
+    from wattserve.experiments.build import build_run
+    from wattserve.experiments.oracle import oracle, oracle_cells
+    from wattserve.experiments.run_metrics import metrics
+    from wattserve.experiments.scenarios import get_scenario
+    from wattserve.experiments.workloads import make_workload
+
+    sc = replace(get_scenario("rapid-mi300x"), prefill_caps_w=(450, 600, 750), oracle_prefill_counts=(4, 6))
+    colocated = [c for c in oracle_cells(sc, [(0, 10)]) if c[1] == 0]
+    assert sorted(c[2] for c in colocated) == [450, 600]
+    assert all(c[2] == c[3] and 8 * c[2] <= sc.budget_w for c in colocated)
+    wl = make_workload("sonnet-shift", 38, 0, per_phase=300)
+    res = oracle(sc, wl, [(0, 300), (300, 600)])
+    arm = metrics(sc, build_run(sc.scenario(sc.arm("colocated")), wl).run(), [])
+    assert res["oracle_choice"][0]["layout"] == "colocated"
+    assert res["slo_attainment"] >= arm["slo_attainment"]

@@ -1,25 +1,44 @@
 """The oracle: an experiment, not a policy. It bounds what any controller could reach with
-hindsight: for each phase window, the best static (P:D split, cap split) run on that window's
-requests alone, from an empty cluster, with no switching cost. Attainment and energy add up over
-windows; the peak sum of caps is measured over the runs it chose, so its budget check can fail."""
+hindsight: for each phase window, the best static configuration run on that window's requests
+alone, from an empty cluster, with no switching cost. The configurations are every layout a policy
+we ship can run (issue 15: "extend the hindsight oracle to the same search space, layouts
+included"): disaggregated P:D splits with a cap per role, and every instance colocated under one
+uniform cap. Clocks are not searched (no shipped policy on these scenarios locks them). Attainment
+and energy add up over windows; the peak sum of caps is measured over the runs it chose, so its
+budget check can fail."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from wattserve.catalog import get_gpu
 from wattserve.experiments.run_metrics import metrics
 from wattserve.experiments.scenarios import NamedScenario
 from wattserve.experiments.static_split import decode_cap, simulate_static
 from wattserve.workload import Workload
 
 OracleCell = tuple[tuple[int, int], int, float, float]
-"""(window as request indices, prefill instances, prefill cap, decode cap): one static run."""
+"""(window as request indices, prefill instances, prefill cap, decode cap): one static run; 0
+prefill instances: every instance colocated, every GPU at the one cap given twice."""
+
+
+def colocated_caps(sc: NamedScenario) -> list[float]:
+    """The uniform per-GPU caps the oracle tries on the colocated layout: the scenario's candidate
+    caps that fit the budget on every GPU, and the budget's even share (at most the GPU's maximum)."""
+    g = get_gpu(sc.gpu)
+    share = min(sc.budget_w / sc.num_gpus, g.cap_max_w)
+    caps = {c for c in sc.prefill_caps_w if g.cap_min_w <= c <= share} | {share}
+    return sorted(caps)
 
 
 def oracle_cells(sc: NamedScenario, windows: list[tuple[int, int]]) -> list[OracleCell]:
     """Every static candidate of every window, in the order the choice breaks ties by."""
-    return [((a, b), p, cp, cd) for a, b in windows for p in sc.oracle_prefill_counts for cp in sc.prefill_caps_w
-            if (cd := decode_cap(sc, p, cp)) is not None]
+    cells: list[OracleCell] = []
+    for a, b in windows:
+        cells += [((a, b), p, cp, cd) for p in sc.oracle_prefill_counts for cp in sc.prefill_caps_w
+                  if (cd := decode_cap(sc, p, cp)) is not None]
+        cells += [((a, b), 0, c, c) for c in colocated_caps(sc)]
+    return cells
 
 
 def window_workload(wl: Workload, a: int, b: int) -> Workload:
@@ -61,7 +80,8 @@ def oracle_combine(sc: NamedScenario, n_requests: int, windows: list[tuple[int, 
         duration += m["duration_s"]
         max_sum_caps = max(max_sum_caps, m["max_sum_caps_w"])
         phase.append(m["slo_attainment"])
-        chosen.append({"prefill": p, "prefill_cap_w": cp, "decode_cap_w": cd, "max_sum_caps_w": m["max_sum_caps_w"]})
+        chosen.append({"layout": "colocated" if p == 0 else "disaggregated", "prefill": p, "prefill_cap_w": cp,
+                       "decode_cap_w": cd, "max_sum_caps_w": m["max_sum_caps_w"]})
     avg_w = energy / duration if duration > 0 else 0.0
     att = met_total / n_requests
     return {"slo_attainment": att, "phase_attainment": phase, "gpu_energy_j": energy, "output_tokens": tokens,
