@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -97,6 +98,42 @@ def test_no_resource_tracker_warnings_across_processes(prefix: str) -> None:
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "3.0"
+    assert "resource_tracker" not in r.stderr and "leaked" not in r.stderr, r.stderr
+    assert live_segments(prefix) == []
+
+
+def test_a_worker_killed_holding_segments_leaves_its_server_no_tracker_warning(prefix: str, tmp_path: Path) -> None:
+    """A server's workers share the server's resource tracker. A worker killed while it holds a
+    segment it created and one it attached to must leave no registration behind: the server sweeps
+    the segments, and a registered one would make the tracker warn of a "leaked" segment at exit."""
+    code = textwrap.dedent(f"""
+        import multiprocessing as mp, os, signal, sys
+        from wattserve.runtime.transport import sweep
+
+        def worker(prefix, ready):
+            from wattserve.runtime.shm_segment import Segment
+            Segment(prefix + "0", create=True, size=64)
+            other = Segment(prefix + "1")
+            ready.send(other.name)
+            signal.pause()
+
+        if __name__ == "__main__":
+            from wattserve.runtime.shm_segment import Segment
+            Segment({prefix!r} + "1", create=True, size=64).close()
+            ctx = mp.get_context("spawn")
+            a, b = ctx.Pipe(duplex=False)
+            p = ctx.Process(target=worker, args=({prefix!r}, b))
+            p.start()
+            a.recv()
+            os.kill(p.pid, signal.SIGKILL)
+            p.join()
+            print(len(sweep({prefix!r})))
+    """)
+    script = tmp_path / "killed_worker.py"
+    script.write_text(code)
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "2"
     assert "resource_tracker" not in r.stderr and "leaked" not in r.stderr, r.stderr
     assert live_segments(prefix) == []
 

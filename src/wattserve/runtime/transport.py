@@ -9,22 +9,19 @@ on GPU, KV goes through host shared memory.
 
 Segment ownership: every segment's name starts with its owner's prefix, `wsv<server pid>-<worker
 id>-` (`owner_prefix`), so when a worker or the server dies, `sweep(prefix)` unlinks what it left
-(`server_prefix` covers every worker of one server). Python's SharedMemory registers segments with
-the creating process's resource tracker, which would unlink them when that process exits and warn
-of a "leak" after a peer had unlinked them already; the sender therefore unregisters what it
-creates (3.13+: `track=False`), and the one process that unlinks a segment is the one that read or
-discarded it. What the tracker did at the creator's exit, a sweep of the creator's own prefix at
-exit still does (a worker that exits normally leaves nothing); a killed owner's segments need
-`sweep` from whoever outlives it.
+(`server_prefix` covers every worker of one server). Segments are opened without Python's resource
+tracker (`shm_segment.Segment`), and the one process that unlinks a segment is the one that read
+or discarded it. What a tracker would do at the creator's exit, a sweep of the creator's own prefix
+at exit does (a worker that exits normally leaves nothing); a killed owner's segments need `sweep`
+from whoever outlives it.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import itertools
 import os
-import sys
-from multiprocessing import resource_tracker, shared_memory
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -32,6 +29,7 @@ import numpy as np
 
 from wattserve.errors import unknown
 from wattserve.runtime.kv_store import KvStore, pull
+from wattserve.runtime.shm_segment import Segment
 
 if TYPE_CHECKING:
     import torch
@@ -94,20 +92,6 @@ def _nbytes(handle: dict[str, Any]) -> int:
     return n
 
 
-def _create(name: str, size: int) -> shared_memory.SharedMemory:
-    if sys.version_info >= (3, 13):
-        return shared_memory.SharedMemory(name=name, create=True, size=size, track=False)
-    seg = shared_memory.SharedMemory(name=name, create=True, size=size)
-    resource_tracker.unregister(seg._name, "shared_memory")  # type: ignore[attr-defined]
-    return seg
-
-
-def _attach(name: str) -> shared_memory.SharedMemory:
-    if sys.version_info >= (3, 13):
-        return shared_memory.SharedMemory(name=name, track=False)
-    return shared_memory.SharedMemory(name=name)
-
-
 def live_segments(prefix: str) -> list[str]:
     """Shared-memory segments whose name starts with `prefix` (Linux: /dev/shm; elsewhere none seen)."""
     if not SHM_DIR.is_dir():
@@ -147,7 +131,7 @@ class ShmTransport:
         while True:
             name = f"{self.prefix}{next(self._counter)}"
             try:
-                seg = _create(name, max(1, arr.nbytes))
+                seg = Segment(name, create=True, size=max(1, arr.nbytes))
                 break
             except FileExistsError:
                 continue
@@ -158,7 +142,7 @@ class ShmTransport:
         return {"kind": "shm", "name": name, **meta}, b""
 
     def get(self, handle: dict[str, Any], payload: bytes) -> torch.Tensor:
-        seg = _attach(handle["name"])
+        seg = Segment(handle["name"])
         try:
             return _tensor(handle, seg.buf[:_nbytes(handle)])
         finally:
@@ -167,19 +151,16 @@ class ShmTransport:
 
     def discard(self, handle: dict[str, Any]) -> None:
         try:
-            seg = _attach(handle["name"])
+            seg = Segment(handle["name"])
         except FileNotFoundError:
             return
         seg.close()
         self._unlink(seg)
 
     @staticmethod
-    def _unlink(seg: shared_memory.SharedMemory) -> None:
-        try:
+    def _unlink(seg: Segment) -> None:
+        with contextlib.suppress(FileNotFoundError):
             seg.unlink()
-        except FileNotFoundError:
-            if sys.version_info < (3, 13):
-                resource_tracker.unregister(seg._name, "shared_memory")  # type: ignore[attr-defined]
 
 
 class TcpTransport:
