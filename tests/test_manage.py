@@ -60,6 +60,8 @@ def test_manage_moves_caps_under_load_holds_the_budget_and_survives_an_engine_go
         stdout, stderr = manage.communicate(timeout=60)
     finally:
         stop.set()
+        for t in loaders:
+            t.join(timeout=70)
         for s in servers:
             s.stop()
         for proc, _, _ in agents:

@@ -65,9 +65,9 @@ def test_pals_serve_moves_caps_and_batch_limits_and_holds_a_budget_file(tmp_path
             time.sleep(0.25)
     finally:
         stop.set()
-        out = srv.stop()
         for c in clients:
             c.join(timeout=35)
+        out = srv.stop()
     assert srv.proc.returncode == 0 and "Traceback" not in out, out
     for t, caps, _ in seen:
         assert sum(caps) <= max(w for _, w in BUDGET) + 1e-3, (t, caps)
