@@ -104,9 +104,9 @@ def test_the_widened_oracle_tries_colocated_and_bounds_the_colocated_layout() ->
     from wattserve.experiments.workloads import make_workload
 
     sc = replace(get_scenario("rapid-mi300x"), prefill_caps_w=(450, 600, 750), oracle_prefill_counts=(4, 6))
-    colocated = [c for c in oracle_cells(sc, [(0, 10)]) if c[1] == 0]
-    assert sorted(c[2] for c in colocated) == [450, 600]
-    assert all(c[2] == c[3] and 8 * c[2] <= sc.budget_w for c in colocated)
+    colocated = [c for c in oracle_cells(sc, [(0, 10)]) if c.layout == "colocated"]
+    assert sorted(c.prefill_cap_w for c in colocated) == [450, 600]
+    assert all(c.prefill_cap_w == c.decode_cap_w and 8 * c.prefill_cap_w <= sc.budget_w for c in colocated)
     wl = make_workload("sonnet-shift", 38, 0, per_phase=300)
     res = oracle(sc, wl, [(0, 300), (300, 600)])
     arm = metrics(sc, build_run(sc.scenario(sc.arm("colocated")), wl).run(), [])

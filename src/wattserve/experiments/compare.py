@@ -59,7 +59,8 @@ def run_compare(sc: NamedScenario, policies: list[str], workloads: list[str], ra
         "attainment_target": sc.attainment_target,
         "rates": rates,
         "max_sum_caps_w": max(r["max_sum_caps_w"] for r in results),
-        "budget_held": all(r["max_sum_caps_w"] <= sc.budget_w + 1e-6 for r in results),
+        "budget_held": all(r["max_sum_caps_w"] <= sc.budget_w + 1e-6 and not r.get("budget_breaches")
+                           for r in results),
         "summary": summary,
         "runs": results,
     }

@@ -9,17 +9,34 @@ budget check can fail."""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from wattserve.catalog import get_gpu
+from wattserve.experiments.build import build_run
 from wattserve.experiments.run_metrics import metrics
 from wattserve.experiments.scenarios import NamedScenario
-from wattserve.experiments.static_split import decode_cap, simulate_static
+from wattserve.experiments.static_split import decode_cap
+from wattserve.schema.scenario import Scenario
 from wattserve.workload import Workload
 
-OracleCell = tuple[tuple[int, int], int, float, float]
-"""(window as request indices, prefill instances, prefill cap, decode cap): one static run; 0
-prefill instances: every instance colocated, every GPU at the one cap given twice."""
+
+@dataclass(frozen=True)
+class OracleCell:
+    """One static run: a window (request indices) on one layout. Disaggregated: `prefill` instances
+    at `prefill_cap_w` per GPU, the rest decoding at `decode_cap_w`; colocated: every instance, every
+    GPU at `prefill_cap_w` (`prefill` 0, `decode_cap_w` the same cap)."""
+
+    window: tuple[int, int]
+    layout: Literal["disaggregated", "colocated"]
+    prefill: int
+    prefill_cap_w: float
+    decode_cap_w: float
+
+    def scenario(self, sc: NamedScenario) -> Scenario:
+        if self.layout == "colocated":
+            return sc.static_colocated(self.prefill_cap_w)
+        return sc.static(self.prefill, self.prefill_cap_w, self.decode_cap_w)
 
 
 def colocated_caps(sc: NamedScenario) -> list[float]:
@@ -35,9 +52,9 @@ def oracle_cells(sc: NamedScenario, windows: list[tuple[int, int]]) -> list[Orac
     """Every static candidate of every window, in the order the choice breaks ties by."""
     cells: list[OracleCell] = []
     for a, b in windows:
-        cells += [((a, b), p, cp, cd) for p in sc.oracle_prefill_counts for cp in sc.prefill_caps_w
-                  if (cd := decode_cap(sc, p, cp)) is not None]
-        cells += [((a, b), 0, c, c) for c in colocated_caps(sc)]
+        cells += [OracleCell((a, b), "disaggregated", p, cp, cd) for p in sc.oracle_prefill_counts
+                  for cp in sc.prefill_caps_w if (cd := decode_cap(sc, p, cp)) is not None]
+        cells += [OracleCell((a, b), "colocated", 0, c, c) for c in colocated_caps(sc)]
     return cells
 
 
@@ -47,8 +64,8 @@ def window_workload(wl: Workload, a: int, b: int) -> Workload:
 
 def oracle_metrics(sc: NamedScenario, wl: Workload, cell: OracleCell) -> dict[str, Any]:
     """One candidate's static run on its window's requests alone, from an empty cluster."""
-    (a, b), p, cp, cd = cell
-    return metrics(sc, simulate_static(sc, window_workload(wl, a, b), p, cp, cd), [])
+    a, b = cell.window
+    return metrics(sc, build_run(cell.scenario(sc), window_workload(wl, a, b)).run(), [])
 
 
 def oracle_combine(sc: NamedScenario, n_requests: int, windows: list[tuple[int, int]], cells: list[OracleCell],
@@ -64,24 +81,24 @@ def oracle_combine(sc: NamedScenario, n_requests: int, windows: list[tuple[int, 
     phase = []
     for a, b in windows:
         best: tuple[float, float, Any] | None = None
-        for (win, p, cp, cd), m in zip(cells, ms, strict=True):
-            if win != (a, b):
+        for cell, m in zip(cells, ms, strict=True):
+            if cell.window != (a, b):
                 continue
             key = (m["slo_attainment"], -m["gpu_energy_j"])
             if best is None or key > (best[0], best[1]):
-                best = (m["slo_attainment"], -m["gpu_energy_j"], (p, cp, cd, m))
+                best = (m["slo_attainment"], -m["gpu_energy_j"], (cell, m))
         if best is None:
             raise ValueError(f"oracle: no feasible static split for scenario {sc.name!r} "
                              f"(prefill counts {sc.oracle_prefill_counts}, prefill caps {sc.prefill_caps_w})")
-        p, cp, cd, m = best[2]
+        cell, m = best[2]
         met_total += m["slo_attainment"] * (b - a)
         energy += m["gpu_energy_j"]
         tokens += m["output_tokens"]
         duration += m["duration_s"]
         max_sum_caps = max(max_sum_caps, m["max_sum_caps_w"])
         phase.append(m["slo_attainment"])
-        chosen.append({"layout": "colocated" if p == 0 else "disaggregated", "prefill": p, "prefill_cap_w": cp,
-                       "decode_cap_w": cd, "max_sum_caps_w": m["max_sum_caps_w"]})
+        chosen.append({"layout": cell.layout, "prefill": cell.prefill, "prefill_cap_w": cell.prefill_cap_w,
+                       "decode_cap_w": cell.decode_cap_w, "max_sum_caps_w": m["max_sum_caps_w"]})
     avg_w = energy / duration if duration > 0 else 0.0
     att = met_total / n_requests
     return {"slo_attainment": att, "phase_attainment": phase, "gpu_energy_j": energy, "output_tokens": tokens,

@@ -67,7 +67,8 @@ def run_task(task: Task) -> dict[str, Any]:
     assert run.guard is not None and run.log is not None
     out.update(metrics(sc, res, windows))
     if sc.budget_events:
-        out.update(drop_metrics(sc, job.workload, res))
+        assert run.budget is not None
+        out.update(drop_metrics(run.budget, sc, res))
     out["guard_peak_committed_w"] = run.guard.peak_committed_w
     out["role_changes"] = int(sum(i.role_changes for i in res.instances))
     out["cap_changes"] = run.log.count("cap")

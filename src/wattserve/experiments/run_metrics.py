@@ -13,8 +13,7 @@ from wattserve.metrics.budget_tracking import budget_breaches
 from wattserve.metrics.power_series import binned_average, cluster_caps, cluster_power
 from wattserve.metrics.summary import slo_met
 from wattserve.results.sim_result import SimResult
-from wattserve.seam import StepSignal
-from wattserve.workload.step_signal import shape_steps
+from wattserve.seam import BudgetSignal
 
 
 def caps_sum_peak(res: SimResult) -> float:
@@ -48,12 +47,12 @@ def metrics(sc: NamedScenario, res: SimResult, windows: list[tuple[int, int]]) -
     }
 
 
-def drop_metrics(sc: NamedScenario, workload: str, res: SimResult) -> dict[str, Any]:
-    """Breaches of `workload`'s budget event over the whole run (every cap change and budget change
-    is an instant checked), the budget's low point, and the attainment of the requests that arrived
-    before the cut, while it was in force and in the minute after it was lifted (None: no requests)."""
-    assert sc.budget_events is not None
-    times, watts = shape_steps(sc.budget_events[workload], sc.budget_w, "budget_events")
+def drop_metrics(budget: BudgetSignal, sc: NamedScenario, res: SimResult) -> dict[str, Any]:
+    """Under a budget that dips once and comes back (budget-drop's event), the breaches of the budget
+    the run was given, over the whole run (every cap change and budget change is an instant checked),
+    its low point, and the attainment of the requests that arrived before the cut, while it was in
+    force and in the minute after it was lifted (None: no such requests)."""
+    times, watts = budget.times, budget.values
     low = min(range(len(watts)), key=lambda k: watts[k])
     cut_s, back_s = times[low], times[low + 1] if low + 1 < len(times) else res.end_s
     met = slo_met(res, sc.slo_ttft_ms, sc.slo_tpot_ms)
@@ -63,7 +62,7 @@ def drop_metrics(sc: NamedScenario, workload: str, res: SimResult) -> dict[str, 
         pick = (arrival >= lo) & (arrival < hi)
         return float(met[pick].mean()) if pick.any() else None
 
-    return {"budget_breaches": budget_breaches(res.gpus, StepSignal(times, watts), 0.0, res.end_s),
+    return {"budget_breaches": budget_breaches(res.gpus, budget, 0.0, res.end_s),
             "budget_low_w": float(watts[low]), "drop_s": [float(cut_s), float(back_s)],
             "attainment_before_drop": share(0.0, cut_s), "attainment_during_drop": share(cut_s, back_s),
             "attainment_after_drop": share(back_s, back_s + 60.0)}

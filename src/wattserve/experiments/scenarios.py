@@ -104,16 +104,19 @@ class NamedScenario:
 
     def static(self, prefill: int, prefill_cap_w: float, decode_cap_w: float) -> Scenario:
         """A disaggregated split with fixed caps per role and no policy (the static-split search and
-        the oracle try these); `prefill` 0: every instance colocated, each GPU capped at
-        `prefill_cap_w` (the oracle tries these too)."""
-        n = self.num_gpus // self.tp
-        if prefill == 0:
-            cluster = ClusterConfig(gpu=self.gpu, model=self.model, tp=self.tp, prefill=0, decode=0, colocated=n,
-                                    power_cap_w=prefill_cap_w, perf_profile=self.perf_profile)
-        else:
-            cluster = ClusterConfig(gpu=self.gpu, model=self.model, tp=self.tp, prefill=prefill, decode=n - prefill,
-                                    prefill_cap_w=prefill_cap_w, decode_cap_w=decode_cap_w,
-                                    perf_profile=self.perf_profile)
+        the oracle try these)."""
+        cluster = ClusterConfig(gpu=self.gpu, model=self.model, tp=self.tp, prefill=prefill,
+                                decode=self.num_gpus // self.tp - prefill, prefill_cap_w=prefill_cap_w,
+                                decode_cap_w=decode_cap_w, perf_profile=self.perf_profile)
+        return self._no_policy(cluster)
+
+    def static_colocated(self, cap_w: float) -> Scenario:
+        """Every instance colocated, every GPU capped at `cap_w`, no policy (the oracle tries these)."""
+        cluster = ClusterConfig(gpu=self.gpu, model=self.model, tp=self.tp, prefill=0, decode=0,
+                                colocated=self.num_gpus // self.tp, power_cap_w=cap_w, perf_profile=self.perf_profile)
+        return self._no_policy(cluster)
+
+    def _no_policy(self, cluster: ClusterConfig) -> Scenario:
         return Scenario(name=self.name, cluster=cluster,
                         slo=SloConfig(ttft_ms=self.slo_ttft_ms, tpot_ms=self.slo_tpot_ms))
 
