@@ -137,17 +137,17 @@ def test_core_split_changes_between_steps() -> None:
     threads0 = torch.get_num_threads()
     params = SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True)
     with ConcurrentEngine(ARGS, governor=gov) as e:
-        cores = e.cores
-        assert e.decode_cores == e.prefill_cores == cores
+        cores = e.units
+        assert e.decode_units == e.prefill_units == cores
         child = e.probe()
-        assert child.threads == len(cores) and (not child.pinned or child.cores == cores)
+        assert child.threads == len(cores) and (not child.pinned or child.units == cores)
         for i, p in enumerate(PROMPTS):
             e.add(f"s{i}", p, params)
         out = run_until(e, lambda out: len(out) >= len(PROMPTS))
 
         e.set_decode_share(1)
         decode, prefill = e.split(1)
-        assert e.decode_cores == decode == cores[:1] and e.prefill_cores == prefill
+        assert e.decode_units == decode == cores[:1] and e.prefill_units == prefill
         if len(cores) > 1:
             assert not set(decode) & set(prefill) and set(decode) | set(prefill) == set(cores)
         assert torch.get_num_threads() == len(decode)
@@ -156,24 +156,24 @@ def test_core_split_changes_between_steps() -> None:
         child = e.probe()
         assert child.pid == e.child_pid and child.threads == len(prefill)
         if child.pinned:
-            assert child.cores == prefill
+            assert child.units == prefill
         out += e.step()
 
         gov.share = None
         out += e.step()
-        assert e.decode_cores == decode, "a governor's share applies when it changes, not every step"
+        assert e.decode_units == decode, "a governor's share applies when it changes, not every step"
         gov.share = 0.75
         out += e.step()
-        assert len(e.decode_cores) == max(1, round(0.75 * len(cores)))
-        assert torch.get_num_threads() == len(e.decode_cores) and e.probe().threads == len(e.prefill_cores)
+        assert len(e.decode_units) == max(1, round(0.75 * len(cores)))
+        assert torch.get_num_threads() == len(e.decode_units) and e.probe().threads == len(e.prefill_units)
 
         gov.share = None
         out += e.step()
-        assert e.decode_cores == e.prefill_cores == cores
+        assert e.decode_units == e.prefill_units == cores
         child = e.probe()
         assert torch.get_num_threads() == len(cores) == child.threads
         if child.pinned:
-            assert child.cores == cores and os.sched_getaffinity(0) == set(cores)
+            assert child.units == cores and os.sched_getaffinity(0) == set(cores)
 
         e.set_decode_share(0.5)
         out += run_until(e, lambda out: not e.has_work())
@@ -243,15 +243,61 @@ def test_a_pinned_share_holds_over_the_governors_answers() -> None:
     gov = ShareGovernor()
     params = SamplingParams(max_tokens=6, temperature=0.0, ignore_eos=True)
     with ConcurrentEngine(ARGS, governor=gov) as e:
-        cores = e.cores
+        cores = e.units
         e.pin_share(1)
-        assert e.decode_cores == e.split(1)[0]
+        assert e.decode_units == e.split(1)[0]
         gov.share = 0.75
         for i, p in enumerate(PROMPTS):
             e.add(f"s{i}", p, params)
         out = run_until(e, lambda out: not e.has_work())
-        assert e.decode_cores == cores[:1], "the governor moved a pinned split"
+        assert e.decode_units == cores[:1], "the governor moved a pinned split"
         e.pin_share(None)
-        assert e.decode_cores == e.prefill_cores == cores
+        assert e.decode_units == e.prefill_units == cores
     got = [[o.token for o in out if o.seq_id == f"s{i}"] for i in range(len(PROMPTS))]
     assert got == generate(LLMEngine(ARGS), PROMPTS, params)
+
+
+def test_a_prefill_thread_over_the_same_tensors_gives_the_one_process_engines_tokens() -> None:
+    """The GPU's form (a prefill thread of the decode process) run on the CPU, where it can only
+    overallocate: threads of one process share its cores."""
+    with ConcurrentEngine(ARGS, side="thread") as e:
+        assert e.side == "thread" and e.compute.kind == "shared" and e.units == (0,)
+        child = e.probe(slot=0)
+        assert child.pid == os.getpid() and child.weights_shared and child.kv_shared
+        assert generate(e, PROMPTS, GREEDY) == generate(LLMEngine(ARGS), PROMPTS, GREEDY)
+        assert e.prefills >= len(PROMPTS) and e.prefill_pid == os.getpid()
+        e.set_decode_share(0.5)
+        assert e.decode_units == e.prefill_units == (0,), "one shared unit: both sides keep the whole device"
+        assert e.probe(slot=0).k_row == e.cache.k[0][0].tolist()
+    assert not e.child_alive()
+
+
+def test_a_stopped_prefill_thread_fails_its_prompts_and_decoding_goes_on() -> None:
+    decoding = SamplingParams(max_tokens=16, temperature=0.0, ignore_eos=True)
+    with ConcurrentEngine(ARGS, side="thread") as e:
+        e.add("decoding", PROMPTS[0], decoding)
+        out = run_until(e, lambda out: len(out) >= 2)
+        e._jobs.send(("stop",))
+        with deadline(10):
+            while e.child_alive():
+                time.sleep(0.01)
+        e.add("pending", PROMPTS[2], GREEDY)
+        out += run_until(e, lambda out: any(o.seq_id == "pending" for o in out))
+        failed = [o for o in out if o.seq_id == "pending"]
+        assert len(failed) == 1 and failed[0].finish_reason == "error" and e.dead
+        assert "thread stopped" in e.prefill_error
+        out += run_until(e, lambda out: not e.has_work())
+        assert [o.token for o in out if o.seq_id == "decoding"] == generate(LLMEngine(ARGS), PROMPTS[:1], decoding)[0]
+        assert e.cache.used_blocks == 0
+
+
+def test_sides_and_splits_that_cannot_work_are_refused() -> None:
+    from wattserve.errors import UsageError
+    from wattserve.runtime.engine.compute_split import CoreSplit
+
+    with pytest.raises(UsageError, match="CUDA IPC"):
+        ConcurrentEngine(EngineArgs(model="tiny", num_blocks=64, device="cuda"), side="process")
+    with pytest.raises(UsageError, match="two processes"):
+        ConcurrentEngine(ARGS, side="thread", compute=CoreSplit())
+    with pytest.raises(UsageError, match="allowed: process, thread"):
+        ConcurrentEngine(ARGS, side="fiber")  # type: ignore[arg-type]

@@ -1,4 +1,4 @@
-"""`wattserve serve --concurrent N` (RAPID-Serve on the CPU runtime, issue 11): a worker that
+"""`wattserve serve --layout concurrent` / `--concurrent N` (RAPID-Serve on the CPU runtime, issue 11): a worker that
 prefills in a second process over the same weights and KV cache while it decodes serves the same
 greedy tokens as a colocated worker, really runs that second process, and leaves nothing running
 when the server stops."""
@@ -35,7 +35,7 @@ def test_a_concurrent_worker_serves_a_colocated_workers_greedy_tokens_from_two_p
         expected = greedy_texts(colocated.url, PROMPTS)
     finally:
         colocated.stop()
-    srv = start_server("--concurrent", "1", "--governor", "rapid-serve", "--threads-per-worker", "2")
+    srv = start_server("--layout", "concurrent", "--governor", "rapid-serve", "--threads-per-worker", "2")
     try:
         assert list(srv.roles.values()) == ["concurrent"]
         worker = next(iter(srv.pids.values()))
@@ -56,3 +56,7 @@ def test_concurrent_workers_do_not_mix_with_other_layouts(capsys: pytest.Capture
     from refusal import assert_refused, run_in_process
 
     assert_refused(*run_in_process(["serve", "--concurrent", "1", "--colocated", "1"], capsys), "--concurrent N")
+    assert_refused(*run_in_process(["serve", "--layout", "concurrent", "--prefill", "2"], capsys),
+                   "--layout concurrent with --prefill; allowed beside it: --concurrent N")
+    assert_refused(*run_in_process(["serve", "--layout", "disaggregated", "--colocated", "1"], capsys),
+                   "--layout disaggregated with --colocated")

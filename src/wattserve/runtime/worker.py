@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import time
 import traceback
 from dataclasses import asdict
@@ -37,7 +38,8 @@ from wattserve.runtime.worker_spec import WorkerSpec
 
 ROLES = ("prefill", "decode", "colocated")
 """Roles a worker may switch between; a `concurrent` worker (RAPID-Serve: prompts prefilled by a
-second process over the same weights and KV cache, runtime/engine/concurrent.py) keeps its role."""
+second process or CUDA stream over the same weights and KV cache, runtime/engine/concurrent.py) keeps
+its role."""
 
 
 class Worker:
@@ -48,6 +50,9 @@ class Worker:
         engine = ConcurrentEngine if spec.role == "concurrent" else LLMEngine
         self.engine = engine(spec.engine, make_governor(spec.governor), PowerProfile.of(spec.gpu, spec.power_as_model),
                              spec.slo_ttft_s, spec.slo_tpot_s)
+        note = getattr(self.engine, "split_note", None)
+        if note:
+            print(f"worker {spec.wid} (concurrent): {note}", file=sys.stderr, flush=True)
         self.transport = make_transport(spec.transport, spec.shm_prefix, spec.host)
         self.power = DevicePower.open(spec.power_backend, spec.engine.device, spec.gpu, spec.power_as_model,
                                       self.counters)

@@ -33,10 +33,15 @@ class ServeConfig(RuntimeEngineConfig):
                         json_schema_extra=flag("decode"))
     colocated: int = Field(0, ge=0, description="colocated workers instead of prefill/decode",
                            json_schema_extra=flag("colocated"))
-    concurrent: int = Field(0, ge=0, description="concurrent workers instead of prefill/decode: each prefills in a "
-                            "second process over the same weights and KV cache while it decodes, the cores split "
-                            "between them by the step governor (RAPID-Serve, --governor rapid-serve; CPU only)",
+    concurrent: int = Field(0, ge=0, description="concurrent workers instead of prefill/decode: each prefills "
+                            "beside its decoding over the same weights and KV cache (a second process on a CPU, "
+                            "the cores split between them; a second CUDA stream on a GPU, the SMs split by green "
+                            "contexts) by the step governor (RAPID-Serve, --governor rapid-serve)",
                             json_schema_extra=flag("concurrent"))
+    layout: Literal["disaggregated", "colocated", "concurrent"] | None = Field(
+        None, description="the layout by name: disaggregated (--prefill/--decode workers), colocated or "
+        "concurrent (--colocated/--concurrent workers, 1 unless given) [default: disaggregated, or what the "
+        "worker counts say]", json_schema_extra=flag("layout"))
     host: str = Field("127.0.0.1", description="address the API listens on", json_schema_extra=flag("host"))
     port: int = Field(8000, ge=0, le=65535, description="API port (0: any free port)", json_schema_extra=flag("port"))
     api_key: str | None = Field(None, description="require 'Authorization: Bearer KEY' on /v1/* "
@@ -109,8 +114,26 @@ class ServeConfig(RuntimeEngineConfig):
     @classmethod
     def _roles_default(cls, data: Any) -> Any:
         """Without --colocated or --concurrent a server has one prefill and one decode worker; with
-        either, none."""
-        if isinstance(data, dict) and (data.get("colocated") or data.get("concurrent")):
+        either, none. `--layout NAME` names the layout the counts otherwise imply (RAPID-Serve's issue
+        spells the concurrent server `serve --layout concurrent`); counts of another layout beside it
+        are refused."""
+        if not isinstance(data, dict):
+            return data
+        layout = data.get("layout")
+        if layout in ("colocated", "concurrent"):
+            other = [f"--{k}" for k in ("prefill", "decode", "colocated", "concurrent")
+                     if k != layout and data.get(k)]
+            if other:
+                raise ValueError(f"--layout {layout} with {', '.join(other)}; allowed beside it: --{layout} N")
+            data = {**data}
+            if not data.get(layout):
+                data[layout] = 1
+        elif layout == "disaggregated":
+            other = [f"--{k}" for k in ("colocated", "concurrent") if data.get(k)]
+            if other:
+                raise ValueError(f"--layout disaggregated with {', '.join(other)}; allowed beside it: "
+                                 "--prefill N --decode N")
+        if data.get("colocated") or data.get("concurrent"):
             data = {**data}
             data.setdefault("prefill", 0)
             data.setdefault("decode", 0)

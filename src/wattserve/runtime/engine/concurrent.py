@@ -1,34 +1,42 @@
-"""Concurrent prefill and decode in two CPU processes over one shared model and KV cache, after
-RAPID-Serve ("RAPID-Serve: Resource-efficient and Accelerated P/D Intra-GPU Disaggregation",
-Masood, Gaur, Jayasena, arXiv 2601.11822).
+"""Concurrent prefill and decode over one model and one KV cache, after RAPID-Serve ("RAPID-Serve:
+Resource-efficient and Accelerated P/D Intra-GPU Disaggregation", Masood, Gaur, Jayasena, arXiv
+2601.11822).
 
-RAPID-Serve keeps prefill and decode on the same device but in separate processes, so a long
+RAPID-Serve keeps prefill and decode on the same device but on separate streams of work, so a long
 prompt never stalls the decode batch (as chunked prefill would have to) and no KV cache moves (as
-disaggregation across devices would have to). Both processes map the same model weights and the
-same paged KV cache. The decode process owns block allocation, so the two never contend for the free
-list and need no locks: it hands a new prompt its blocks, the prefill process runs the whole prompt
-(no chunking) and writes K/V straight into those blocks, then sends back the first token. A
-resource manager sets each process's share of the compute units at step boundaries; on a CPU a
-share is a set of cores (`os.sched_setaffinity`) and a matching `torch.set_num_threads`.
+disaggregation across devices would have to). Both sides use the same model weights and the same
+paged KV cache. The decode side owns block allocation, so the two never contend for the free list and
+need no locks: it hands a new prompt its blocks, the prefill side runs the whole prompt (no chunking)
+and writes K/V straight into those blocks, then sends back the first token. A resource manager sets
+each side's share of the compute units at step boundaries.
 
-Here the decode process is the caller's (`ConcurrentEngine`, an `LLMEngine` whose scheduler never
-admits a prompt itself) and the prefill process is one spawned child (`prefill_process.py`); the core split is
-`core_share.py`.
+Here the decode side is the caller's (`ConcurrentEngine`, an `LLMEngine` whose scheduler never admits
+a prompt itself). Where the prefill side runs is prefill_side.py: on a CPU a spawned process over
+shared memory, a share being a set of cores (compute_split.CoreSplit); on a GPU a thread of this
+process on its own CUDA stream, a share being an SM partition (sm_split.GreenContextSplit) or, without
+green contexts, the whole GPU for both (compute_split.SharedUnits).
 """
 
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import time
 from collections.abc import Callable, Iterable
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import torch
-import torch.multiprocessing as torch_mp
 
 from wattserve.errors import UsageError
-from wattserve.runtime.engine.core_share import affinity, apply_share
+from wattserve.runtime.engine.compute_split import (
+    ComputeSplit,
+    CoreSplit,
+    Part,
+    Share,
+    SharedUnits,
+    split_units,
+)
 from wattserve.runtime.engine.engine import EngineArgs, LLMEngine, StepOutput
 from wattserve.runtime.engine.prefill_process import (
     ChildInfo,
@@ -36,50 +44,71 @@ from wattserve.runtime.engine.prefill_process import (
     PrefillJob,
     PrefillResult,
     gen_state,
-    prefill_main,
     set_gen_state,
 )
+from wattserve.runtime.engine.prefill_side import PrefillSide, ProcessSide, ThreadSide
 from wattserve.runtime.engine.sequence import SamplingParams, Sequence, Status
 from wattserve.runtime.engine.step_view import PowerProfile
 from wattserve.seam.governor import StepDecision, StepGovernor
 
-Share = int | float | None
-"""A decode share: an int is a number of cores, a float in (0, 1] a fraction of them, None all of
-them for both processes (RAPID-Serve's "overallocation")."""
-
 
 class ConcurrentEngine(LLMEngine):
-    """An `LLMEngine` whose prompts are prefilled by a second process while this one decodes
+    """An `LLMEngine` whose prompts are prefilled by a second process or thread while this one decodes
     (RAPID-Serve, arXiv 2601.11822).
 
-    This process is the decode side: it owns the scheduler's running batch and every KV block.
-    `add` queues a prompt; at the next step boundary it gets its blocks and goes to the prefill
-    process, which writes its K/V into the shared cache and returns its first token; the sequence
-    then joins the decode batch with its whole prompt computed. `step()` runs one decode iteration
-    and collects finished prefills without waiting for them (it waits up to `idle_wait_s` only when
-    there is nothing to decode). `set_decode_share` or a governor's `StepDecision.decode_share`
-    splits the cores between the two processes; whichever changed the share last wins.
+    This side is the decode side: it owns the scheduler's running batch and every KV block. `add`
+    queues a prompt; at the next step boundary it gets its blocks and goes to the prefill side, which
+    writes its K/V into the shared cache and returns its first token; the sequence then joins the
+    decode batch with its whole prompt computed. `step()` runs one decode iteration and collects
+    finished prefills without waiting for them (it waits up to `idle_wait_s` only when there is
+    nothing to decode). `set_decode_share` or a governor's `StepDecision.decode_share` splits the
+    compute units between the two sides; whichever changed the share last wins.
 
-    If the prefill process dies, its pending prompts finish with finish_reason "error" (the cause is
-    in `prefill_error`), new prompts are refused, and decoding what is running goes on. `close()`
-    (or leaving a `with` block) stops it; it also exits when this process closes the pipe or dies.
+    `side` is where the prefill side runs: "process" (the CPU's default; cores are divided per
+    process) or "thread" (the GPU's; on a CPU it can only overallocate, as threads of one process
+    share its cores). `compute` is how the units are split (default: `CoreSplit` for a process on
+    a CPU, the best `sm_split.for_device` offers on a GPU, `SharedUnits` otherwise);
+    `split_note` says why a GPU's split is not green contexts.
 
-    The prefill process is started with multiprocessing's spawn method, so a script that builds
-    this engine needs the `if __name__ == "__main__":` guard, and a daemonic process (a
+    If the prefill side dies, its pending prompts finish with finish_reason "error" (the cause is in
+    `prefill_error`), new prompts are refused, and decoding what is running goes on. `close()` (or
+    leaving a `with` block) stops it; a prefill process also exits when this process closes the pipe
+    or dies.
+
+    A prefill process is started with multiprocessing's spawn method, so a script that builds this
+    engine on a CPU needs the `if __name__ == "__main__":` guard, and a daemonic process (a
     multiprocessing worker started with daemon=True) cannot build one."""
 
     def __init__(self, args: EngineArgs, governor: StepGovernor | None = None, profile: PowerProfile | None = None,
                  slo_ttft_s: float | None = None, slo_tpot_s: float | None = None,
                  clock: Callable[[], float] = time.monotonic, decode_share: Share = None,
-                 idle_wait_s: float = 0.05, start_timeout_s: float = 120.0) -> None:
-        if torch.device(args.device).type != "cpu":
-            raise UsageError(f"{args.device!r}: the concurrent engine shares cores between two processes and "
-                             "runs on the CPU only; allowed: cpu", "device")
+                 idle_wait_s: float = 0.05, start_timeout_s: float = 120.0,
+                 side: Literal["process", "thread"] | None = None, compute: ComputeSplit | None = None) -> None:
+        device = torch.device(args.device)
+        side = side or ("process" if device.type == "cpu" else "thread")
+        if side not in ("process", "thread"):
+            raise UsageError(f"prefill side {side!r}; allowed: process, thread", "side")
+        if side == "process" and device.type != "cpu":
+            raise UsageError(f"{args.device!r}: a prefill process would need the KV cache over CUDA IPC, which is "
+                             "not built; on a GPU the prefill side is a thread on its own stream; allowed: thread",
+                             "side")
+        if side == "thread" and isinstance(compute, CoreSplit):
+            raise UsageError("a core split needs two processes (affinity and threads are per process); allowed "
+                             "with a prefill thread: a GPU's SM split, or the shared split", "side")
         super().__init__(args, governor, profile, slo_ttft_s, slo_tpot_s, clock)
         self.idle_wait_s = idle_wait_s
-        self.cores = affinity()
-        """The cores both processes divide (this process's affinity when the engine started)."""
-        self._orig_threads = torch.get_num_threads()
+        self.split_note: str | None = None
+        """Why the GPU's units are not split into partitions (None when they are, or on a CPU)."""
+        if compute is None:
+            if device.type == "cuda":
+                from wattserve.runtime.engine.sm_split import for_device
+
+                compute, self.split_note = for_device(self.device)
+            else:
+                compute = CoreSplit() if side == "process" else SharedUnits(device)
+        self.compute = compute
+        self.units: Part = compute.units
+        """The units both sides divide (cores: this process's affinity when the engine started)."""
         self._inflight: dict[str, Sequence] = {}
         self._aborted: set[str] = set()
         self._outbox: list[StepOutput] = []
@@ -98,23 +127,19 @@ class ConcurrentEngine(LLMEngine):
         self.prefills = 0
         self.prefill_busy_s = 0.0
         self.closed = False
-        self.model.share_memory()
-        for t in (self.model.rotary.cos, self.model.rotary.sin, *self.cache.k, *self.cache.v):
-            t.share_memory_()
-        self.decode_cores, self.prefill_cores = self.split(decode_share)
-        self.pinned = apply_share(len(self.decode_cores), self.decode_cores)
-        ctx = torch_mp.get_context("spawn")
-        job_r, self._jobs = ctx.Pipe(duplex=False)
-        self._results, result_w = ctx.Pipe(duplex=False)
+        if side == "process":
+            self.model.share_memory()
+            for t in (self.model.rotary.cos, self.model.rotary.sin, *self.cache.k, *self.cache.v):
+                t.share_memory_()
+        self.decode_units, self.prefill_units = self.split(decode_share)
+        self.pinned = compute.enter("decode", self.decode_units)
+        job_r, self._jobs = multiprocessing.Pipe(duplex=False)
+        self._results, result_w = multiprocessing.Pipe(duplex=False)
         spec = ChildSpec(self.model, self.cache.k, self.cache.v, self.cache.num_blocks, self.cache.block_size,
-                          args.max_num_seqs, args.max_batched_tokens, len(self.prefill_cores), self.prefill_cores)
-        self._proc = ctx.Process(target=prefill_main, args=(spec, job_r, result_w), daemon=True,
-                                 name="wattserve-prefill")
-        self._proc.start()
-        job_r.close()
-        result_w.close()
+                          args.max_num_seqs, args.max_batched_tokens, compute, self.prefill_units)
+        self._side: PrefillSide = (ProcessSide if side == "process" else ThreadSide)(spec, job_r, result_w)
         self.child = self._await_ready(start_timeout_s)
-        """What the prefill process reported when it started."""
+        """What the prefill side reported when it started."""
 
     # ---- the prefill process ----
     def _await_ready(self, timeout_s: float) -> ChildInfo:
@@ -127,18 +152,23 @@ class ConcurrentEngine(LLMEngine):
                         return msg[1]
             except (EOFError, OSError):
                 break
-            if not self._proc.is_alive():
+            if not self._side.alive():
                 break
         code = self._stop_child()
-        apply_share(self._orig_threads, self.cores)
-        raise RuntimeError(f"the prefill process did not start (exit code {code})")
+        self._release_compute()
+        raise RuntimeError(f"the prefill {self._side.kind} did not start (exit code {code})")
+
+    @property
+    def side(self) -> str:
+        """Where the prefill side runs: "process" or "thread"."""
+        return self._side.kind
 
     @property
     def child_pid(self) -> int | None:
-        return self._proc.pid
+        return self._side.pid
 
     def child_alive(self) -> bool:
-        return self._proc.is_alive()
+        return self._side.alive()
 
     def _send(self, msg: tuple[Any, ...]) -> bool:
         if self.dead:
@@ -164,7 +194,7 @@ class ConcurrentEngine(LLMEngine):
         except (EOFError, OSError):
             self._child_died()
             return True
-        if not got and not self._proc.is_alive():
+        if not got and not self._side.alive():
             self._child_died()
             return True
         return got
@@ -225,8 +255,7 @@ class ConcurrentEngine(LLMEngine):
         if self.dead:
             return
         self.dead = True
-        self._proc.join(1.0)
-        self.prefill_error = f"the prefill process (pid {self._proc.pid}) died, exit code {self._proc.exitcode}"
+        self.prefill_error = self._side.describe()
         self._close_pipes()
         self._drop_pending()
 
@@ -247,17 +276,17 @@ class ConcurrentEngine(LLMEngine):
         with contextlib.suppress(OSError, ValueError):
             self._jobs.send(("stop",))
         self._close_pipes()
-        self._proc.join(timeout_s)
-        if self._proc.is_alive():
-            self._proc.terminate()
-            self._proc.join(timeout_s)
-        if self._proc.is_alive():
-            self._proc.kill()
-            self._proc.join(timeout_s)
-        return self._proc.exitcode
+        return self._side.stop(timeout_s)
+
+    def _release_compute(self) -> None:
+        """This side gets the whole device back; a GPU's partition pool is destroyed."""
+        self.compute.restore()
+        close = getattr(self.compute, "close", None)
+        if close is not None:
+            close()
 
     def probe(self, slot: int | None = None, timeout_s: float = 30.0) -> ChildInfo:
-        """Ask the prefill process for its pid, threads and cores, as of its next step boundary (and
+        """Ask the prefill side for its pid, threads and units, as of its next step boundary (and
         layer 0's K at cache `slot`, as it reads it)."""
         self._probe = None
         if not self._send(("probe", slot)):
@@ -267,37 +296,21 @@ class ConcurrentEngine(LLMEngine):
             if self.dead:
                 raise RuntimeError(self.prefill_error)
             if time.monotonic() > deadline:
-                raise TimeoutError(f"the prefill process did not answer within {timeout_s} s")
+                raise TimeoutError(f"the prefill {self._side.kind} did not answer within {timeout_s} s")
             self._poll(0.1)
         return self._probe
 
     # ---- compute shares ----
-    def split(self, share: Share) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        """(decode cores, prefill cores) for a share. Each side gets at least one core; with fewer
-        cores than that, or None, they overlap (overallocation)."""
-        cores = self.cores
-        if share is None:
-            return cores, cores
-        if isinstance(share, bool) or not isinstance(share, int | float):
-            raise TypeError(f"decode share: {share!r} is not a core count, a fraction or None")
-        if isinstance(share, float):
-            if not 0.0 < share <= 1.0:
-                raise ValueError(f"decode share: fraction {share} is not in (0, 1]")
-            n = max(1, round(share * len(cores)))
-        else:
-            if share < 1:
-                raise ValueError(f"decode share: {share} cores; at least 1")
-            n = share
-        n = min(n, len(cores))
-        return cores[:n], cores[n:] or cores[-1:]
+    def split(self, share: Share) -> tuple[Part, Part]:
+        """(decode units, prefill units) for a share (compute_split.split_units)."""
+        return split_units(self.units, share)
 
     def set_decode_share(self, share: Share) -> None:
-        """Give decode `share` of the cores and prefill the rest (RAPID-Serve's resource manager):
-        this process at once (it is between steps), the prefill process at its next step
-        boundary."""
-        self.decode_cores, self.prefill_cores = self.split(share)
-        self.pinned = apply_share(len(self.decode_cores), self.decode_cores)
-        self._send(("share", len(self.prefill_cores), self.prefill_cores))
+        """Give decode `share` of the units and prefill the rest (RAPID-Serve's resource manager):
+        this side at once (it is between steps), the prefill side at its next step boundary."""
+        self.decode_units, self.prefill_units = self.split(share)
+        self.pinned = self.compute.enter("decode", self.decode_units)
+        self._send(("share", self.prefill_units))
 
     def _govern(self, batch: list[tuple[Sequence, int]], fresh: bool = False) -> None:
         """LLMEngine's governor call, also asked again when a prefill starts or ends (a boundary of
@@ -424,8 +437,8 @@ class ConcurrentEngine(LLMEngine):
 
     # ---- shutdown ----
     def close(self) -> None:
-        """Stop the prefill process, free what it was prefilling, and give this process its cores
-        and threads back."""
+        """Stop the prefill side, free what it was prefilling, and give this side the whole device
+        back."""
         if self.closed:
             return
         self.closed = True
@@ -437,7 +450,7 @@ class ConcurrentEngine(LLMEngine):
             self.cache.release(seq.block_table)
         self._inflight.clear()
         self._aborted.clear()
-        apply_share(self._orig_threads, self.cores)
+        self._release_compute()
 
     def __enter__(self) -> ConcurrentEngine:
         return self

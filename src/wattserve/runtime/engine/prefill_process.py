@@ -1,8 +1,10 @@
-"""The prefill side of RAPID-Serve on CPU ("RAPID-Serve: Resource-efficient and Accelerated P/D
-Intra-GPU Disaggregation", arXiv 2601.11822): a spawned process that runs a `ModelRunner` over the
-decode process's model and KV tensors in shared memory, prefills whole prompts into the blocks it is
-given, and sends back each prompt's first token. What crosses the pipes is plain data (the job and
-result records below); `ConcurrentEngine` (concurrent.py) is the other end."""
+"""The prefill side of RAPID-Serve ("RAPID-Serve: Resource-efficient and Accelerated P/D Intra-GPU
+Disaggregation", arXiv 2601.11822): a `ModelRunner` over the decode side's model and KV tensors that
+prefills whole prompts into the blocks it is given and sends back each prompt's first token. It runs
+as a spawned process over tensors in shared memory (CPU: cores are divided per process) or as a thread
+of the decode process on its own CUDA stream (`thread_main`; a GPU's partitions are streams). What
+crosses the pipes is plain data (the job and result records below); `ConcurrentEngine`
+(concurrent.py) is the other end."""
 
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ from typing import Any
 
 import torch
 
-from wattserve.runtime.engine.core_share import affinity, apply_share
+from wattserve.runtime.engine.compute_split import ComputeSplit, Part
+from wattserve.runtime.engine.core_share import affinity
 from wattserve.runtime.engine.kv_cache import KVCache
 from wattserve.runtime.engine.model_runner import ModelRunner
 from wattserve.runtime.engine.sampler import TokenLogprob
@@ -32,15 +35,16 @@ class ChildInfo:
 
     pid: int
     threads: int
-    """`torch.get_num_threads()` in the prefill process."""
-    cores: tuple[int, ...]
-    """The cores its threads may run on (`os.sched_getaffinity`)."""
+    """`torch.get_num_threads()` where the prefill side runs."""
+    units: tuple[int, ...]
+    """The units it runs on: its cores as `os.sched_getaffinity` reports them (CPU), or its part of
+    the split (a GPU's SM groups)."""
     pinned: bool
-    """Whether setting the affinity worked (False: the share is a thread count only)."""
+    """Whether entering its part worked (False: on a CPU, the share is a thread count only)."""
     weights_shared: bool
-    """Every model parameter lives in shared memory (mapped, not copied)."""
+    """Every model parameter is the decode side's own storage (in shared memory, or the same process)."""
     kv_shared: bool
-    """Every KV cache tensor lives in shared memory."""
+    """Every KV cache tensor is the decode side's own storage."""
     k_row: list[list[float]] | None = None
     """Layer 0's K at the probed cache slot, as the prefill process reads it."""
 
@@ -54,8 +58,9 @@ class ChildSpec:
     block_size: int
     max_num_seqs: int
     max_batched_tokens: int
-    threads: int
-    cores: tuple[int, ...]
+    split: ComputeSplit
+    part: Part
+    """The prefill side's units at start."""
 
 
 @dataclass(frozen=True)
@@ -89,21 +94,25 @@ class PrefillWorker:
     never allocates a block (RAPID-Serve's decode side owns the free list), so its cache's free
     list is empty."""
 
-    def __init__(self, spec: ChildSpec) -> None:
+    def __init__(self, spec: ChildSpec, in_process: bool = False) -> None:
         self.spec = spec
+        self.in_process = in_process
         self.model = spec.model.eval()
+        device = spec.k[0].device
         self.cache = KVCache(self.model.cfg, spec.num_blocks, spec.block_size, torch.device("meta"), spec.k[0].dtype)
         self.cache.k, self.cache.v = spec.k, spec.v
-        self.cache.device = torch.device("cpu")
+        self.cache.device = device
         self.cache.free.clear()
-        self.runner = ModelRunner(self.model, self.cache, torch.device("cpu"), spec.max_num_seqs, cuda_graphs=False)
-        self.pinned = apply_share(spec.threads, spec.cores)
+        self.runner = ModelRunner(self.model, self.cache, device, spec.max_num_seqs, cuda_graphs=False)
+        self.part = spec.part
+        self.pinned = spec.split.enter("prefill", spec.part)
 
     def info(self, slot: int | None) -> ChildInfo:
         row = None if slot is None else self.cache.k[0][slot].tolist()
-        return ChildInfo(os.getpid(), torch.get_num_threads(), affinity(), self.pinned,
-                         all(p.is_shared() for p in self.model.parameters()),
-                         all(t.is_shared() for t in [*self.cache.k, *self.cache.v]), row)
+        units = affinity() if self.spec.split.kind == "cores" else self.part
+        weights = self.in_process or all(p.is_shared() for p in self.model.parameters())
+        kv = self.in_process or all(t.is_shared() for t in [*self.cache.k, *self.cache.v])
+        return ChildInfo(os.getpid(), torch.get_num_threads(), units, self.pinned, weights, kv, row)
 
     def prefill(self, jobs: list[PrefillJob]) -> tuple[Any, ...]:
         """Whole prompts in one forward (RAPID-Serve does not chunk prefill), K/V written into the
@@ -139,7 +148,8 @@ class PrefillWorker:
                 if msg[0] == "prefill":
                     pending.append(msg[1])
                 elif msg[0] == "share":
-                    self.pinned = apply_share(msg[1], msg[2])
+                    self.part = msg[1]
+                    self.pinned = self.spec.split.enter("prefill", self.part)
                 elif msg[0] == "probe":
                     results.send(("probe", self.info(msg[1])))
             if pending:
@@ -179,3 +189,21 @@ def prefill_main(spec: ChildSpec, jobs: Connection, results: Connection) -> None
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
+
+
+def thread_main(spec: ChildSpec, jobs: Connection, results: Connection) -> None:
+    """Entry point of a prefill thread inside the decode process (a GPU: both sides share one CUDA
+    context, each on its own stream): the same loop as `prefill_main` over the very same tensors; it
+    returns when told to stop or when the decode side closes its end. Its end of the job pipe stays
+    open: the inbox pump reads it until the decode side closes the other end."""
+    inbox: queue.Queue[tuple[Any, ...] | None] = queue.Queue()
+    threading.Thread(target=pump, args=(jobs, inbox), daemon=True, name="prefill-inbox").start()
+    try:
+        worker = PrefillWorker(spec, in_process=True)
+        results.send(("ready", worker.info(None)))
+        worker.serve(inbox, results)
+    except (BrokenPipeError, ConnectionResetError, EOFError):
+        pass
+    finally:
+        spec.split.restore()
+        results.close()
