@@ -57,6 +57,20 @@ def test_validate_writes_the_fields_scripts_read(tmp_path: Path, capsys: pytest.
         assert (out / name).is_file()
     assert load_profile(str(out / "profile-colocated.json")).fitted_on == ("cpu",)
     assert list((out / "steps" / "colocated").glob("load0/steps-worker0-colocated.csv"))
+    (sat,) = doc["saturation"]
+    assert sat["layout"] == "colocated" and sat["rate"] == 4 and sat["offered_rps"] > 0
+    assert sat["saturated"] == (sat["runtime_rps"] < 0.9 * sat["offered_rps"])
+
+
+def test_a_rate_the_runtime_cannot_keep_up_with_is_called_saturated() -> None:
+    from wattserve.experiments.validate import offered_rps, saturation_row
+
+    arrivals = np.linspace(0.0, 9.9, 100)
+    assert offered_rps(arrivals) == pytest.approx(10.0)
+    kept_up = {"layout": "1p1d", "rate": 10.0, "offered_rps": 10.0, "runtime_runs": [{"request_throughput": 9.6}]}
+    behind = {**kept_up, "runtime_runs": [{"request_throughput": 8.2}, {"request_throughput": 8.6}]}
+    assert not saturation_row(kept_up)["saturated"]
+    assert saturation_row(behind)["saturated"] and saturation_row(behind)["runtime_rps"] == pytest.approx(8.4)
 
 
 def test_the_simulator_mirrors_the_runtime_settings(tmp_path: Path) -> None:

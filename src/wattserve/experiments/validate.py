@@ -282,12 +282,18 @@ def run_validate(cfg: ValidateConfig, out: Path, progress: Callable[[str], None]
                                        f"{rate:g} req/s): {next(e for e in r.errors if e)}")
                 runs.append((runtime_metrics(r.ttft_s, r.tpot_s, r.e2e_s, r.ok, r.duration_s), r))
             sim, res = simulate(cluster, req)
-            results.append({"layout": name, "rate": rate, "runtime_runs": [m for m, _ in runs], "sim": sim})
+            results.append({"layout": name, "rate": rate, "runtime_runs": [m for m, _ in runs], "sim": sim,
+                            "offered_rps": offered_rps(req.arrival_s)})
             if k == len(rates) // 2:
                 last = runs[-1][1]
                 cdf[name] = {"rate": rate, "runtime": (last.ttft_s, last.tpot_s),
                              "sim": (res.records.ttft, res.records.tpot)}
     rows_out = _rows(results)
+    saturation = [saturation_row(r) for r in results]
+    for row in saturation:
+        if row["saturated"]:
+            progress(f"{row['layout']} at {row['rate']:g} req/s is past saturation: the runtime served "
+                     f"{row['runtime_rps']:.1f} of {row['offered_rps']:.1f} req/s offered")
     doc = {
         "model": cfg.model, "layouts": list(layouts), "requests": cfg.requests, "repeats": cfg.repeats,
         "lengths": source, "seed": cfg.seed,
@@ -300,6 +306,7 @@ def run_validate(cfg: ValidateConfig, out: Path, progress: Callable[[str], None]
         "runtime_capacity_rps": capacities,
         "sim_capacity_rps": {n: capacity(c, prompt, output) for n, c in clusters.items()},
         "engine_settings": {n: RuntimeLayout(layout=n, model=cfg.model).settings() for n in layouts},
+        "saturation": saturation,
         "rows": [r for r in rows_out if r["metric"] in METRICS],
         "details": [r for r in rows_out if r["metric"] in DETAILS],
         "median_abs_error": statistics.median(r["abs_error"] for r in rows_out if r["metric"] in METRICS),
@@ -323,6 +330,24 @@ def _profile_runtime(cfg: ValidateConfig, table: Path, progress: Callable[[str],
     rows = profile_iterations(pc)
     write_rows(rows, table)
     return rows
+
+
+SATURATED_BELOW = 0.9
+"""A rate is past saturation when the runtime served less than this share of the rate its requests
+arrived at: 200 Poisson arrivals already scatter the realized rate by several percent, and the last
+requests' service time stretches the run past the last arrival."""
+
+
+def offered_rps(arrival_s: np.ndarray) -> float:
+    """The rate the requests actually arrived at (Poisson draws scatter around the nominal one)."""
+    span = float(arrival_s[-1] - arrival_s[0]) if len(arrival_s) > 1 else 0.0
+    return (len(arrival_s) - 1) / span if span > 0 else math.inf
+
+
+def saturation_row(res: dict[str, Any]) -> dict[str, Any]:
+    served = float(np.mean([m["request_throughput"] for m in res["runtime_runs"]]))
+    return {"layout": res["layout"], "rate": res["rate"], "offered_rps": res["offered_rps"], "runtime_rps": served,
+            "saturated": served < SATURATED_BELOW * res["offered_rps"]}
 
 
 def _rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -355,6 +380,10 @@ def markdown(doc: dict[str, Any]) -> str:
              f"{doc['grid_profile_fit']['fitted_median_abs']:.1%} fitted, "
              f"{doc['grid_profile_fit']['held_out_median_abs']:.1%} held out.", "",
              f"**Median absolute error over the rows below: {doc['median_abs_error']:.1%}**", "",
+             "Below saturation? (the runtime served at least "
+             f"{SATURATED_BELOW:.0%} of the rate the requests arrived at): "
+             + "; ".join(f"{r['layout']} {r['rate']:g}: {r['runtime_rps']:.1f} of {r['offered_rps']:.1f} req/s, "
+                         + ("**saturated**" if r["saturated"] else "yes") for r in doc.get("saturation", [])), "",
              "| layout | rate (req/s) | metric | runtime | runtime min-max | sim | error |", "|---|---|---|---|---|---|---|"]
     for r in doc["rows"] + doc["details"]:
         lines.append(f"| {r['layout']} | {r['rate']:g} | {r['metric']} | {r['runtime']:.3g} "

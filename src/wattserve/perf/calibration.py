@@ -266,8 +266,9 @@ def markdown_report(data_dir: Path, profile: PerfProfile | None = None,
               "- Vidur's attention-kernel profiles (attention.csv) are not in the shared data, so its operator "
               "profiles cannot be imported as whole iterations here (`calibrate --profile VIDUR_FOLDER` says so).",
               "- Power is calibrated on H100 only; other GPUs scale H100's shape by their (TDP - idle) range.",
-              "- Capacity of our CPU server: the validate table's rates stay below saturation, where the "
-              "simulator follows the runtime; under a burst it overestimates the server's throughput (the "
+              "- Capacity of our CPU server: the validate table's rates stay below saturation (validate.json's "
+              "`saturation` checks each: the runtime served at least 90% of the rate the requests arrived at, and "
+              "in the runs of 2026-12-07 it served 99-100%), where the simulator follows the runtime; under a burst it overestimates the server's throughput (the "
               "capacities above), because a serving step with dozens of sequences on 2 shared cores (the worker, "
               "the router's per-token streaming and the client) costs more than one latency shape fitted over all "
               "batch sizes prices it. Weighing the fit by the time each bin stands for narrowed the gap (30 against "
@@ -279,7 +280,8 @@ def markdown_report(data_dir: Path, profile: PerfProfile | None = None,
               "with other work drifts by tens of percent between runs (repeat runs and read the spread). On this "
               "2-core machine the same command gave 7.5% (the table above) and 12.7% on a clean clone of the same "
               "commit minutes later, and a variant reading the request overhead from both profiling loads gave "
-              "15.0%: the 10% the fidelity issue asks for is met in one run of three, not reliably.",
+              "15.0%; on 2026-12-07 it gave 10.1% (`wattserve validate --model tiny`, commit b59201d): the 10% the "
+              "fidelity issue asks for is met in one run of four, not reliably.",
               "", "## Every point (default profile)", "",
               "| series | quantity | batch / tokens | measured | predicted | error |", "|---|---|---|---|---|---|"]
     for p in ml + vi + sw:

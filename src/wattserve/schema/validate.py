@@ -15,7 +15,9 @@ LAYOUTS = ("1p1d", "colocated")
 MODELS = ("tiny", "tiny-moe", "small")
 LOAD_FRACTIONS = (0.3, 0.5, 0.7)
 """Rates when none are given: these fractions of each layout's capacity, measured on the runtime by
-a profiling burst (every request at once), so all three sit below saturation."""
+a profiling burst (every request at once), meant to sit below saturation, as the fidelity issue asks;
+validate.json's `saturation` checks it per rate (whether the runtime kept up with the requests'
+realized arrival rate)."""
 
 
 PROFILE_LOADS = (0.2, 0.5)
