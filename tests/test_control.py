@@ -295,3 +295,42 @@ def test_batch_limit_raise_without_cap_raise_goes_at_once() -> None:
     guard = BudgetGuard(backend, BudgetSignal.constant(1000.0))
     guard.submit([SetPowerCap(0, 450.0), SetBatchLimit(1, 512)])
     assert backend.applied[-1] == (0.0, SetBatchLimit(1, 512))
+
+
+def test_switches_into_and_out_of_colocated_take_effect_at_once_and_lose_nothing() -> None:
+    """The simulator's colocated role switches (seam/roles.instant_switch): no drain, no reconfiguration;
+    a prefill instance turned colocated decodes its own prompts, a decode instance turned colocated takes
+    prompts, and one leaving colocated finishes what it runs in its new role."""
+    cluster = small_cluster(n=400, rate=25.0)
+    signal = BudgetSignal.constant(2000.0)
+    backend = SimBackend(cluster, signal, 1.0, 0.05)
+    guard = BudgetGuard(backend, signal)
+    seen: dict[str, list[str]] = {}
+    backend.call_at(3.0, lambda: guard.submit([SetRole(i, "colocated") for i in range(4)]))
+    backend.call_at(3.0 + 1e-9, lambda: seen.setdefault("after_in", [i.role for i in cluster.instances]))
+    backend.call_at(9.0, lambda: guard.submit([SetRole(0, "prefill"), SetRole(1, "decode"), SetRole(2, "decode")]))
+    backend.call_at(9.0 + 1e-9, lambda: seen.setdefault("after_out", [i.role for i in cluster.instances]))
+    cluster.run()
+    assert seen["after_in"] == ["colocated"] * 4, "a switch into colocated waits for no drain"
+    assert seen["after_out"] == ["prefill", "decode", "decode", "colocated"]
+    assert np.all(cluster.records.status == COMPLETED)
+    assert not [e for e in guard.log.entries if e.status == "refused"]
+    assert [e[2] for e in cluster.role_events if e[0] > 0].count("switching") == 0
+    assert sum(i.role_changes for i in cluster.instances) == 7
+
+
+def test_the_role_contract_keeps_someone_taking_prompts_and_someone_decoding() -> None:
+    from wattserve.errors import UsageError
+    from wattserve.seam.roles import SWITCHABLE, check_role_change
+
+    assert check_role_change("i0", "prefill", None, "colocated", ["decode"], SWITCHABLE)
+    assert check_role_change("i0", "colocated", None, "decode", ["colocated"], SWITCHABLE)
+    with pytest.raises(UsageError, match="taking prompts"):
+        check_role_change("i0", "colocated", None, "decode", ["decode", "decode"], SWITCHABLE)
+    with pytest.raises(UsageError, match="decoding"):
+        check_role_change("i0", "colocated", None, "prefill", ["prefill"], SWITCHABLE)
+    with pytest.raises(UsageError, match="last prefill"):
+        check_role_change("i0", "prefill", None, "decode", ["decode", "decode"], SWITCHABLE)
+    with pytest.raises(UsageError, match="allowed target roles: prefill, decode"):
+        check_role_change("w0", "prefill", None, "colocated", ["decode", "prefill"])
+    assert not check_role_change("i0", "colocated", None, "colocated", [], SWITCHABLE)

@@ -5,6 +5,7 @@ at once, and a simulated run that holds the budget and reports its planning time
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -99,3 +100,40 @@ def test_a_simulated_planner_run_holds_the_budget_and_reports_its_planning() -> 
     assert len(planner.planning_s) >= 3 and all(s > 0 for s in planner.planning_s)
     assert any(d["prompt_tokens"] > 4000 for d in planner.decisions)
     assert np.all(res.records.status == 1)
+
+
+def test_the_simulated_model_prices_the_switch_from_the_layout_in_force() -> None:
+    """A split that needs two instances to drain and reconfigure is judged from the layout in force,
+    so under a heavy load of long prompts it scores below the same split simulated from scratch; a
+    colocated layout, reached by instant switches, loses nothing by it."""
+    from wattserve.experiments.plan_sim import SimPlanModel
+
+    model = SimPlanModel(CLUSTER, 1.0, 0.04)
+    load = LoadEstimate(36.8, 8192.0, 147.0, backlog=2)
+    current, split, colocated = Layout(4, 600.0, 600.0), Layout(6, 675.0, 375.0), Layout.all_colocated(600.0)
+    from_scratch = model.predict(load, [split, colocated])
+    switched = model.predict(load, [split, colocated], current)
+    assert switched[0][0] < from_scratch[0][0]
+    assert switched[1][0] == pytest.approx(from_scratch[1][0], abs=0.02)
+
+
+def test_under_long_prompts_the_planner_moves_every_instance_to_colocated_at_once() -> None:
+    wl = make_workload("sonnet-shift", 38.0, 0, per_phase=400)
+    run = build_run(SC.scenario(SC.arm("planner"), 0), wl)
+    res = run.run()
+    planner = run.controller
+    assert isinstance(planner, PlannerController)
+    first = planner.decisions[0]
+    assert first["layout"] == "colocated" and first["predicted_attainment"] > first["current_attainment"]
+    switched = [e for e in res.role_events if e[0] > 0 and e[2] == "colocated"]
+    assert len(switched) == 8 and len({e[0] for e in switched}) == 1, "all eight switch in one decision"
+    assert not [e for e in res.role_events if e[2] == "switching"], "a switch into colocated drains nothing"
+    assert caps_sum_peak(res) <= SC.budget_w + 1e-6
+
+
+def test_with_service_equal_the_planner_moves_for_less_power_only() -> None:
+    p = PlannerController(model=MODEL)
+    judged = [(0.99, 4000.0), (0.99, 3500.0), (0.995, 3700.0), (0.98, 2000.0)]
+    assert p._cheaper(judged, [0, 0, 0, 0]) == 1, "as well served, 12.5% less power"
+    assert p._cheaper(judged, [0, 1, 1, 0]) == 0, "a drained instance costs move_cost of service"
+    assert p._cheaper([(0.99, 4000.0), (0.99, 3800.0)], [0, 0]) == 0, "5% less is inside the margin"

@@ -26,7 +26,8 @@ def alive(pid: int) -> bool:
 
 def test_the_server_runs_with_the_settings_the_layout_records() -> None:
     """The layout's flags, read back by serve's own parser, give a ServeConfig with the layout's
-    settings; the KV blocks it resolves are what a CPU engine gives itself without --num-blocks."""
+    settings (its `layout`, validate's name for it, is checked through the worker roles below); the
+    KV blocks it resolves are what a CPU engine gives itself without --num-blocks."""
     from wattserve.cli import build_parser
     from wattserve.runtime.engine.engine import EngineArgs, LLMEngine
     from wattserve.runtime.server import worker_specs
@@ -38,7 +39,7 @@ def test_the_server_runs_with_the_settings_the_layout_records() -> None:
     for layout in (RuntimeLayout("1p1d"), RuntimeLayout("colocated", threads=2, max_num_seqs=8)):
         args = build_parser().parse_args(["serve", *layout.serve_args(seed=3)])
         config = ServeConfig.model_validate(apply_overrides({}, overrides(args, SERVE)))
-        settings = layout.settings()
+        settings = {k: v for k, v in layout.settings().items() if k != "layout"}
         assert {k: getattr(config, k) for k in settings if k in ServeConfig.model_fields} == \
             {k: v for k, v in settings.items() if k in ServeConfig.model_fields}
         roles = [s.role for s in worker_specs(config)]

@@ -1,5 +1,6 @@
-"""wattserve's own planner (`--policy planner`): a receding-horizon search over disaggregated
-layouts and per-role caps under the budget, with a model of the cluster as its judge.
+"""wattserve's own planner (`--policy planner`): a receding-horizon search over layouts
+(disaggregated splits, or every instance colocated) and per-role caps under the budget, with a model
+of the cluster as its judge.
 
 Every `period_s` it estimates the coming load from the state's monotonic counters (requests that
 arrived = completed + in flight; prompt tokens = prefilled + still queued; output tokens per finished
@@ -8,11 +9,16 @@ request) over a `window_s` window, and over the last period alone: when the two 
 estimate, so a shift is seen in one period, not two (RAPID's pressure needs two periods and a
 cooldown before it moves a GPU). It then ranks every candidate (prefill instances 1..N-1 x
 `cap_levels` prefill caps, the decode cap spending the rest of the budget) with the closed-form
-`screen`, judges the best `keep` and the layout in force with `model` (the simulator itself, in
-experiments/plan_sim.py), and moves to the best only when its predicted attainment beats the
-current one's by `margin` plus `move_cost` for every instance that changes role (each pays a drain
-and a reconfiguration). All instances that must move are moved at once, and every GPU gets its
-role's cap in the same decision. Per-iteration work stays with the step governors.
+`screen`, judges the best `keep`, the layout in force and, when `colocated` is on, every instance
+colocated under the budget's even cap (which the screen's queueing model cannot price) with `model`
+(the simulator itself, in experiments/plan_sim.py, which starts each candidate from the layout in
+force and makes its role switches, so a candidate's price includes its transition), and moves to the
+best only when its predicted attainment beats the current one's by `margin` plus `move_cost` for
+every instance that must drain to change role: the model starts from the queue, not from the batches
+running now, so it does not see how long they take to drain. A switch into or out of colocated takes
+effect at the next iteration (seam/roles.instant_switch) and drains nothing. All instances that must move are moved at once, and
+every GPU gets its role's cap in the same decision. Per-iteration work stays with the step
+governors.
 
 Decisions and their planning times are kept (`decisions`, `planning_s`) for reporting: the search
 must fit in a fraction of its period (issue 15 asks for 10%).
@@ -25,7 +31,6 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from wattserve.seam import (
-    PHASES,
     Action,
     ClusterState,
     Layout,
@@ -34,6 +39,8 @@ from wattserve.seam import (
     SetPowerCap,
     SetRole,
 )
+from wattserve.seam.roles import SWITCHABLE, instant_switch
+from wattserve.seam.state import InstanceState
 
 
 @dataclass(frozen=True)
@@ -84,6 +91,14 @@ class PlannerController:
     arrivals, whose Poisson noise alone is +-4.5% (one sigma), and load trends between plans; a plan
     sized to the estimate exactly sits at the edge of its capacity, where queues grow without bound."""
     move_cost: float = 0.01
+    energy_margin: float = 0.1
+    """With no candidate better by the margin, move to one that serves as well (its predicted
+    attainment, less `move_cost` per drained instance, at least the current one's) and draws this
+    share less power: attainment first, then energy (issue 15 asks for no more J per output token
+    than RAPID's)."""
+    colocated: bool = True
+    """Also judge every instance colocated (hybrid batches) each period: the back end must switch
+    roles into and out of colocated (the simulator does)."""
     history: deque[Counters] = field(default_factory=lambda: deque(maxlen=64))
     decisions: list[dict[str, object]] = field(default_factory=list)
     planning_s: list[float] = field(default_factory=list)
@@ -106,29 +121,44 @@ class PlannerController:
         cands = self._candidates(state)
         current = self._current(state, cands)
         screen = self.screen or self.model
-        ranked = sorted(zip(screen.predict(load, cands), cands), key=lambda x: (-x[0][0], x[0][1]))
+        split = [c for c in cands if not c.colocated]
+        ranked = sorted(zip(screen.predict(load, split), split), key=lambda x: (-x[0][0], x[0][1]))
         short = [current] + [c for _, c in ranked[: self.keep] if c != current]
-        judged = self.model.predict(load, short)
+        short += [c for c in cands if c.colocated and c != current]
+        judged = self.model.predict(load, short, current)
         cur_att = judged[0][0]
+        role_of = {i.iid: i.role for i in state.instances}
+        drained = [sum(1 for m in self._roles(state, c) if not instant_switch(role_of[m.instance], m.role))
+                   for c in short]
 
         def score(k: int) -> tuple[float, float]:
             att, w = judged[k]
-            moved = abs(short[k].prefill - current.prefill)
-            penalty = 0.0 if k == 0 else self.margin + self.move_cost * moved
+            penalty = 0.0 if k == 0 else self.margin + self.move_cost * drained[k]
             return att - penalty, -w
 
         k_best = max(range(len(short)), key=score)
+        if k_best == 0:
+            k_best = self._cheaper(judged, drained)
         best, best_att = short[k_best], judged[k_best][0]
         self.planning_s.append(time.perf_counter() - t0)
         self.decisions.append({"time_s": state.time_s, "rate_rps": load.rate_rps, "prompt_tokens": load.prompt_tokens,
-                               "output_tokens": load.output_tokens, "prefill": best.prefill,
+                               "output_tokens": load.output_tokens,
+                               "layout": "colocated" if best.colocated else "disaggregated", "prefill": best.prefill,
                                "prefill_cap_w": best.prefill_cap_w, "decode_cap_w": best.decode_cap_w,
                                "predicted_attainment": best_att, "current_attainment": cur_att,
                                "planning_s": self.planning_s[-1]})
         if best == current:
             return []
-        moves = self._roles(state, best.prefill)
+        moves = self._roles(state, best)
         return [*moves, *self._caps(state, best, {m.instance: m.role for m in moves})]
+
+    def _cheaper(self, judged: list[tuple[float, float]], drained: list[int]) -> int:
+        """The candidate that serves as well as the layout in force (judged[0]) for the least power,
+        if it draws `energy_margin` less; else 0."""
+        att0, w0 = judged[0]
+        ok = [k for k in range(1, len(judged))
+              if judged[k][0] - self.move_cost * drained[k] >= att0 and judged[k][1] <= (1 - self.energy_margin) * w0]
+        return min(ok, key=lambda k: judged[k][1]) if ok else 0
 
     def _load(self, now: Counters) -> LoadEstimate | None:
         old = next((c for c in self.history if c.t >= now.t - self.window_s), None)
@@ -147,19 +177,27 @@ class PlannerController:
             self._output = pick.output_tokens
         return pick
 
+    def _live(self, state: ClusterState) -> list[InstanceState]:
+        return [i for i in state.instances if i.alive and i.role in SWITCHABLE]
+
     def _current(self, state: ClusterState, cands: list[Layout]) -> Layout:
         """The layout in force, read back as the candidate it is closest to, so that caps rounded by
         the guard do not look like a different plan."""
-        caps = {ph: [g.cap_target_w for i in state.by_role(ph) for g in state.gpus if g.index in i.gpus]
-                for ph in PHASES}
-        p = len(state.by_role("prefill"))
-        lay = Layout(p, sum(caps["prefill"]) / max(1, len(caps["prefill"])),
-                     sum(caps["decode"]) / max(1, len(caps["decode"])))
-        same = [c for c in cands if c.prefill == p]
+        live = self._live(state)
+        cap = {r: [g.cap_target_w for i in live if i.role == r for g in state.gpus if g.index in i.gpus]
+               for r in SWITCHABLE}
+        if live and all(i.role == "colocated" for i in live):
+            lay = Layout.all_colocated(sum(cap["colocated"]) / max(1, len(cap["colocated"])))
+            same = [c for c in cands if c.colocated]
+            return min(same, key=lambda c: abs(c.decode_cap_w - lay.decode_cap_w)) if same else lay
+        p = sum(1 for i in live if i.role == "prefill")
+        lay = Layout(p, sum(cap["prefill"]) / max(1, len(cap["prefill"])),
+                     sum(cap["decode"]) / max(1, len(cap["decode"])))
+        same = [c for c in cands if c.prefill == p and not c.colocated]
         return min(same, key=lambda c: abs(c.prefill_cap_w - lay.prefill_cap_w)) if same else lay
 
     def _instances(self, state: ClusterState) -> tuple[int, int]:
-        live = [i for i in state.instances if i.alive and i.role in PHASES]
+        live = self._live(state)
         return len(live), max(1, len(live[0].gpus)) if live else 1
 
     def _candidates(self, state: ClusterState) -> list[Layout]:
@@ -175,7 +213,10 @@ class PlannerController:
                 if cd < lo - 1e-6:
                     continue
                 out.append(Layout(p, round(cp, 3), round(min(hi, cd), 3)))
-        return out or [self._even(state, max(1, n // 2))]
+        out = out or [self._even(state, max(1, n // 2))]
+        if self.colocated and n >= 1:
+            out.append(Layout.all_colocated(round(self._even(state, 0).decode_cap_w, 3)))
+        return out
 
     def _even(self, state: ClusterState, p: int) -> Layout:
         share = state.budget_w / len(state.gpus)
@@ -183,17 +224,33 @@ class PlannerController:
         w = min(g.cap_max_w, max(g.cap_min_w, share))
         return Layout(p, w, w)
 
-    def _roles(self, state: ClusterState, prefill: int) -> list[SetRole]:
-        """SetRole for every instance that must move, the least loaded of the donor phase first."""
-        have = len(state.by_role("prefill"))
-        if prefill == have:
-            return []
-        donor, receiver = ("decode", "prefill") if prefill > have else ("prefill", "decode")
-        pool = sorted(state.by_role(donor), key=lambda i: (i.running + i.waiting + i.prefilling, i.kv_usage))
-        return [SetRole(i.iid, receiver) for i in pool[: abs(prefill - have)]]
+    def _roles(self, state: ClusterState, lay: Layout) -> list[SetRole]:
+        """SetRole for every instance that must move to reach `lay`: the busiest instances keep
+        their roles; of the rest, those whose switch is instant go first, then the least loaded."""
+        live = [i for i in self._live(state) if i.switching_to is None]
+
+        def load(i: InstanceState) -> tuple[int, float]:
+            return i.running + i.waiting + i.prefilling, i.kv_usage
+
+        want = {"colocated": len(live)} if lay.colocated else {"prefill": lay.prefill,
+                                                               "decode": len(live) - lay.prefill}
+        kept = dict.fromkeys(want, 0)
+        spare = []
+        for i in sorted(live, key=load, reverse=True):
+            if kept.get(i.role, 0) < want.get(i.role, 0):
+                kept[i.role] += 1
+            else:
+                spare.append(i)
+        moves = []
+        for role, n in want.items():
+            pick = sorted(spare, key=lambda i: (not instant_switch(i.role, role), load(i)))[: n - kept[role]]
+            moves += [SetRole(i.iid, role) for i in pick]
+            spare = [i for i in spare if i not in pick]
+        return moves
 
     def _caps(self, state: ClusterState, lay: Layout, moved: dict[int, str] | None = None) -> list[Action]:
-        """Every GPU's cap for the role its instance will have (`moved`: instance -> new role)."""
+        """Every GPU's cap for the role its instance will have (`moved`: instance -> new role); a
+        colocated instance gets the layout's one cap."""
         moved = moved or {}
         role_of = {g: moved.get(i.iid, i.role) for i in state.instances for g in i.gpus}
         return [SetPowerCap(g.index, lay.prefill_cap_w if role_of.get(g.index) == "prefill" else lay.decode_cap_w)

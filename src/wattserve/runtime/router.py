@@ -338,8 +338,8 @@ class Router:
         w = self.workers[wid]
         if not w.alive:
             raise UsageError(f"worker: {wid} is down ({w.down_reason})")
-        peers = sum(1 for x in self.workers if x.alive and x.role == w.role and x.switching_to is None and x is not w)
-        if not check_role_change(f"worker {wid}", w.role, w.switching_to, role, peers):
+        others = [x.role for x in self.workers if x.alive and x.switching_to is None and x is not w]
+        if not check_role_change(f"worker {wid}", w.role, w.switching_to, role, others):
             return
         w.switching_to = role
         w.role_ready.clear()

@@ -1,5 +1,6 @@
 """What a planning controller asks of a model of the cluster: for the load it expects, how well
-would each candidate configuration serve, and at what power.
+would each candidate configuration (a disaggregated split, or every instance colocated) serve, and
+at what power.
 
 The planner (control/planner.py, wattserve's own policy) searches configurations every period with
 a model instead of reacting to pressure as RAPID does. The model sits behind this seam: the
@@ -29,15 +30,24 @@ class LoadEstimate:
 
 @dataclass(frozen=True)
 class Layout:
-    """A disaggregated configuration: how many instances prefill (the rest decode), and the per-GPU
-    cap of each role."""
+    """A configuration: how many instances prefill (the rest decode), and the per-GPU cap of each
+    role; or, with `colocated`, every instance colocated (hybrid batches) under one cap
+    (`prefill` 0, both caps equal)."""
 
     prefill: int
     prefill_cap_w: float
     decode_cap_w: float
+    colocated: bool = False
+
+    @staticmethod
+    def all_colocated(cap_w: float) -> Layout:
+        return Layout(0, cap_w, cap_w, True)
 
 
 class PlanModel(Protocol):
-    def predict(self, load: LoadEstimate, layouts: Sequence[Layout]) -> list[tuple[float, float]]:
-        """Per layout: (expected share of requests meeting both SLOs 0..1, expected cluster draw W)."""
+    def predict(self, load: LoadEstimate, layouts: Sequence[Layout],
+                current: Layout | None = None) -> list[tuple[float, float]]:
+        """Per layout: (expected share of requests meeting both SLOs 0..1, expected cluster draw W),
+        reached from `current` (the layout in force: a model that can, prices the switch) or from
+        scratch."""
         ...

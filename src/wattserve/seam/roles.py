@@ -2,22 +2,45 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from wattserve.errors import UsageError
 from wattserve.seam.state import PHASES
 
+SWITCHABLE = ("prefill", "decode", "colocated")
+"""Roles an instance may switch between where the back end can (the simulator; the runtime switches
+between PHASES only)."""
+PROMPT_SIDE = ("prefill", "colocated")
+DECODE_SIDE = ("decode", "colocated")
+
+
+def instant_switch(role_now: str, target: str) -> bool:
+    """A switch into or out of colocated takes effect at the next iteration: a colocated instance
+    serves whatever a prefill or a decode instance holds, and one leaving colocated finishes what it
+    runs in its new role (a new prefill instance decodes its running sequences to the end; a new
+    decode instance hands its queued prompts to the router). A switch between prefill and decode
+    drains and reconfigures (RAPID's 2-5 s)."""
+    return "colocated" in (role_now, target)
+
 
 def check_role_change(name: str, role_now: str, switching_to: str | None, target: str,
-                      active_peers_in_role: int) -> bool:
+                      active_others: Sequence[str], targets: Sequence[str] = PHASES) -> bool:
     """The role-change contract every back end enforces. Returns False when there is nothing to do;
-    raises UsageError when the change is not allowed: an unknown or colocated role, a switch already
-    under way, or leaving the current phase with no active instance."""
-    if target not in PHASES or role_now not in PHASES:
-        raise UsageError(f"role: {name} is {role_now}; allowed target roles: {', '.join(PHASES)} "
-                         "(on disaggregated instances)")
+    raises UsageError when the change is not allowed: a role outside `targets` (the back end's),
+    a switch already under way, or a change that would leave no active instance taking prompts
+    (prefill or colocated) or none decoding (decode or colocated). `active_others` are the roles of
+    the other live instances that are not switching; an instant switch (`instant_switch`) keeps this
+    instance active in its new role, a draining one takes it out until it is done."""
+    if target not in targets or role_now not in targets:
+        raise UsageError(f"role: {name} is {role_now}; allowed target roles: {', '.join(targets)}"
+                         + (" (on disaggregated instances)" if tuple(targets) == PHASES else ""))
     if switching_to is not None:
         raise UsageError(f"role: {name} is already switching to {switching_to}")
     if role_now == target:
         return False
-    if active_peers_in_role == 0:
-        raise UsageError(f"role: {name} is the last {role_now} instance; each phase keeps one")
+    serving = [*active_others, target] if instant_switch(role_now, target) else list(active_others)
+    for side, roles in (("taking prompts", PROMPT_SIDE), ("decoding", DECODE_SIDE)):
+        if not any(r in roles for r in serving):
+            raise UsageError(f"role: {name} is the last {role_now} instance; each phase keeps one "
+                             f"(no other instance would be {side})")
     return True

@@ -22,7 +22,7 @@ from wattserve.results.sim_result import GpuTrace, InstanceTrace, LinkTrace, Sim
 from wattserve.routing import make_policy
 from wattserve.schema.cluster import ClusterConfig
 from wattserve.seam.governor import StepGovernor
-from wattserve.seam.roles import check_role_change
+from wattserve.seam.roles import SWITCHABLE, check_role_change, instant_switch
 from wattserve.sim.concurrent_instance import ConcurrentInstance
 from wattserve.sim.events import EventLoop
 from wattserve.sim.gpu import SimGpu, check_cap, check_clock
@@ -135,22 +135,31 @@ class Cluster:
 
     def _refresh_routing(self) -> None:
         self.prefillers = [i for i in self.instances if i.role in PROMPT_ROLES and i.switching_to is None]
-        self.decoders = [i for i in self.instances if i.role == "decode" and i.switching_to is None]
+        self.decoders = [i for i in self.instances if i.role in ("decode", "colocated") and i.switching_to is None]
 
     def set_role(self, iid: int, role: str, reconfig_s: float = RECONFIG_S, migrate: bool = True) -> None:
-        """Switch an instance between prefill and decode. Refused (UsageError) if it would leave a
-        phase with no instance, if the instance is already switching, or for colocated clusters."""
+        """Switch an instance between prefill, decode and colocated (seam/roles.py). Between prefill
+        and decode it drains and reconfigures; into or out of colocated it switches at its next
+        iteration. Refused (UsageError) if it would leave no instance taking prompts or none
+        decoding, if the instance is already switching, or when the roles' TP or perf profiles
+        differ."""
         inst = self.instances[iid]
-        if self.spec.tp_of("prefill") != self.spec.tp_of("decode"):
-            raise UsageError(f"instance {iid} cannot change role: prefill and decode instances have different "
-                             f"TP ({self.spec.tp_of('prefill')} and {self.spec.tp_of('decode')}); allowed: "
-                             "role changes with one TP for both phases", "cluster.prefill_tp")
-        if self.spec.profile_of("prefill") != self.spec.profile_of("decode"):
-            raise UsageError(f"instance {iid} cannot change role: prefill and decode instances have different perf "
-                             f"profiles ({self.spec.profile_of('prefill')} and {self.spec.profile_of('decode')}); "
-                             "allowed: role changes with one profile for both phases", "cluster.prefill_perf_profile")
-        peers = sum(1 for i in self.instances if i.role == inst.role and i.switching_to is None and i is not inst)
-        if not check_role_change(f"instance {iid}", inst.role, inst.switching_to, role, peers):
+        roles = ("prefill", "decode", "colocated")
+        tps = {r: self.spec.tp_of(r) for r in roles}
+        if len(set(tps.values())) > 1:
+            raise UsageError(f"instance {iid} cannot change role: its roles have different TP "
+                             f"({', '.join(f'{r} {t}' for r, t in tps.items())}); allowed: role changes with one TP "
+                             "for every role", "cluster.prefill_tp")
+        profiles = {r: self.spec.profile_of(r) for r in roles}
+        if len(set(profiles.values())) > 1:
+            raise UsageError(f"instance {iid} cannot change role: its roles have different perf profiles "
+                             f"({', '.join(f'{r} {p}' for r, p in profiles.items())}); allowed: role changes with "
+                             "one profile for every role", "cluster.prefill_perf_profile")
+        others = [i.role for i in self.instances if i.switching_to is None and i is not inst]
+        if not check_role_change(f"instance {iid}", inst.role, inst.switching_to, role, others, SWITCHABLE):
+            return
+        if instant_switch(inst.role, role):
+            inst.switch_now(role)
             return
         self.role_events.append((self.loop.now, iid, "switching"))
         inst.begin_switch(role, reconfig_s, migrate and len(self.decoders) > 1)
