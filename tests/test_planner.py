@@ -10,11 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wattserve.control.planner import Counters, PlannerController, estimate
-from wattserve.experiments.build import build_run
+from wattserve.experiments.build import SimRun, build_run
 from wattserve.experiments.plan_sim import analytic_model
 from wattserve.experiments.run_metrics import caps_sum_peak
 from wattserve.experiments.scenarios import get_scenario
 from wattserve.experiments.workloads import make_workload
+from wattserve.results.sim_result import SimResult
 from wattserve.seam import ClusterState, GpuState, InstanceState, Layout, LoadEstimate, SetPowerCap, SetRole
 
 SC = get_scenario("rapid-mi300x")
@@ -89,12 +90,16 @@ def test_a_decision_moves_several_instances_at_once_and_its_caps_fit_the_budget(
     assert p.decisions[-1]["prefill"] == 4 + len(roles) and p.planning_s
 
 
-def test_a_simulated_planner_run_holds_the_budget_and_reports_its_planning() -> None:
-    wl = make_workload("sonnet-shift", 30.0, 0, per_phase=200)
-    run = build_run(SC.scenario(SC.arm("planner"), 0), wl)
+def planner_run(rate: float, per_phase: int) -> tuple[SimRun, SimResult, PlannerController]:
+    """A sonnet-shift run of the planner arm of rapid-mi300x: the run, its result and its planner."""
+    run = build_run(SC.scenario(SC.arm("planner"), 0), make_workload("sonnet-shift", rate, 0, per_phase=per_phase))
     res = run.run()
-    planner = run.controller
-    assert isinstance(planner, PlannerController)
+    assert isinstance(run.controller, PlannerController)
+    return run, res, run.controller
+
+
+def test_a_simulated_planner_run_holds_the_budget_and_reports_its_planning() -> None:
+    run, res, planner = planner_run(30.0, 200)
     assert caps_sum_peak(res) <= SC.budget_w + 1e-6
     assert run.guard is not None and run.guard.peak_committed_w <= SC.budget_w + 1e-6
     assert len(planner.planning_s) >= 3 and all(s > 0 for s in planner.planning_s)
@@ -118,11 +123,7 @@ def test_the_simulated_model_prices_the_switch_from_the_layout_in_force() -> Non
 
 
 def test_under_long_prompts_the_planner_moves_every_instance_to_colocated_at_once() -> None:
-    wl = make_workload("sonnet-shift", 38.0, 0, per_phase=400)
-    run = build_run(SC.scenario(SC.arm("planner"), 0), wl)
-    res = run.run()
-    planner = run.controller
-    assert isinstance(planner, PlannerController)
+    _, res, planner = planner_run(38.0, 400)
     first = planner.decisions[0]
     assert first["layout"] == "colocated" and first["predicted_attainment"] > first["current_attainment"]
     switched = [e for e in res.role_events if e[0] > 0 and e[2] == "colocated"]
