@@ -268,20 +268,22 @@ def markdown_report(data_dir: Path, profile: PerfProfile | None = None,
               "- Power is calibrated on H100 only; other GPUs scale H100's shape by their (TDP - idle) range.",
               "- Capacity of our CPU server: the validate table's rates stay below saturation (validate.json's "
               "`saturation` checks each: the runtime served at least 90% of the rate the requests arrived at, and "
-              "in the runs of 2026-12-07 it served 99-100%), where the simulator follows the runtime; under a burst it overestimates the server's throughput (the "
+              "in the runs of 2026-12-07 it served 98-100%), where the simulator follows the runtime; under a burst it overestimates the server's throughput (the "
               "capacities above), because a serving step with dozens of sequences on 2 shared cores (the worker, "
               "the router's per-token streaming and the client) costs more than one latency shape fitted over all "
               "batch sizes prices it. Weighing the fit by the time each bin stands for narrowed the gap (30 against "
               "25 req/s colocated) but doubled the error below saturation (15.5% against 7.5% on the same logs), "
               "so the fit weighs kinds of steps equally (perf/profile_fit.py).",
               "- 1P/1D TTFT and TPOT under load are underestimated by 30-50%: two workers and the router contend "
-              "for 2 cores, which a per-step cost fitted at lighter profiling loads does not carry.",
+              "for 2 cores, which a per-step cost fitted at lighter profiling loads does not carry. The error also "
+              "runs the other way: in the run in the table above the simulator overestimated colocated TPOT by "
+              "28-52% at its two higher rates.",
               "- The runtime profile (`wattserve validate`) belongs to the machine it was taken on; a CPU shared "
               "with other work drifts by tens of percent between runs (repeat runs and read the spread). On this "
-              "2-core machine the same command gave 7.5% (the table above) and 12.7% on a clean clone of the same "
-              "commit minutes later, and a variant reading the request overhead from both profiling loads gave "
-              "15.0%; on 2026-12-07 it gave 10.1% (`wattserve validate --model tiny`, commit b59201d): the 10% the "
-              "fidelity issue asks for is met in one run of four, not reliably.",
+              "2-core machine the same command gave 7.5% and, on a clean clone of the same commit minutes later, "
+              "12.7% (a variant reading the request overhead from both profiling loads gave 15.0%); on "
+              "2026-12-07 it gave 10.1% (commit b59201d) and 18.3% (commit 8dc8879, the table above): the 10% "
+              "the fidelity issue asks for is met in one run of four, not reliably.",
               "", "## Every point (default profile)", "",
               "| series | quantity | batch / tokens | measured | predicted | error |", "|---|---|---|---|---|---|"]
     for p in ml + vi + sw:

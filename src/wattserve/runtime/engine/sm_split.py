@@ -52,6 +52,7 @@ class GreenContextSplit:
             raise RuntimeError(f"{self.total_sms} SMs split into {count} group(s) of {GROUP_SMS}; a split needs 2")
         self.units: Part = tuple(range(count))
         self.group_sms = tuple(int(g.sm.smCount) for g in groups[:count])
+        rest = [remaining] if int(remaining.sm.smCount) > 0 else []
         self._greens: list[Any] = []
         self._raw_streams: list[Any] = []
         self.streams: dict[tuple[Side, Part], torch.cuda.ExternalStream] = {}
@@ -59,7 +60,7 @@ class GreenContextSplit:
         try:
             for k in range(1, count):
                 self.streams[("decode", self.units[:k])] = self._stream(cu_dev, list(groups[:k]))
-                self.streams[("prefill", self.units[k:])] = self._stream(cu_dev, [*groups[k:count], remaining])
+                self.streams[("prefill", self.units[k:])] = self._stream(cu_dev, [*groups[k:count], *rest])
         except Exception:
             self.close()
             raise
@@ -80,7 +81,7 @@ class GreenContextSplit:
         return torch.cuda.ExternalStream(int(raw), device=self.device)
 
     def sms(self, part: Part) -> int:
-        """SMs a part holds (the prefill side also holds the split's remainder)."""
+        """SMs in a part's groups (a prefill partition also holds the split's remainder, not counted)."""
         return sum(self.group_sms[u] for u in part)
 
     def enter(self, side: Side, part: Part) -> bool:
