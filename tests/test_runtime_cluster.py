@@ -125,6 +125,68 @@ def test_200_requests_survive_role_switches() -> None:
     assert not router.requests
 
 
+@dataclass
+class ThroughColocated:
+    """A controller that takes a 1P/1D server through colocated and back: worker 0 and then worker 1
+    become colocated, then 0 becomes prefill and 1 decode again, each switch at once
+    (seam/roles.instant_switch)."""
+
+    name: str = "through-colocated"
+    period_s: float = 0.1
+    plan: tuple[tuple[float, int, str], ...] = ((0.3, 0, "colocated"), (0.6, 1, "colocated"),
+                                                (1.2, 0, "prefill"), (1.5, 1, "decode"))
+    step: int = 0
+
+    def start(self, state: ClusterState) -> list[Action]:
+        return []
+
+    def decide(self, state: ClusterState) -> list[Action]:
+        acts: list[Action] = []
+        while self.step < len(self.plan) and state.time_s >= self.plan[self.step][0]:
+            _, wid, role = self.plan[self.step]
+            acts.append(SetRole(wid, role))
+            self.step += 1
+        return acts
+
+
+def test_requests_survive_switches_into_and_out_of_colocated() -> None:
+    async def run() -> tuple[list[str], list[str], list, list[str]]:
+        args = ServeArgs(prefill=1, decode=1, seed=1)
+        router = Router(await start_workers(args), args.model)
+        await router.start()
+        budget = BudgetSignal.constant(1500.0)
+        backend = RuntimeBackend(router, worker_power(router), budget, 1.0, 0.05)
+        guard = BudgetGuard(backend, budget)
+        guard.enforce()
+        ControlLoop(backend, guard, [ThroughColocated()]).start()
+        seen: list[str] = []
+
+        async def watch() -> None:
+            for _ in range(40):
+                seen.append(",".join(w.role for w in router.workers))
+                await asyncio.sleep(0.05)
+
+        async def one(i: int) -> str:
+            await asyncio.sleep(0.02 * i)
+            params = SamplingParams(max_tokens=24 + i % 24, temperature=0.0, ignore_eos=True)
+            toks, end = await collect(router, [256, *f"request {i}".encode()], params)
+            return end if len(toks) == params.max_tokens or end != "done:length" else "short"
+
+        try:
+            ends, _ = await asyncio.wait_for(asyncio.gather(asyncio.gather(*(one(i) for i in range(90))), watch()),
+                                             240)
+            return ends, seen, guard.log.entries, [w.role for w in router.workers]
+        finally:
+            await router.close()
+
+    ends, seen, log, roles = asyncio.run(run())
+    assert ends.count("done:length") == 90
+    assert "colocated,colocated" in seen, "both workers were colocated at once"
+    assert [(e.target, e.value, e.status) for e in log if e.kind == "role"] == [
+        (0, "colocated", "applied"), (1, "colocated", "applied"), (0, "prefill", "applied"), (1, "decode", "applied")]
+    assert roles == ["prefill", "decode"]
+
+
 def test_a_command_line_launcher_serves_the_same_tokens() -> None:
     """The launcher seam: workers started as command lines (the shape a remote launcher takes) serve
     exactly what spawned children serve, and the router watches their exits the same way."""

@@ -16,7 +16,7 @@ force and makes its role switches, so a candidate's price includes its transitio
 best only when its predicted attainment beats the current one's by `margin` plus `move_cost` for
 every instance that must drain to change role: the model starts from the queue, not from the batches
 running now, so it does not see how long they take to drain. A switch into or out of colocated takes
-effect at the next iteration (seam/roles.instant_switch) and drains nothing. All instances that must move are moved at once, and
+effect at once (seam/roles.instant_switch) and drains nothing. All instances that must move are moved at once, and
 every GPU gets its role's cap in the same decision. Per-iteration work stays with the step
 governors.
 

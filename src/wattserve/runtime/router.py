@@ -35,6 +35,7 @@ from wattserve.runtime.request_state import Failure, RequestState, Unavailable
 from wattserve.runtime.transport import transport_for
 from wattserve.runtime.worker_client import WorkerClient
 from wattserve.seam import check_role_change
+from wattserve.seam.roles import SWITCHABLE, instant_switch
 
 ROUTING = ROUTERS
 MAX_RETRIES = 2
@@ -154,7 +155,7 @@ class Router:
 
     def decoders(self, exclude: int | None = None) -> list[WorkerClient]:
         return [w for w in self.workers
-                if w.alive and w.role == "decode" and w.switching_to is None and w.wid != exclude]
+                if w.alive and w.role in ("decode", "colocated") and w.switching_to is None and w.wid != exclude]
 
     def _move(self, st: RequestState, w: WorkerClient | None, stage: str = "done") -> None:
         """Place a request on a worker in a stage ('prefill' or 'decode'), or take it off (None)."""
@@ -277,8 +278,9 @@ class Router:
             w.stats_ready.set()
             return
         if ev == "role_ready":
-            w.role = h["role"]
-            w.switching_to = None
+            if not h.get("instant"):
+                w.role = h["role"]
+                w.switching_to = None
             w.role_ready.set()
             return
         if ev == "power":
@@ -332,14 +334,21 @@ class Router:
 
     # ---- roles ----
     def set_role(self, wid: int, role: str) -> None:
-        """Switch a worker's role; each phase keeps one live worker (a dead one counts for nothing)."""
+        """Switch a worker's role (seam/roles.py): between prefill and decode it drains first; into or
+        out of colocated the router routes by the new role at once and the worker finishes what it
+        holds. Someone live keeps taking prompts and someone decoding (a dead worker counts for
+        nothing)."""
         if not 0 <= wid < len(self.workers):
             raise UsageError(f"worker: {wid} does not exist; allowed: 0..{len(self.workers) - 1}")
         w = self.workers[wid]
         if not w.alive:
             raise UsageError(f"worker: {wid} is down ({w.down_reason})")
         others = [x.role for x in self.workers if x.alive and x.switching_to is None and x is not w]
-        if not check_role_change(f"worker {wid}", w.role, w.switching_to, role, others):
+        if not check_role_change(f"worker {wid}", w.role, w.switching_to, role, others, SWITCHABLE):
+            return
+        if instant_switch(w.role, role):
+            w.role = role
+            w.send({"op": "set_role", "role": role, "instant": True})
             return
         w.switching_to = role
         w.role_ready.clear()

@@ -7,9 +7,12 @@ runtime.power.ops; the step governor reads the cap in force and the lock from th
 stats, shutdown. Events: tokens (one frame per engine step: [rid, token, finished, reason, logprob] for
 each sequence that produced one, plus its [logprob, top] when asked; not a frame per token), prefilled (with its KV handle), migrated,
 requeue, stats (the device's power readings under "power"), power (the answer to a power op),
-role_ready, error. A role change stops new admissions, hands queued prompts back (requeue), lets
-running prefills finish, migrates running decodes to peers with their KV (migrated), then switches
-without reloading weights and reports role_ready.
+role_ready, error. A role change between prefill and decode stops new admissions, hands queued
+prompts back (requeue), lets running prefills finish, migrates running decodes to peers with their KV
+(migrated), then switches without reloading weights and reports role_ready. One into or out of
+colocated ("instant", seam/roles.instant_switch) switches at once: whatever the worker holds finishes
+here as it was sent (each request carries its own prefill_only), and only later requests follow the
+new role.
 """
 
 from __future__ import annotations
@@ -149,6 +152,10 @@ class Worker:
         elif op == "set_role":
             if h["role"] not in ROLES or self.role not in ROLES:
                 self.send({"ev": "error", "rid": None, "message": f"role {h['role']!r}"})
+                return
+            if h.get("instant"):
+                self.role = h["role"]
+                self.send({"ev": "role_ready", "wid": self.spec.wid, "role": self.role, "instant": True})
                 return
             self.switching_to = h["role"]
             self._evacuate()

@@ -8,18 +8,17 @@ from wattserve.errors import UsageError
 from wattserve.seam.state import PHASES
 
 SWITCHABLE = ("prefill", "decode", "colocated")
-"""Roles an instance may switch between where the back end can (the simulator; the runtime switches
-between PHASES only)."""
+"""Roles an instance may switch between (the simulator and the runtime; a fleet of external engines
+refuses role changes)."""
 PROMPT_SIDE = ("prefill", "colocated")
 DECODE_SIDE = ("decode", "colocated")
 
 
 def instant_switch(role_now: str, target: str) -> bool:
-    """A switch into or out of colocated takes effect at the next iteration: a colocated instance
-    serves whatever a prefill or a decode instance holds, and one leaving colocated finishes what it
-    runs in its new role (a new prefill instance decodes its running sequences to the end; a new
-    decode instance hands its queued prompts to the router). A switch between prefill and decode
-    drains and reconfigures (RAPID's 2-5 s)."""
+    """A switch into or out of colocated takes effect at once: a colocated instance serves whatever a
+    prefill or a decode instance holds, and one leaving colocated finishes what it holds (queued
+    prompts, running sequences) where it is; only the work routed to it afterwards follows the new
+    role. A switch between prefill and decode drains and reconfigures (RAPID's 2-5 s)."""
     return "colocated" in (role_now, target)
 
 

@@ -139,8 +139,8 @@ class Cluster:
 
     def set_role(self, iid: int, role: str, reconfig_s: float = RECONFIG_S, migrate: bool = True) -> None:
         """Switch an instance between prefill, decode and colocated (seam/roles.py). Between prefill
-        and decode it drains and reconfigures; into or out of colocated it switches at its next
-        iteration. Refused (UsageError) if it would leave no instance taking prompts or none
+        and decode it drains and reconfigures; into or out of colocated it switches at once, and what
+        it holds finishes there. Refused (UsageError) if it would leave no instance taking prompts or none
         decoding, if the instance is already switching, or when the roles' TP or perf profiles
         differ."""
         inst = self.instances[iid]

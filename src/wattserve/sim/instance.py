@@ -572,19 +572,13 @@ class Instance:
 
     def switch_now(self, role: str) -> None:
         """Take `role` from the next iteration on, with nothing drained (seam/roles.instant_switch):
-        a new decode instance gives its queued prompts back to the router (after the router has
-        stopped sending it any); prompts it is prefilling and sequences it runs finish here in the
-        new role."""
+        what this instance holds (queued prompts, prompts it is prefilling, sequences it runs)
+        finishes here; only what the router sends it from now on follows the new role."""
         self.role = role
         self.role_changes += 1
         self.clock.forget_hints()
         self.token_budget = self.token_budgets[role]
         self.host.role_changed(self)
-        if role not in PROMPT_ROLES:
-            while self.waiting:
-                req = self.waiting.popleft()
-                self.pending_prefill_tokens -= req.target
-                self.host.route(req)
         self.poke()
 
     def _finish_switch(self, _: object) -> None:
