@@ -138,3 +138,32 @@ def test_with_service_equal_the_planner_moves_for_less_power_only() -> None:
     assert p._cheaper(judged, [0, 0, 0, 0]) == 1, "as well served, 12.5% less power"
     assert p._cheaper(judged, [0, 1, 1, 0]) == 0, "a drained instance costs move_cost of service"
     assert p._cheaper([(0.99, 4000.0), (0.99, 3800.0)], [0, 0]) == 0, "5% less is inside the margin"
+
+
+def test_the_arrivals_dispersion_sees_bursts_but_not_a_change_of_rate() -> None:
+    p = PlannerController(model=MODEL, period_s=3.0)
+
+    def dispersion(counts: list[int]) -> float:
+        p.history.clear()
+        arrived = 0
+        for k, c in enumerate([0, *counts]):
+            arrived += c
+            p.history.append(Counters(3.0 * k, arrived, 0, 0, 0))
+        return p._dispersion(p.history[-1])
+
+    assert dispersion([60, 58, 63, 61, 59, 62, 60, 57, 64, 60]) == 1.0, "steadier than Poisson reads as Poisson"
+    shift = [60] * 5 + [120] * 5
+    raw = float(np.var(shift, ddof=1) / np.mean(shift))
+    assert dispersion(shift) == pytest.approx(60**2 / (2 * 9) / 90) and dispersion(shift) < raw / 4
+    assert dispersion([20, 140, 30, 120, 10, 150, 40, 110, 25, 135]) > 10.0
+    assert dispersion([20, 140, 30]) == 1.0, "too few periods to tell"
+
+
+def test_a_bursty_load_is_judged_harder_than_a_poisson_one_of_the_same_rate() -> None:
+    from wattserve.experiments.plan_sim import SimPlanModel
+
+    model = SimPlanModel(CLUSTER, 1.0, 0.04)
+    split = [Layout(4, 600.0, 600.0)]
+    poisson = model.predict(LoadEstimate(20.0, 8192.0, 200.0), split)[0][0]
+    bursty = model.predict(LoadEstimate(20.0, 8192.0, 200.0, dispersion=6.0), split)[0][0]
+    assert bursty < poisson - 0.05

@@ -91,6 +91,8 @@ class PlannerController:
     arrivals, whose Poisson noise alone is +-4.5% (one sigma), and load trends between plans; a plan
     sized to the estimate exactly sits at the edge of its capacity, where queues grow without bound."""
     move_cost: float = 0.01
+    dispersion_window_s: float = 60.0
+    dispersion_periods: int = 6
     energy_margin: float = 0.1
     """With no candidate better by the margin, move to one that serves as well (its predicted
     attainment, less `move_cost` per drained instance, at least the current one's) and draws this
@@ -117,7 +119,7 @@ class PlannerController:
         if load is None or any(i.switching_to is not None for i in state.instances):
             return []
         load = LoadEstimate(load.rate_rps * self.headroom, load.prompt_tokens, load.output_tokens,
-                            sum(i.waiting for i in state.by_role("prefill")))
+                            sum(i.waiting for i in state.by_role("prefill")), self._dispersion(now))
         cands = self._candidates(state)
         current = self._current(state, cands)
         screen = self.screen or self.model
@@ -159,6 +161,19 @@ class PlannerController:
         ok = [k for k in range(1, len(judged))
               if judged[k][0] - self.move_cost * drained[k] >= att0 and judged[k][1] <= (1 - self.energy_margin) * w0]
         return min(ok, key=lambda k: judged[k][1]) if ok else 0
+
+    def _dispersion(self, now: Counters) -> float:
+        """The arrivals' index of dispersion over the last `dispersion_window_s`, from the requests
+        arriving in each planning period. The variance is von Neumann's (half the mean squared
+        difference of successive periods), so a change of rate (a phase shift) is not read as
+        burstiness; fewer than `dispersion_periods` periods, or less than Poisson's, read as 1."""
+        hist = [c for c in self.history if c.t >= now.t - self.dispersion_window_s]
+        counts = [b.arrived - a.arrived for a, b in zip(hist, hist[1:]) if b.t - a.t > 0]
+        if len(counts) < self.dispersion_periods or sum(counts) <= 0:
+            return 1.0
+        mean = sum(counts) / len(counts)
+        var = sum((b - a) ** 2 for a, b in zip(counts, counts[1:])) / (2 * (len(counts) - 1))
+        return max(1.0, var / mean)
 
     def _load(self, now: Counters) -> LoadEstimate | None:
         old = next((c for c in self.history if c.t >= now.t - self.window_s), None)

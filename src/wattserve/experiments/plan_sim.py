@@ -2,8 +2,12 @@
 layout (a short simulation of the estimated load on that layout, from the queue the cluster holds
 now), and the closed-form screen that ranks every candidate first (perf/plan_analytic.py).
 
-A candidate's simulation replays `horizon_s` seconds of Poisson arrivals at the estimated rate with
-lengths of the estimated means (lognormal, `length_cv` 1.0) (at most `max_requests` requests, the queued backlog arriving at once),
+A candidate's simulation replays `horizon_s` seconds of arrivals at the estimated rate (Poisson, or
+a gamma renewal process whose squared coefficient of variation is the estimated index of dispersion,
+which a renewal process's counts approach over long windows; its gaps are scaled to span exactly the
+horizon's share of the rate, since their sum scatters by sqrt(dispersion / n), so that a burst
+changes how the arrivals bunch and not how many come) with lengths of the estimated means
+(lognormal, `length_cv` 1.0) (at most `max_requests` requests, the queued backlog arriving at once),
 on the layout with static caps, and reports its SLO attainment and average draw: the same
 simulator the comparison runs, so the planner's model and the world it is judged in agree except in
 the load estimate. Seeds are fixed, so a plan is reproducible."""
@@ -64,7 +68,14 @@ class SimPlanModel:
     def _workload(self, load: LoadEstimate) -> Workload:
         n = int(min(self.max_requests, max(1, round(load.rate_rps * self.horizon_s))))
         rng = np.random.default_rng(self.seed)
-        arrivals = np.cumsum(rng.exponential(1.0 / max(load.rate_rps, 1e-9), n))
+        mean_gap = 1.0 / max(load.rate_rps, 1e-9)
+        if load.dispersion > 1.0:
+            cv2 = load.dispersion
+            gaps = rng.gamma(1.0 / cv2, mean_gap * cv2, n)
+            gaps *= n * mean_gap / gaps.sum()
+        else:
+            gaps = rng.exponential(mean_gap, n)
+        arrivals = np.cumsum(gaps)
         arrivals -= arrivals[0]
         back = min(load.backlog, self.max_requests // 2)
         arrivals = np.concatenate([np.zeros(back), arrivals])

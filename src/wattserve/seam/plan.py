@@ -26,6 +26,10 @@ class LoadEstimate:
     """Mean output length, tokens (the first token included)."""
     backlog: int = 0
     """Requests already queued for prefill when the plan starts."""
+    dispersion: float = 1.0
+    """Index of dispersion of the arrivals (variance over mean of the requests arriving per planning
+    period; 1 for Poisson): production traces arrive in bursts that load a cluster harder than a
+    Poisson stream of the same rate."""
 
 
 @dataclass(frozen=True)
