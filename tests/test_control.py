@@ -322,6 +322,7 @@ def test_switches_into_and_out_of_colocated_take_effect_at_once_and_lose_nothing
 def test_the_role_contract_keeps_someone_taking_prompts_and_someone_decoding() -> None:
     from wattserve.errors import UsageError
     from wattserve.seam.roles import SWITCHABLE, check_role_change
+    from wattserve.seam.state import PHASES
 
     assert check_role_change("i0", "prefill", None, "colocated", ["decode"], SWITCHABLE)
     assert check_role_change("i0", "colocated", None, "decode", ["colocated"], SWITCHABLE)
@@ -332,5 +333,5 @@ def test_the_role_contract_keeps_someone_taking_prompts_and_someone_decoding() -
     with pytest.raises(UsageError, match="last prefill"):
         check_role_change("i0", "prefill", None, "decode", ["decode", "decode"], SWITCHABLE)
     with pytest.raises(UsageError, match="allowed target roles: prefill, decode"):
-        check_role_change("w0", "prefill", None, "colocated", ["decode", "prefill"])
+        check_role_change("w0", "prefill", None, "colocated", ["decode", "prefill"], PHASES)
     assert not check_role_change("i0", "colocated", None, "colocated", [], SWITCHABLE)

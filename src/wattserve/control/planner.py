@@ -38,8 +38,9 @@ from wattserve.seam import (
     PlanModel,
     SetPowerCap,
     SetRole,
+    want_of,
 )
-from wattserve.seam.roles import SWITCHABLE, instant_switch
+from wattserve.seam.roles import SWITCHABLE, instant_switch, role_moves
 from wattserve.seam.state import InstanceState
 
 
@@ -130,8 +131,8 @@ class PlannerController:
         judged = self.model.predict(load, short, current)
         cur_att = judged[0][0]
         role_of = {i.iid: i.role for i in state.instances}
-        drained = [sum(1 for m in self._roles(state, c) if not instant_switch(role_of[m.instance], m.role))
-                   for c in short]
+        moves_of = [self._roles(state, c) for c in short]
+        drained = [sum(1 for m in moves if not instant_switch(role_of[m.instance], m.role)) for moves in moves_of]
 
         def score(k: int) -> tuple[float, float]:
             att, w = judged[k]
@@ -151,7 +152,7 @@ class PlannerController:
                                "planning_s": self.planning_s[-1]})
         if best == current:
             return []
-        moves = self._roles(state, best)
+        moves = moves_of[k_best]
         return [*moves, *self._caps(state, best, {m.instance: m.role for m in moves})]
 
     def _cheaper(self, judged: list[tuple[float, float]], drained: list[int]) -> int:
@@ -240,28 +241,13 @@ class PlannerController:
         return Layout(p, w, w)
 
     def _roles(self, state: ClusterState, lay: Layout) -> list[SetRole]:
-        """SetRole for every instance that must move to reach `lay`: the busiest instances keep
-        their roles; of the rest, those whose switch is instant go first, then the least loaded."""
-        live = [i for i in self._live(state) if i.switching_to is None]
-
-        def load(i: InstanceState) -> tuple[int, float]:
-            return i.running + i.waiting + i.prefilling, i.kv_usage
-
-        want = {"colocated": len(live)} if lay.colocated else {"prefill": lay.prefill,
-                                                               "decode": len(live) - lay.prefill}
-        kept = dict.fromkeys(want, 0)
-        spare = []
-        for i in sorted(live, key=load, reverse=True):
-            if kept.get(i.role, 0) < want.get(i.role, 0):
-                kept[i.role] += 1
-            else:
-                spare.append(i)
-        moves = []
-        for role, n in want.items():
-            pick = sorted(spare, key=lambda i: (not instant_switch(i.role, role), load(i)))[: n - kept[role]]
-            moves += [SetRole(i.iid, role) for i in pick]
-            spare = [i for i in spare if i not in pick]
-        return moves
+        """SetRole for every instance that must move to reach `lay` (seam/roles.role_moves): the
+        busiest instances keep their roles; of the rest, those whose switch is instant go first,
+        then the least loaded."""
+        live = sorted((i for i in self._live(state) if i.switching_to is None),
+                      key=lambda i: (i.running + i.waiting + i.prefilling, i.kv_usage), reverse=True)
+        return [SetRole(iid, role) for iid, role in role_moves([(i.iid, i.role) for i in live],
+                                                               want_of(lay, len(live)))]
 
     def _caps(self, state: ClusterState, lay: Layout, moved: dict[int, str] | None = None) -> list[Action]:
         """Every GPU's cap for the role its instance will have (`moved`: instance -> new role); a

@@ -26,8 +26,8 @@ from wattserve.metrics.summary import slo_met
 from wattserve.perf.perf_profile import load_profile
 from wattserve.perf.plan_analytic import AnalyticPlanModel
 from wattserve.schema.cluster import ClusterConfig
-from wattserve.seam import Layout, LoadEstimate
-from wattserve.seam.roles import instant_switch
+from wattserve.seam import Layout, LoadEstimate, want_of
+from wattserve.seam.roles import instant_switch, role_moves
 from wattserve.sim.cluster import Cluster
 from wattserve.workload import Workload
 
@@ -51,14 +51,14 @@ class SimPlanModel:
         self.max_requests = max_requests
         self.seed = seed
         self.length_cv = length_cv
+        """Spread of the replayed lengths: the Azure LLM 2023 traces' prompt lengths have a
+        coefficient of variation of 0.96 (conversation and code alike), so 1.0 stands for production
+        traffic; 0 replays the means (a synthetic workload of fixed lengths)."""
         self.late_share = late_share
         """A candidate scores the lower of its attainment over the whole horizon and over the requests
         arriving after this share of it: a layout short of capacity for the load serves the first
         seconds from an empty cluster well and falls behind later, so its mean over a short horizon
         overstates what it would do for the rest of the period and beyond."""
-        """Spread of the replayed lengths: the Azure LLM 2023 traces' prompt lengths have a
-        coefficient of variation of 0.96 (conversation and code alike), so 1.0 stands for production
-        traffic; 0 replays the means (a synthetic workload of fixed lengths)."""
 
     def predict(self, load: LoadEstimate, layouts: Sequence[Layout],
                 current: Layout | None = None) -> list[tuple[float, float]]:
@@ -109,20 +109,9 @@ class SimPlanModel:
         out of colocated at once, those between prefill and decode draining and reconfiguring (the
         simulator's own role changes), so a candidate's price includes its transition; then every
         GPU gets its new role's cap."""
-        n = len(cluster.instances)
-        want = {"colocated": n} if lay.colocated else {"prefill": lay.prefill, "decode": n - lay.prefill}
-        spare = []
-        for inst in cluster.instances:
-            if want.get(inst.role, 0) > 0:
-                want[inst.role] -= 1
-            else:
-                spare.append(inst)
-        moves = []
-        for role, k in want.items():
-            for _ in range(k):
-                pick = min(spare, key=lambda i: not instant_switch(i.role, role))
-                spare.remove(pick)
-                moves.append((pick, role))
+        by_id = {i.iid: i for i in cluster.instances}
+        moves = [(by_id[iid], role) for iid, role in
+                 role_moves([(i.iid, i.role) for i in cluster.instances], want_of(lay, len(cluster.instances)))]
         for inst, role in sorted(moves, key=lambda m: not instant_switch(m[0].role, m[1])):
             with contextlib.suppress(UsageError):
                 cluster.set_role(inst.iid, role)

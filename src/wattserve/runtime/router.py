@@ -35,7 +35,7 @@ from wattserve.runtime.request_state import Failure, RequestState, Unavailable
 from wattserve.runtime.transport import transport_for
 from wattserve.runtime.worker_client import WorkerClient
 from wattserve.seam import check_role_change
-from wattserve.seam.roles import SWITCHABLE, instant_switch
+from wattserve.seam.roles import DECODE_SIDE, SWITCHABLE, instant_switch
 
 ROUTING = ROUTERS
 MAX_RETRIES = 2
@@ -155,7 +155,7 @@ class Router:
 
     def decoders(self, exclude: int | None = None) -> list[WorkerClient]:
         return [w for w in self.workers
-                if w.alive and w.role in ("decode", "colocated") and w.switching_to is None and w.wid != exclude]
+                if w.alive and w.role in DECODE_SIDE and w.switching_to is None and w.wid != exclude]
 
     def _move(self, st: RequestState, w: WorkerClient | None, stage: str = "done") -> None:
         """Place a request on a worker in a stage ('prefill' or 'decode'), or take it off (None)."""

@@ -48,6 +48,13 @@ class Layout:
         return Layout(0, cap_w, cap_w, True)
 
 
+def want_of(lay: Layout, instances: int) -> dict[str, int]:
+    """How many of `instances` take each role in `lay`."""
+    if lay.colocated:
+        return {"colocated": instances}
+    return {"prefill": lay.prefill, "decode": instances - lay.prefill}
+
+
 class PlanModel(Protocol):
     def predict(self, load: LoadEstimate, layouts: Sequence[Layout],
                 current: Layout | None = None) -> list[tuple[float, float]]:

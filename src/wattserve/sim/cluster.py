@@ -22,7 +22,7 @@ from wattserve.results.sim_result import GpuTrace, InstanceTrace, LinkTrace, Sim
 from wattserve.routing import make_policy
 from wattserve.schema.cluster import ClusterConfig
 from wattserve.seam.governor import StepGovernor
-from wattserve.seam.roles import SWITCHABLE, check_role_change, instant_switch
+from wattserve.seam.roles import DECODE_SIDE, SWITCHABLE, check_role_change, instant_switch
 from wattserve.sim.concurrent_instance import ConcurrentInstance
 from wattserve.sim.events import EventLoop
 from wattserve.sim.gpu import SimGpu, check_cap, check_clock
@@ -135,7 +135,7 @@ class Cluster:
 
     def _refresh_routing(self) -> None:
         self.prefillers = [i for i in self.instances if i.role in PROMPT_ROLES and i.switching_to is None]
-        self.decoders = [i for i in self.instances if i.role in ("decode", "colocated") and i.switching_to is None]
+        self.decoders = [i for i in self.instances if i.role in DECODE_SIDE and i.switching_to is None]
 
     def set_role(self, iid: int, role: str, reconfig_s: float = RECONFIG_S, migrate: bool = True) -> None:
         """Switch an instance between prefill, decode and colocated (seam/roles.py). Between prefill
@@ -144,13 +144,12 @@ class Cluster:
         decoding, if the instance is already switching, or when the roles' TP or perf profiles
         differ."""
         inst = self.instances[iid]
-        roles = ("prefill", "decode", "colocated")
-        tps = {r: self.spec.tp_of(r) for r in roles}
+        tps = {r: self.spec.tp_of(r) for r in SWITCHABLE}
         if len(set(tps.values())) > 1:
             raise UsageError(f"instance {iid} cannot change role: its roles have different TP "
                              f"({', '.join(f'{r} {t}' for r, t in tps.items())}); allowed: role changes with one TP "
                              "for every role", "cluster.prefill_tp")
-        profiles = {r: self.spec.profile_of(r) for r in roles}
+        profiles = {r: self.spec.profile_of(r) for r in SWITCHABLE}
         if len(set(profiles.values())) > 1:
             raise UsageError(f"instance {iid} cannot change role: its roles have different perf profiles "
                              f"({', '.join(f'{r} {p}' for r, p in profiles.items())}); allowed: role changes with "

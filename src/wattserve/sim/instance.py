@@ -574,12 +574,8 @@ class Instance:
         """Take `role` from the next iteration on, with nothing drained (seam/roles.instant_switch):
         what this instance holds (queued prompts, prompts it is prefilling, sequences it runs)
         finishes here; only what the router sends it from now on follows the new role."""
-        self.role = role
-        self.role_changes += 1
-        self.clock.forget_hints()
-        self.token_budget = self.token_budgets[role]
-        self.host.role_changed(self)
-        self.poke()
+        self.switching_to = role
+        self._finish_switch(None)
 
     def _finish_switch(self, _: object) -> None:
         self.role = self.switching_to or self.role

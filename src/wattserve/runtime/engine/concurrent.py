@@ -107,8 +107,6 @@ class ConcurrentEngine(LLMEngine):
             else:
                 compute = CoreSplit() if side == "process" else SharedUnits(device)
         self.compute = compute
-        self.units: Part = compute.units
-        """The units both sides divide (cores: this process's affinity when the engine started)."""
         self._inflight: dict[str, Sequence] = {}
         self._aborted: set[str] = set()
         self._outbox: list[StepOutput] = []
@@ -157,6 +155,11 @@ class ConcurrentEngine(LLMEngine):
         code = self._stop_child()
         self._release_compute()
         raise RuntimeError(f"the prefill {self._side.kind} did not start (exit code {code})")
+
+    @property
+    def units(self) -> Part:
+        """The units both sides divide (cores: this process's affinity when the engine started)."""
+        return self.compute.units
 
     @property
     def side(self) -> str:
