@@ -99,16 +99,30 @@ class PlannerController:
     attainment, less `move_cost` per drained instance, at least the current one's) and draws this
     share less power: attainment first, then energy (issue 15 asks for no more J per output token
     than RAPID's)."""
+    screen_step: float = 0.01
+    """The screen ranks attainment in steps of this size, then power: it is a ranking estimate, and
+    without the steps a split it rates 0.9999 would lose to a costlier one it rates 1.0, so the
+    cheap splits that serve a light load (few decode GPUs draw little) never reach the simulator."""
     colocated: bool = True
     """Also judge every instance colocated (hybrid batches) each period: the back end must switch
     roles into and out of colocated (the simulator does)."""
+    start_colocated: bool = True
+    """Start every instance colocated (with `colocated` on) rather than in the back end's layout."""
     history: deque[Counters] = field(default_factory=lambda: deque(maxlen=64))
     decisions: list[dict[str, object]] = field(default_factory=list)
     planning_s: list[float] = field(default_factory=list)
     _output: float = 128.0
 
     def start(self, state: ClusterState) -> list[Action]:
+        """Before any load is seen, with `colocated` and `start_colocated` on, every instance colocated under the even cap:
+        a colocated instance serves any mix of prompt and output lengths (Sarathi-Serve, arXiv
+        2403.02310), and leaving colocated at the first plan is instant, whereas a split that fits the
+        first load badly must drain to change."""
         self.history.append(counters(state))
+        if self.colocated and self.start_colocated and self._live(state):
+            lay = Layout.all_colocated(self._even(state, 0).decode_cap_w)
+            moves = self._roles(state, lay)
+            return [*moves, *self._caps(state, lay, {m.instance: m.role for m in moves})]
         p = len(state.by_role("prefill"))
         return self._caps(state, self._even(state, p))
 
@@ -125,21 +139,22 @@ class PlannerController:
         current = self._current(state, cands)
         screen = self.screen or self.model
         split = [c for c in cands if not c.colocated]
-        ranked = sorted(zip(screen.predict(load, split), split), key=lambda x: (-x[0][0], x[0][1]))
+        screened = screen.predict(load, split)
+        ranked = sorted(zip(screened, split), key=lambda x: (-round(x[0][0] / self.screen_step), x[0][1]))
         short = [current] + [c for _, c in ranked[: self.keep] if c != current]
         short += [c for c in cands if c.colocated and c != current]
-        judged = self.model.predict(load, short, current)
-        cur_att = judged[0][0]
         role_of = {i.iid: i.role for i in state.instances}
         moves_of = [self._roles(state, c) for c in short]
         drained = [sum(1 for m in moves if not instant_switch(role_of[m.instance], m.role)) for moves in moves_of]
+        judged = self._judge(load, short, drained, {c: w for (_, w), c in zip(screened, split)})
+        cur_att = judged[0][0]
 
         def score(k: int) -> tuple[float, float]:
             att, w = judged[k]
             penalty = 0.0 if k == 0 else self.margin + self.move_cost * drained[k]
             return att - penalty, -w
 
-        k_best = max(range(len(short)), key=score)
+        k_best = max(judged, key=score)
         if k_best == 0:
             k_best = self._cheaper(judged, drained)
         best, best_att = short[k_best], judged[k_best][0]
@@ -155,12 +170,40 @@ class PlannerController:
         moves = moves_of[k_best]
         return [*moves, *self._caps(state, best, {m.instance: m.role for m in moves})]
 
-    def _cheaper(self, judged: list[tuple[float, float]], drained: list[int]) -> int:
+    def _judge(self, load: LoadEstimate, short: list[Layout], drained: list[int],
+               screen_w: dict[Layout, float]) -> dict[int, tuple[float, float]]:
+        """The model's (attainment, power) of the layout in force (short[0]) and of every candidate
+        that can still change the decision, one at a time, each told the attainment it needs: to
+        win on service it must beat the best so far by its margin and drain cost, to win on power
+        (while none wins on service) it must match the layout in force less its drain cost. When
+        the layout in force serves so well that no candidate can win on service, a split the screen
+        prices at no less power than the layout in force (its screen price, or what the model
+        measured where the screen cannot price it: colocated) is not judged."""
+        current = short[0]
+        judged = {0: self.model.predict(load, [current], current)[0]}
+        att0 = judged[0][0]
+        best = att0
+        for k in range(1, len(short)):
+            pen = self.margin + self.move_cost * drained[k]
+            if best > att0:
+                need = best + pen
+            else:
+                need = att0 + self.move_cost * drained[k]
+                w_now, w_k = screen_w.get(current, judged[0][1]), screen_w.get(short[k])
+                if att0 + pen > 1.0 and w_k is not None and w_k >= w_now:
+                    continue
+            if need > 1.0 + 1e-12:
+                continue
+            judged[k] = self.model.predict(load, [short[k]], current, [need])[0]
+            best = max(best, judged[k][0] - pen)
+        return judged
+
+    def _cheaper(self, judged: dict[int, tuple[float, float]], drained: list[int]) -> int:
         """The candidate that serves as well as the layout in force (judged[0]) for the least power,
         if it draws `energy_margin` less; else 0."""
         att0, w0 = judged[0]
-        ok = [k for k in range(1, len(judged))
-              if judged[k][0] - self.move_cost * drained[k] >= att0 and judged[k][1] <= (1 - self.energy_margin) * w0]
+        ok = [k for k in judged if k and judged[k][0] - self.move_cost * drained[k] >= att0
+              and judged[k][1] <= (1 - self.energy_margin) * w0]
         return min(ok, key=lambda k: judged[k][1]) if ok else 0
 
     def _dispersion(self, now: Counters) -> float:

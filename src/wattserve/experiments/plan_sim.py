@@ -25,6 +25,7 @@ from wattserve.errors import UsageError
 from wattserve.metrics.summary import slo_met
 from wattserve.perf.perf_profile import load_profile
 from wattserve.perf.plan_analytic import AnalyticPlanModel
+from wattserve.results.records import COMPLETED, PENDING
 from wattserve.schema.cluster import ClusterConfig
 from wattserve.seam import Layout, LoadEstimate, want_of
 from wattserve.seam.roles import instant_switch, role_moves
@@ -43,8 +44,8 @@ def analytic_model(cluster: ClusterConfig, slo_ttft_s: float | None, slo_tpot_s:
 
 class SimPlanModel:
     def __init__(self, cluster: ClusterConfig, slo_ttft_s: float | None, slo_tpot_s: float | None,
-                 horizon_s: float = 15.0, max_requests: int = 800, seed: int = 0, length_cv: float = 1.0,
-                 late_share: float = 0.5) -> None:
+                 horizon_s: float = 15.0, max_requests: int = 1500, seed: int = 0, length_cv: float = 1.0,
+                 late_share: float = 0.5, check_s: float = 0.5) -> None:
         self.cluster = cluster
         self.slo_s = (slo_ttft_s, slo_tpot_s)
         self.horizon_s = horizon_s
@@ -59,13 +60,24 @@ class SimPlanModel:
         arriving after this share of it: a layout short of capacity for the load serves the first
         seconds from an empty cluster well and falls behind later, so its mean over a short horizon
         overstates what it would do for the rest of the period and beyond."""
+        self.check_s = check_s
+        """How often (simulated seconds) a candidate's run checks whether it can still reach the
+        attainment of the layout in force."""
 
-    def predict(self, load: LoadEstimate, layouts: Sequence[Layout],
-                current: Layout | None = None) -> list[tuple[float, float]]:
-        wl = self._workload(load)
-        return [self._run(wl, lay, current) for lay in layouts]
+    def predict(self, load: LoadEstimate, layouts: Sequence[Layout], current: Layout | None = None,
+                need: Sequence[float | None] | None = None) -> list[tuple[float, float]]:
+        """With `need`, a layout's run stops as soon as the requests it has certainly missed put it
+        below its need, and reports that bound with the power drawn so far: overloaded candidates
+        are the slowest to simulate, and the rest of their run would change no decision."""
+        wl, back = self._workload(load)
+        scored = np.arange(len(wl.arrival_s)) >= back
+        bars = list(need) if need is not None else [None] * len(layouts)
+        return [self._run(wl, scored, lay, current, bar) for lay, bar in zip(layouts, bars)]
 
-    def _workload(self, load: LoadEstimate) -> Workload:
+    def _workload(self, load: LoadEstimate) -> tuple[Workload, int]:
+        """The replayed arrivals, the queued backlog first (at time 0), and how many are backlog:
+        at most as many as the horizon's arrivals, since a layout that cannot clear that many in
+        one horizon fails every new arrival behind them whatever the backlog's true length."""
         n = int(min(self.max_requests, max(1, round(load.rate_rps * self.horizon_s))))
         rng = np.random.default_rng(self.seed)
         mean_gap = 1.0 / max(load.rate_rps, 1e-9)
@@ -77,10 +89,11 @@ class SimPlanModel:
             gaps = rng.exponential(mean_gap, n)
         arrivals = np.cumsum(gaps)
         arrivals -= arrivals[0]
-        back = min(load.backlog, self.max_requests // 2)
+        back = min(load.backlog, n // 2)
         arrivals = np.concatenate([np.zeros(back), arrivals])
         m = len(arrivals)
-        return Workload(arrivals, self._lengths(rng, load.prompt_tokens, m), self._lengths(rng, load.output_tokens, m))
+        wl = Workload(arrivals, self._lengths(rng, load.prompt_tokens, m), self._lengths(rng, load.output_tokens, m))
+        return wl, back
 
     def _lengths(self, rng: np.random.Generator, mean: float, n: int) -> np.ndarray:
         """`n` lengths with this mean: lognormal with coefficient of variation `length_cv` (the
@@ -119,19 +132,64 @@ class SimPlanModel:
             for g in inst.gpus:
                 cluster.set_power_cap(g.index, lay.prefill_cap_w if role == "prefill" else lay.decode_cap_w, 0.0)
 
-    def _run(self, wl: Workload, lay: Layout, current: Layout | None = None) -> tuple[float, float]:
-        """One candidate: from the layout in force (with its switches) when given, else from `lay`."""
+    def _run(self, wl: Workload, scored: np.ndarray, lay: Layout, current: Layout | None = None,
+             bar: float | None = None) -> tuple[float, float]:
+        """One candidate: from the layout in force (with its switches) when given, else from `lay`;
+        stopped early, reporting its bound, once its attainment is certainly below `bar`. Only the
+        new arrivals (`scored`) are scored: the backlog loads the cluster, but its requests arrived
+        before the plan, and how long they have waited already is not replayed."""
         start = lay if current is None else current
         cluster = Cluster(self._config(start, lay), wl, slo_s=self.slo_s)
         if start != lay:
             self._move(cluster, lay)
+        late = scored & (wl.arrival_s >= wl.arrival_s[-1] * self.late_share)
+        if bar is not None:
+            self._watch(cluster, wl, scored, late, bar)
         res = cluster.run()
-        ttft, tpot = (s * 1e3 if s else None for s in self.slo_s)
-        met = slo_met(res, ttft, tpot)
         energy = sum(g.energy_j for g in res.gpus)
-        late = wl.arrival_s >= self.horizon_s * self.late_share
-        score = float(met.mean()) if not late.any() else min(float(met.mean()), float(met[late].mean()))
-        return score, energy / res.end_s if res.end_s > 0 else 0.0
+        power = energy / res.end_s if res.end_s > 0 else 0.0
+        if cluster.loop.stopped and not cluster.done():
+            return self._bound(cluster, wl, scored, late), power
+        ttft, tpot = (s * 1e3 if s else None for s in self.slo_s)
+        met = slo_met(res, ttft, tpot)[scored]
+        score = float(met.mean()) if not late.any() else min(float(met.mean()), float(met[late[scored]].mean()))
+        return score, power
+
+    def _missed(self, cluster: Cluster, wl: Workload) -> np.ndarray:
+        """The requests certainly missing an SLO by now: finished and missed, failed, queued without
+        a first token past the TTFT SLO, or unfinished past the latest end that meets both (TTFT SLO
+        + (output - 1) x TPOT SLO)."""
+        rec, now = cluster.records, cluster.loop.now
+        ttft, tpot = self.slo_s
+        ok = (rec.status == COMPLETED)
+        if ttft is not None:
+            ok &= rec.ttft <= ttft
+        if tpot is not None:
+            with np.errstate(invalid="ignore"):
+                ok &= np.isnan(rec.tpot) | (rec.tpot <= tpot)
+        latest = (ttft or np.inf) + (wl.output_tokens - 1) * (tpot or np.inf)
+        miss = ((rec.status != PENDING) & ~ok) | ((rec.status == PENDING) & (now - wl.arrival_s > latest))
+        if ttft is not None:
+            miss[[r.rid for i in cluster.instances for q in (i.waiting, i.active) for r in q
+                  if r.t_first_token < 0 and now - r.arrival > ttft]] = True
+        return miss
+
+    def _bound(self, cluster: Cluster, wl: Workload, scored: np.ndarray, late: np.ndarray) -> float:
+        """The best attainment the candidate can still reach, from the misses known now."""
+        miss = self._missed(cluster, wl)
+        best = 1.0 - float(miss[scored].mean())
+        return min(best, 1.0 - float(miss[late].mean())) if late.any() else best
+
+    def _watch(self, cluster: Cluster, wl: Workload, scored: np.ndarray, late: np.ndarray, bar: float) -> None:
+        """Check every `check_s` of simulated time whether the candidate can still reach `bar`; stop
+        its run once it cannot."""
+        def check(_: object) -> None:
+            if self._bound(cluster, wl, scored, late) < bar - 1e-9:
+                cluster.loop.stop()
+            elif not cluster.done():
+                cluster.loop.at(cluster.loop.now + self.check_s, check)
+
+        cluster.loop.at(self.check_s, check)
 
 
 def planner_models(cluster: ClusterConfig, slo_ttft_s: float | None, slo_tpot_s: float | None,

@@ -71,7 +71,7 @@ class NamedScenario:
     """The perf profile every run of the scenario uses (compare --perf-profile)."""
     prefill_caps_w: tuple[float, ...] = (450, 500, 550, 600, 650, 700, 750)
     """Candidate per-GPU prefill caps for the static-split optimiser and the oracle."""
-    oracle_prefill_counts: tuple[int, ...] = (2, 3, 4, 5, 6)
+    oracle_prefill_counts: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7)
     budget_events: dict[str, str] | None = None
     """Per workload, a budget shape of `budget_w` (workload.step_signal: e.g. a demand-response
     event) that every arm runs under instead of the constant budget; None: constant."""

@@ -46,8 +46,9 @@ class AnalyticPlanModel:
         self.kv_tokens = kv_tokens
         """KV capacity of one instance, tokens."""
 
-    def predict(self, load: Any, layouts: Sequence[Any], current: Any = None) -> list[tuple[float, float]]:
-        """Steady state only: the switch from `current` is not priced here."""
+    def predict(self, load: Any, layouts: Sequence[Any], current: Any = None,
+                need: Sequence[float | None] | None = None) -> list[tuple[float, float]]:
+        """Steady state only: the switch from `current` is not priced here, and `need` saves nothing."""
         return [self._one(load, lay) for lay in layouts]
 
     def _one(self, load: Any, lay: Any) -> tuple[float, float]:

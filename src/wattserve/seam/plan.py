@@ -56,9 +56,10 @@ def want_of(lay: Layout, instances: int) -> dict[str, int]:
 
 
 class PlanModel(Protocol):
-    def predict(self, load: LoadEstimate, layouts: Sequence[Layout],
-                current: Layout | None = None) -> list[tuple[float, float]]:
+    def predict(self, load: LoadEstimate, layouts: Sequence[Layout], current: Layout | None = None,
+                need: Sequence[float | None] | None = None) -> list[tuple[float, float]]:
         """Per layout: (expected share of requests meeting both SLOs 0..1, expected cluster draw W),
         reached from `current` (the layout in force: a model that can, prices the switch) or from
-        scratch."""
+        scratch. `need`, per layout, is the attainment below which the layout changes no decision:
+        a model may stop judging it once it is certainly below, and report an upper bound instead."""
         ...
