@@ -193,3 +193,17 @@ def test_a_candidate_below_its_need_stops_with_a_bound_and_one_above_is_judged_i
     (bound, _), (ok_need, _) = model.predict(load, [short, enough], None, [need, min(ok, need)])
     assert full < need and full < bound < need, "stopped early: its bound is above its full score, below its need"
     assert ok_need == ok
+
+
+def test_the_model_replays_enough_of_the_horizon_for_decode_batches_to_fill() -> None:
+    """At 115 req/s of Azure-conversation-like requests (about 280 output tokens), two decode H100s
+    fall behind only once their batches grow over a request's life (several seconds): a replay cut
+    at 800 requests (7 s) calls the split perfect, the 1,500 the model replays does not."""
+    from wattserve.experiments.plan_sim import SimPlanModel
+
+    sc = get_scenario("rapid-h100")
+    cluster = sc.scenario(sc.arm("planner")).cluster
+    load, split = LoadEstimate(115.0, 1100.0, 280.0), [Layout(6, 200.0, 700.0)]
+    short = SimPlanModel(cluster, 1.0, 0.04, max_requests=800).predict(load, split)[0][0]
+    full = SimPlanModel(cluster, 1.0, 0.04).predict(load, split)[0][0]
+    assert short == 1.0 and full < 0.9

@@ -2,8 +2,8 @@
 hindsight: for each phase window, the best static configuration run on that window's requests
 alone, from an empty cluster, with no switching cost. The configurations are every layout a policy
 we ship can run (issue 15: "extend the hindsight oracle to the same search space, layouts
-included"): disaggregated P:D splits with a cap per role, and every instance colocated under one
-uniform cap. Clocks are not searched (no shipped policy on these scenarios locks them). Attainment
+included"): disaggregated P:D splits with a cap per role (every split count, the scenario's prefill
+caps and the planner's), and every instance colocated under one uniform cap. Clocks are not searched (no shipped policy on these scenarios locks them). Attainment
 and energy add up over windows; the peak sum of caps is measured over the runs it chose, so its
 budget check can fail."""
 
@@ -13,11 +13,13 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from wattserve.catalog import get_gpu
+from wattserve.control.planner import PlannerController
 from wattserve.experiments.build import build_run
 from wattserve.experiments.run_metrics import metrics
 from wattserve.experiments.scenarios import NamedScenario
 from wattserve.experiments.static_split import decode_cap
 from wattserve.schema.scenario import Scenario
+from wattserve.seam import cap_grid
 from wattserve.workload import Workload
 
 
@@ -48,12 +50,21 @@ def colocated_caps(sc: NamedScenario) -> list[float]:
     return sorted(caps)
 
 
+def oracle_prefill_caps(sc: NamedScenario) -> list[float]:
+    """The per-GPU prefill caps the oracle tries: the scenario's, and the planner's grid over the
+    GPU's cap range (seam.cap_grid), so that its search covers every split the planner can pick."""
+    g = get_gpu(sc.gpu)
+    grid = cap_grid(g.cap_min_w, g.cap_max_w, PlannerController.cap_levels)
+    return sorted({float(c) for c in sc.prefill_caps_w} | set(grid))
+
+
 def oracle_cells(sc: NamedScenario, windows: list[tuple[int, int]]) -> list[OracleCell]:
     """Every static candidate of every window, in the order the choice breaks ties by."""
     cells: list[OracleCell] = []
+    caps = oracle_prefill_caps(sc)
     for a, b in windows:
         cells += [OracleCell((a, b), "disaggregated", p, cp, cd) for p in sc.oracle_prefill_counts
-                  for cp in sc.prefill_caps_w if (cd := decode_cap(sc, p, cp)) is not None]
+                  for cp in caps if (cd := decode_cap(sc, p, cp)) is not None]
         cells += [OracleCell((a, b), "colocated", 0, c, c) for c in colocated_caps(sc)]
     return cells
 
@@ -89,7 +100,7 @@ def oracle_combine(sc: NamedScenario, n_requests: int, windows: list[tuple[int, 
                 best = (m["slo_attainment"], -m["gpu_energy_j"], (cell, m))
         if best is None:
             raise ValueError(f"oracle: no feasible static split for scenario {sc.name!r} "
-                             f"(prefill counts {sc.oracle_prefill_counts}, prefill caps {sc.prefill_caps_w})")
+                             f"(prefill counts {sc.oracle_prefill_counts}, prefill caps {oracle_prefill_caps(sc)})")
         cell, m = best[2]
         met_total += m["slo_attainment"] * (b - a)
         energy += m["gpu_energy_j"]
