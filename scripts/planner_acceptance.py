@@ -102,11 +102,11 @@ def oracle_bound(name: str, runs: Runs) -> None:
 def planning(name: str, runs: Runs) -> None:
     period_ms = PlannerController.period_s * 1e3
     rows = [p["planner"] for p in runs.values() if "planner" in p]
-    p50 = [r["planning_ms_p50"] for r in rows]
-    top = max(r["planning_ms_max"] for r in rows)
-    print(f"## planning time ({name}): median per run {min(p50):.0f}-{max(p50):.0f} ms, max {top:.0f} ms "
-          f"({top / period_ms:.1%} of the {period_ms / 1e3:g} s period): "
-          f"{verdict(top <= 0.1 * period_ms)}")
+    for label, key in (("wall clock", "planning_ms"), ("CPU", "planning_cpu_ms")):
+        p50 = [r[f"{key}_p50"] for r in rows]
+        top = max(r[f"{key}_max"] for r in rows)
+        print(f"## planning time, {label} ({name}): median per run {min(p50):.0f}-{max(p50):.0f} ms, max {top:.0f} ms "
+              f"({top / period_ms:.1%} of the {period_ms / 1e3:g} s period): {verdict(top <= 0.1 * period_ms)}")
 
 
 def main(folder: Path) -> None:

@@ -207,3 +207,22 @@ def test_the_model_replays_enough_of_the_horizon_for_decode_batches_to_fill() ->
     short = SimPlanModel(cluster, 1.0, 0.04, max_requests=800).predict(load, split)[0][0]
     full = SimPlanModel(cluster, 1.0, 0.04).predict(load, split)[0][0]
     assert short == 1.0 and full < 0.9
+
+
+def test_a_plan_to_stay_stands_while_its_load_holds_and_a_shift_ends_it() -> None:
+    p = PlannerController(model=MODEL)
+    then = LoadEstimate(30.0, 8192.0, 128.0, backlog=2, dispersion=1.0)
+    assert p._holds(then, LoadEstimate(31.4, 8500.0, 120.0, backlog=6, dispersion=1.05))
+    assert not p._holds(then, LoadEstimate(31.8, 8192.0, 128.0, backlog=2)), "6% more arrivals"
+    assert not p._holds(then, LoadEstimate(30.0, 500.0, 128.0, backlog=2)), "a phase shift"
+    assert not p._holds(then, LoadEstimate(30.0, 8192.0, 128.0, backlog=7)), "five more queued"
+    assert not p._holds(then, LoadEstimate(30.0, 8192.0, 128.0, backlog=2, dispersion=3.0)), "burstier"
+
+
+def test_a_reused_plan_keeps_the_layout_of_the_search_before_it() -> None:
+    _, _, planner = planner_run(18.0, 300)
+    keys = [(d["layout"], d["prefill"], d["prefill_cap_w"], d["decode_cap_w"]) for d in planner.decisions]
+    reused = [k for k, d in enumerate(planner.decisions) if d["reused"]]
+    assert reused and len(reused) < len(keys)
+    assert all(keys[k] == keys[k - 1] for k in reused)
+    assert len(planner.planning_cpu_s) == len(planner.planning_s) == len(keys)

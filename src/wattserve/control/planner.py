@@ -20,7 +20,7 @@ effect at once (seam/roles.instant_switch) and drains nothing. All instances tha
 every GPU gets its role's cap in the same decision. Per-iteration work stays with the step
 governors.
 
-Decisions and their planning times are kept (`decisions`, `planning_s`) for reporting: the search
+Decisions and their planning times are kept (`decisions`, `planning_s`, `planning_cpu_s`) for reporting: the search
 must fit in a fraction of its period (issue 15 asks for 10%).
 """
 
@@ -108,11 +108,24 @@ class PlannerController:
     colocated: bool = True
     """Also judge every instance colocated (hybrid batches) each period: the back end must switch
     roles into and out of colocated (the simulator does)."""
+    reuse_rate: float = 0.05
+    """A plan to stay stands without a new search while the arrival rate is within this share of the
+    rate it was searched for (about the Poisson noise of a 20 s window at 25 req/s, 4.5%)..."""
+    reuse_length: float = 0.1
+    """...and the mean prompt and output lengths and the dispersion within this share..."""
+    reuse_backlog: int = 4
+    """...and no more than this many more requests are queued for prefill."""
     start_colocated: bool = True
     """Start every instance colocated (with `colocated` on) rather than in the back end's layout."""
     history: deque[Counters] = field(default_factory=lambda: deque(maxlen=64))
     decisions: list[dict[str, object]] = field(default_factory=list)
     planning_s: list[float] = field(default_factory=list)
+    """Wall-clock seconds of each decision."""
+    planning_cpu_s: list[float] = field(default_factory=list)
+    """CPU seconds of each decision (its thread's): the wall clock less the time another process
+    held the core, which on a shared machine is most of the spread between runs."""
+    _last: tuple[LoadEstimate, Layout, float] | None = None
+    """The load, layout in force and its predicted attainment of the last search that chose to stay."""
     _output: float = 128.0
 
     def start(self, state: ClusterState) -> list[Action]:
@@ -129,7 +142,7 @@ class PlannerController:
         return self._caps(state, self._even(state, p))
 
     def decide(self, state: ClusterState) -> list[Action]:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         now = counters(state)
         self.history.append(now)
         load = self._load(now)
@@ -139,6 +152,10 @@ class PlannerController:
                             sum(i.waiting for i in state.by_role("prefill")), self._dispersion(now))
         cands = self._candidates(state)
         current = self._current(state, cands)
+        if self._last is not None and self._last[1] == current and self._holds(self._last[0], load):
+            self._timed(t0, c0)
+            self.decisions.append({**self._decision(state, load, current, self._last[2], self._last[2]), "reused": True})
+            return []
         screen = self.screen or self.model
         split = [c for c in cands if not c.colocated]
         screened = screen.predict(load, split)
@@ -160,17 +177,39 @@ class PlannerController:
         if k_best == 0:
             k_best = self._cheaper(judged, drained)
         best, best_att = short[k_best], judged[k_best][0]
-        self.planning_s.append(time.perf_counter() - t0)
-        self.decisions.append({"time_s": state.time_s, "rate_rps": load.rate_rps, "prompt_tokens": load.prompt_tokens,
-                               "output_tokens": load.output_tokens,
-                               "layout": "colocated" if best.colocated else "disaggregated", "prefill": best.prefill,
-                               "prefill_cap_w": best.prefill_cap_w, "decode_cap_w": best.decode_cap_w,
-                               "predicted_attainment": best_att, "current_attainment": cur_att,
-                               "planning_s": self.planning_s[-1]})
+        self._timed(t0, c0)
+        self.decisions.append({**self._decision(state, load, best, best_att, cur_att), "reused": False})
+        self._last = (load, current, cur_att) if best == current else None
         if best == current:
             return []
         moves = moves_of[k_best]
         return [*moves, *self._caps(state, best, {m.instance: m.role for m in moves})]
+
+    def _timed(self, t0: float, c0: float) -> None:
+        self.planning_s.append(time.perf_counter() - t0)
+        self.planning_cpu_s.append(time.thread_time() - c0)
+
+    def _decision(self, state: ClusterState, load: LoadEstimate, best: Layout, best_att: float,
+                  cur_att: float) -> dict[str, object]:
+        return {"time_s": state.time_s, "rate_rps": load.rate_rps, "prompt_tokens": load.prompt_tokens,
+                "output_tokens": load.output_tokens, "layout": "colocated" if best.colocated else "disaggregated",
+                "prefill": best.prefill, "prefill_cap_w": best.prefill_cap_w, "decode_cap_w": best.decode_cap_w,
+                "predicted_attainment": best_att, "current_attainment": cur_att, "planning_s": self.planning_s[-1]}
+
+    def _holds(self, then: LoadEstimate, now: LoadEstimate) -> bool:
+        """Whether the load planned for last time still describes this one, so that plan (to stay)
+        stands without a search: rate within `reuse_rate`, mean lengths within `reuse_length`,
+        dispersion within `reuse_length` (relative), and no more than `reuse_backlog` more requests
+        queued. Measured against the load last searched, not last period's, so a slow drift ends
+        the reuse once it adds up."""
+        def near(a: float, b: float, tol: float) -> bool:
+            return abs(a - b) <= tol * max(abs(b), 1e-9)
+
+        return (near(now.rate_rps, then.rate_rps, self.reuse_rate)
+                and near(now.prompt_tokens, then.prompt_tokens, self.reuse_length)
+                and near(now.output_tokens, then.output_tokens, self.reuse_length)
+                and near(now.dispersion, then.dispersion, self.reuse_length)
+                and now.backlog <= then.backlog + self.reuse_backlog)
 
     def _judge(self, load: LoadEstimate, short: list[Layout], drained: list[int],
                screen_w: dict[Layout, float]) -> dict[int, tuple[float, float]]:

@@ -78,7 +78,11 @@ def run_task(task: Task) -> dict[str, Any]:
         decisions = run.controller.decisions  # type: ignore[union-attr]
         out["planning_ms_p50"] = float(np.median(planning)) * 1e3
         out["planning_ms_max"] = max(planning) * 1e3
+        cpu = run.controller.planning_cpu_s  # type: ignore[union-attr]
+        out["planning_cpu_ms_p50"] = float(np.median(cpu)) * 1e3
+        out["planning_cpu_ms_max"] = max(cpu) * 1e3
         out["plans"] = len(planning)
+        out["plans_reused"] = sum(1 for d in decisions if d.get("reused"))
         out["plan_moves"] = sum(1 for a, b in zip(decisions, decisions[1:]) if a["prefill"] != b["prefill"])
     if job.timelines:
         out["timelines"] = timelines(res)
