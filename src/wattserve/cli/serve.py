@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from wattserve.errors import UsageError
 
@@ -57,7 +57,7 @@ def cmd_serve(args: argparse.Namespace, started: float) -> int:
                          "pip install 'wattserve[runtime]'") from None
     try:
         check_inputs(config)
-        asyncio.run(serve(config, advise=_advisor(config)))
+        asyncio.run(serve(config, advise=_advisor(config), plan=_plan_models(config)))
     except UsageError as e:
         raise e.named(flags) from None
     return 0
@@ -77,3 +77,22 @@ def _advisor(config: ServeConfig) -> Advise | None:
     slo = config.slo
     return partial(recommend, config.gpu, config.power_as_model, len(worker_specs(config)),
                    slo.ttft_ms or 1e9, slo.tpot_ms or 1e9)
+
+
+def _plan_models(config: ServeConfig) -> dict[str, Any] | None:
+    """The planner's models for this deployment (`--policy planner`): the simulator and the closed
+    form of as many instances as it has workers, one GPU each, as the placement advisor simulates
+    them (`--gpu`, with the catalog model the modelled power agent assumes); each candidate sets its
+    own roles."""
+    from wattserve.control.registry import NEEDS_MODEL
+
+    if config.control.policy not in NEEDS_MODEL:
+        return None
+    from wattserve.experiments.plan_sim import planner_models
+    from wattserve.runtime.server import worker_specs
+    from wattserve.schema.cluster import ClusterConfig
+
+    cluster = ClusterConfig(gpu=config.gpu, model=config.power_as_model, tp=1, prefill=0, decode=0,
+                            colocated=len(worker_specs(config)))
+    slo = config.slo
+    return planner_models(cluster, slo.ttft_ms and slo.ttft_ms / 1e3, slo.tpot_ms and slo.tpot_ms / 1e3)

@@ -41,8 +41,25 @@ class ControlLoop:
         self.backend.call_at(self.backend.now() + c.period_s, lambda: self._tick(c))
 
     def _tick(self, c: Controller) -> None:
+        """One decision. A controller that searches (`offload`) on a back end that can run work off
+        its event loop (`offload(fn, then)`: the runtime, where the API shares that loop) decides on
+        the state observed now while requests keep flowing; its actions go through the guard when
+        it is done, and its next tick is a period after this one began (or at once, if it ran
+        longer). Elsewhere (the simulator, whose time does not pass while it decides) it decides
+        inline."""
         if self.backend.done():
             return
         self.ticks += 1
-        self.guard.submit(c.decide(self.backend.observe()))
-        self._schedule(c)
+        state = self.backend.observe()
+        offload = getattr(self.backend, "offload", None)
+        if offload is None or not getattr(c, "offload", False):
+            self.guard.submit(c.decide(state))
+            self._schedule(c)
+            return
+        began = self.backend.now()
+
+        def then(actions: list[Action]) -> None:
+            self.guard.submit(actions)
+            self.backend.call_at(max(self.backend.now(), began + c.period_s), lambda: self._tick(c))
+
+        offload(lambda: c.decide(state), then)

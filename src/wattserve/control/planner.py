@@ -115,6 +115,9 @@ class PlannerController:
     """...and the mean prompt and output lengths and the dispersion within this share..."""
     reuse_backlog: int = 4
     """...and no more than this many more requests are queued for prefill."""
+    offload: bool = True
+    """A search takes up to a few hundred milliseconds: a back end whose API shares the control
+    loop's event loop (the runtime) runs it in a thread (control/loop.py)."""
     start_colocated: bool = True
     """Start every instance colocated (with `colocated` on) rather than in the back end's layout."""
     history: deque[Counters] = field(default_factory=lambda: deque(maxlen=64))

@@ -9,6 +9,7 @@ message, the same log the BudgetGuard writes (pass it as `log`), so a refused ca
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import Callable
 
@@ -68,6 +69,21 @@ class RuntimeBackend:
 
     def done(self) -> bool:
         return False
+
+    def offload(self, fn: Callable[[], list[Action]], then: Callable[[list[Action]], None]) -> None:
+        """Run a controller's search (`fn`) in a thread, so the API on this event loop keeps serving
+        while it runs, and hand its actions to `then` on the loop. A search that fails is reported
+        on stderr and decides nothing."""
+        def done(f: asyncio.Future[list[Action]]) -> None:
+            if f.cancelled():
+                return
+            err = f.exception()
+            if err is not None:
+                print(f"wattserve serve: the policy's decision failed ({type(err).__name__}: {err}); "
+                      "it decides again next period", file=sys.stderr, flush=True)
+            then([] if err is not None else f.result())
+
+        self.loop.run_in_executor(None, fn).add_done_callback(done)
 
     def info(self) -> ClusterInfo:
         return self._info

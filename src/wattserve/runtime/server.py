@@ -62,9 +62,9 @@ def check_inputs(a: ServeConfig) -> None:
             raise UsageError(f"--weights: no *.safetensors files in {a.weights!r}; allowed: dummy or a folder "
                              "of HF safetensors")
     _check_positions(a)
-    if a.control.policy in NEEDS_MODEL:
-        raise UsageError(f"--policy: {a.control.policy} plans with the simulator as its model, which serve does not "
-                         "build yet; allowed here: every other policy")
+    if a.control.policy in NEEDS_MODEL and a.concurrent:
+        raise UsageError(f"--policy: {a.control.policy} moves workers between prefill, decode and colocated, and "
+                         "concurrent workers do not switch roles; allowed with it: --prefill/--decode or --colocated")
     if a.step_log is not None:
         log = Path(a.step_log)
         try:
@@ -217,10 +217,13 @@ def _sweep_dead(router: Router, w: WorkerClient) -> None:
     sweep(owner_prefix(os.getpid(), w.wid), keep={str(h.get("name")) for h in router.live_handles()})
 
 
-def start_control(a: ServeConfig, router: Router, agent: WorkerPower, budget: BudgetSignal) -> None:
+def start_control(a: ServeConfig, router: Router, agent: WorkerPower, budget: BudgetSignal,
+                  plan: dict[str, Any] | None = None) -> None:
     """The control plane over live workers, as build_run builds it over the simulator: the budget
     and target signals (time: seconds since the back end started), the guard, the one controller
-    (made here and nowhere else in serve), and the caps given back when the budget rises."""
+    (made here and nowhere else in serve), and the caps given back when the budget rises. `plan`:
+    the models a planning policy is handed (built above the runtime, cli/serve.py, since they
+    simulate)."""
     from wattserve.control import BudgetGuard, ControlLoop, make_controller
     from wattserve.runtime.backend import RuntimeBackend
 
@@ -233,6 +236,7 @@ def start_control(a: ServeConfig, router: Router, agent: WorkerPower, budget: Bu
         params["table"] = table
     if a.control.policy == "static-cap":
         params["cap_w"] = budget.floor() / info.gpu_count
+    params.update(plan or {})
     controller = make_controller(str(a.control.policy), **params)
     guard = BudgetGuard(backend, budget)
     guard.enforce()
@@ -282,7 +286,8 @@ async def advise_placement(window_s: float, router: Router, advise: Advise, stop
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-async def serve(a: ServeConfig, stop: asyncio.Event | None = None, advise: Advise | None = None) -> None:
+async def serve(a: ServeConfig, stop: asyncio.Event | None = None, advise: Advise | None = None,
+                plan: dict[str, Any] | None = None) -> None:
     from aiohttp import web
 
     from wattserve.runtime.api import Api
@@ -336,7 +341,7 @@ async def serve(a: ServeConfig, stop: asyncio.Event | None = None, advise: Advis
             raise UsageError(f"--host/--port: cannot listen on {a.host}:{a.port} ({e.strerror})") from None
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         if a.control.policy is not None and budget is not None:
-            start_control(a, router, agent, budget)
+            start_control(a, router, agent, budget, plan)
         if advise is not None and a.placement_window_s is not None:
             advisor = asyncio.create_task(advise_placement(a.placement_window_s, router, advise, stop))
         roles = ", ".join(f"{w.wid}:{w.role} pid {w.proc.pid}" for w in clients)
