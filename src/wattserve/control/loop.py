@@ -6,7 +6,7 @@ from typing import Protocol
 
 from wattserve.control.budget_rises import follow_rises
 from wattserve.control.guard import BudgetGuard
-from wattserve.seam import Action, Backend, ClusterState
+from wattserve.seam import Action, Backend, ClusterState, Offloads
 
 
 class Controller(Protocol):
@@ -46,13 +46,12 @@ class ControlLoop:
         the state observed now while requests keep flowing; its actions go through the guard when
         it is done, and its next tick is a period after this one began (or at once, if it ran
         longer). Elsewhere (the simulator, whose time does not pass while it decides) it decides
-        inline."""
+        inline. A controller says it searches with an `offload` attribute (the planner)."""
         if self.backend.done():
             return
         self.ticks += 1
         state = self.backend.observe()
-        offload = getattr(self.backend, "offload", None)
-        if offload is None or not getattr(c, "offload", False):
+        if not isinstance(self.backend, Offloads) or not getattr(c, "offload", False):
             self.guard.submit(c.decide(state))
             self._schedule(c)
             return
@@ -62,4 +61,4 @@ class ControlLoop:
             self.guard.submit(actions)
             self.backend.call_at(max(self.backend.now(), began + c.period_s), lambda: self._tick(c))
 
-        offload(lambda: c.decide(state), then)
+        self.backend.offload(lambda: c.decide(state), then)

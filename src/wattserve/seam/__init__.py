@@ -8,7 +8,7 @@ unchanged against real GPUs.
 
 from wattserve.seam.actions import Action, SetBatchLimit, SetClock, SetComputeShare, SetPowerCap, SetRole
 from wattserve.seam.actuation_log import Actuation, ActuationLog
-from wattserve.seam.backend import ActuationRefused, Backend
+from wattserve.seam.backend import ActuationRefused, Backend, Offloads
 from wattserve.seam.budget import BudgetSignal
 from wattserve.seam.governor import (
     HOLD_UNTIL_CHANGE,
@@ -27,7 +27,7 @@ from wattserve.seam.state import PHASES, ClusterState, GpuState, InstanceState
 __all__ = [
     "Action", "Actuation", "ActuationLog", "ActuationRefused", "Backend", "BudgetSignal", "ClusterInfo",
     "ClusterState",
-    "GpuState", "HOLD_UNTIL_CHANGE", "InstanceState", "Layout", "LoadEstimate", "PlanModel", "PHASES", "want_of", "cap_grid", "STEP_PHASES", "SetBatchLimit", "SetClock",
+    "GpuState", "HOLD_UNTIL_CHANGE", "InstanceState", "Layout", "Offloads", "LoadEstimate", "PlanModel", "PHASES", "want_of", "cap_grid", "STEP_PHASES", "SetBatchLimit", "SetClock",
     "SetComputeShare", "SetPowerCap", "SetRole", "StepDecision", "StepGovernor", "StepSignal", "StepView",
     "UNGOVERNED",
     "check_role_change",

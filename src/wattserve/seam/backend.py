@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from wattserve.seam.actions import Action
 from wattserve.seam.info import ClusterInfo
@@ -36,4 +36,15 @@ class Backend(Protocol):
 
     def done(self) -> bool:
         """True once the workload is finished, so periodic loops stop."""
+        ...
+
+
+@runtime_checkable
+class Offloads(Protocol):
+    """A back end whose clock runs while a controller decides (the runtime, whose API shares the
+    control loop's event loop) and that can run a decision elsewhere. The simulator has no such
+    method: its time stands still while a controller decides."""
+
+    def offload(self, fn: Callable[[], list[Action]], then: Callable[[list[Action]], None]) -> None:
+        """Run `fn` off the back end's event loop and hand its result to `then` on the loop."""
         ...
