@@ -20,8 +20,13 @@ effect at once (seam/roles.instant_switch) and drains nothing. All instances tha
 every GPU gets its role's cap in the same decision. Per-iteration work stays with the step
 governors.
 
-Decisions and their planning times are kept (`decisions`, `planning_s`, `planning_cpu_s`) for reporting: the search
-must fit in a fraction of its period (issue 15 asks for 10%).
+Before any load is seen it switches every instance to colocated (`start`). A search judges the
+layout in force first and then each candidate against the attainment it needs to change the
+decision, so the model may stop simulating a candidate that cannot (seam.PlanModel's `need`); a
+decision to stay stands without a search while the load it was made for holds (`_holds`).
+
+Decisions and their planning times are kept (`decisions`, `planning_s`, `planning_cpu_s`) for
+reporting: the search must fit in a fraction of its period (issue 15 asks for 10%).
 """
 
 from __future__ import annotations
@@ -125,17 +130,17 @@ class PlannerController:
     planning_s: list[float] = field(default_factory=list)
     """Wall-clock seconds of each decision."""
     planning_cpu_s: list[float] = field(default_factory=list)
-    """CPU seconds of each decision (its thread's): the wall clock less the time another process
-    held the core, which on a shared machine is most of the spread between runs."""
+    """CPU seconds of each decision (its thread's): the wall clock less the time it waited for a
+    core."""
     _last: tuple[LoadEstimate, Layout, float] | None = None
     """The load, layout in force and its predicted attainment of the last search that chose to stay."""
     _output: float = 128.0
 
     def start(self, state: ClusterState) -> list[Action]:
-        """Before any load is seen, with `colocated` and `start_colocated` on, every instance colocated under the even cap:
-        a colocated instance serves any mix of prompt and output lengths (Sarathi-Serve, arXiv
-        2403.02310), and leaving colocated at the first plan is instant, whereas a split that fits the
-        first load badly must drain to change."""
+        """Before any load is seen, with `colocated` and `start_colocated` on, every instance
+        colocated under the even cap: a colocated instance serves any mix of prompt and output
+        lengths (Sarathi-Serve, arXiv 2403.02310), and leaving colocated at the first plan is
+        instant, whereas a split that fits the first load badly must drain to change."""
         self.history.append(counters(state))
         if self.colocated and self.start_colocated and self._live(state):
             lay = Layout.all_colocated(self._even(state, 0).decode_cap_w)
@@ -224,10 +229,9 @@ class PlannerController:
         prices at no less power than the layout in force (its screen price, or what the model
         measured where the screen cannot price it: colocated), or than a split already found to
         serve as well for `energy_margin` less power, is not judged; nor is every instance
-        colocated when a split is in force, since all its GPUs run hybrid batches at the even cap
-        and it drew more than every split serving the same load in our runs (rapid-mi300x's second
-        phase: 3,580-3,760 W against 3,400-3,500 W for 1 prefill + 7 decode and 1,600-1,700 W for
-        6 + 2)."""
+        colocated when a split is in force, since all its GPUs run hybrid batches at the even cap,
+        and the model priced it above every split serving the same load in this stop's runs on
+        rapid-mi300x and rapid-h100 (leaving it out changed no decision there)."""
         current = short[0]
         judged = {0: self.model.predict(load, [current], current)[0]}
         att0, w0 = judged[0]
