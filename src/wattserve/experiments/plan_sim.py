@@ -7,10 +7,12 @@ a gamma renewal process whose squared coefficient of variation is the estimated 
 which a renewal process's counts approach over long windows; its gaps are scaled to span exactly the
 horizon's share of the rate, since their sum scatters by sqrt(dispersion / n), so that a burst
 changes how the arrivals bunch and not how many come) with lengths of the estimated means
-(lognormal, `length_cv` 1.0) (at most `max_requests` requests, the queued backlog arriving at once),
-on the layout with static caps, and reports its SLO attainment and average draw: the same
-simulator the comparison runs, so the planner's model and the world it is judged in agree except in
-the load estimate. Seeds are fixed, so a plan is reproducible."""
+(lognormal, `length_cv` 1.0) (at most `max_requests` new requests, after the queued backlog,
+which arrives at once and loads the cluster but is not scored), on the layout with static caps, and
+reports its SLO attainment and average draw: the same simulator the comparison runs, so the
+planner's model and the world it is judged in agree except in the load estimate. Seeds are fixed,
+so a plan is reproducible. A candidate told the attainment it needs stops once it certainly falls
+below it (`predict`'s `need`)."""
 
 from __future__ import annotations
 
@@ -76,8 +78,9 @@ class SimPlanModel:
 
     def _workload(self, load: LoadEstimate) -> tuple[Workload, int]:
         """The replayed arrivals, the queued backlog first (at time 0), and how many are backlog:
-        at most as many as the horizon's arrivals, since a layout that cannot clear that many in
-        one horizon fails every new arrival behind them whatever the backlog's true length."""
+        at most half as many as the horizon's arrivals, since a layout that cannot clear that many
+        besides the new arrivals fails most of those behind them whatever the backlog's true
+        length, and each replayed request costs the search time."""
         n = int(min(self.max_requests, max(1, round(load.rate_rps * self.horizon_s))))
         rng = np.random.default_rng(self.seed)
         mean_gap = 1.0 / max(load.rate_rps, 1e-9)
