@@ -148,6 +148,7 @@ def test_sim_observation_has_no_side_effects() -> None:
 async def _runtime_states(n: int) -> tuple[list[ClusterState], ClusterInfo, list[list[float]], list[tuple]]:
     from wattserve.runtime.backend import RuntimeBackend
     from wattserve.runtime.engine.sequence import SamplingParams
+    from wattserve.runtime.request_state import RequestState
     from wattserve.runtime.router import Router
     from wattserve.runtime.server import ServeArgs, start_workers, worker_power
 
@@ -161,13 +162,16 @@ async def _runtime_states(n: int) -> tuple[list[ClusterState], ClusterInfo, list
         rec = Recorder(backend, period_s=0.05)
         ControlLoop(backend, BudgetGuard(backend, budget), [rec, Recorder(backend, name="other", period_s=0.13)]).start()
 
-        async def one(i: int) -> None:
-            st = router.submit([256, *f"conformance request {i} {'x' * (i * 7)}".encode()],
-                               SamplingParams(max_tokens=8 + i % 24, temperature=0.0, ignore_eos=True))
+        sts = [router.submit([256, *f"conformance request {i} {'x' * (i * 7)}".encode()],
+                             SamplingParams(max_tokens=8 + i % 24, temperature=0.0, ignore_eos=True))
+               for i in range(n)]
+        rec.states.append(backend.observe())
+
+        async def drain(st: RequestState) -> None:
             while (await st.queue.get())[0] == "token":
                 pass
 
-        await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(n))), 120)
+        await asyncio.wait_for(asyncio.gather(*(drain(st) for st in sts)), 120)
         await asyncio.sleep(0.3)
         rec.states.append(backend.observe())
         seen_by_engines = [(w.stats["cap_w"], w.stats["locked_clock_mhz"]) for w in router.workers]
