@@ -37,6 +37,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from wattserve.seam import (
+    CAP_LEVELS,
     Action,
     ClusterState,
     Layout,
@@ -91,7 +92,7 @@ class PlannerController:
     period_s: float = 3.0
     window_s: float = 20.0
     shift: float = 1.5
-    cap_levels: int = 7
+    cap_levels: int = CAP_LEVELS
     keep: int = 2
     margin: float = 0.02
     headroom: float = 1.15

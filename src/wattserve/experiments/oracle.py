@@ -3,9 +3,10 @@ hindsight: for each phase window, the best static configuration run on that wind
 alone, from an empty cluster, with no switching cost. The configurations are every layout a policy
 we ship can run (issue 15: "extend the hindsight oracle to the same search space, layouts
 included"): disaggregated P:D splits with a cap per role (every split count, the scenario's prefill
-caps and the planner's), and every instance colocated under one uniform cap. Clocks are not searched (no shipped policy on these scenarios locks them). Attainment
-and energy add up over windows; the peak sum of caps is measured over the runs it chose, so its
-budget check can fail."""
+caps and the planner's), and every instance colocated under one uniform cap. Clocks are not
+searched: no shipped policy on these scenarios locks them, and a lower clock lock never shortens an
+iteration, so it cannot raise attainment. Attainment and energy add up over windows; the peak sum of
+caps is measured over the runs it chose, so its budget check can fail."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from wattserve.catalog import get_gpu
-from wattserve.control.planner import PlannerController
 from wattserve.experiments.build import build_run
 from wattserve.experiments.run_metrics import metrics
 from wattserve.experiments.scenarios import NamedScenario
@@ -54,7 +54,7 @@ def oracle_prefill_caps(sc: NamedScenario) -> list[float]:
     """The per-GPU prefill caps the oracle tries: the scenario's, and the planner's grid over the
     GPU's cap range (seam.cap_grid), so that its search covers every split the planner can pick."""
     g = get_gpu(sc.gpu)
-    grid = cap_grid(g.cap_min_w, g.cap_max_w, PlannerController.cap_levels)
+    grid = cap_grid(g.cap_min_w, g.cap_max_w)
     return sorted({float(c) for c in sc.prefill_caps_w} | set(grid))
 
 

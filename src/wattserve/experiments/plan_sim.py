@@ -24,10 +24,10 @@ import numpy as np
 
 from wattserve.catalog import get_gpu, get_model
 from wattserve.errors import UsageError
-from wattserve.metrics.summary import slo_met
+from wattserve.metrics.summary import records_met, slo_met
 from wattserve.perf.perf_profile import load_profile
 from wattserve.perf.plan_analytic import AnalyticPlanModel
-from wattserve.results.records import COMPLETED, PENDING
+from wattserve.results.records import PENDING
 from wattserve.schema.cluster import ClusterConfig
 from wattserve.seam import Layout, LoadEstimate, want_of
 from wattserve.seam.roles import instant_switch, role_moves
@@ -65,14 +65,19 @@ class SimPlanModel:
         self.check_s = check_s
         """How often (simulated seconds) a candidate's run checks whether it can still reach the
         attainment of the layout in force."""
+        self._replay: tuple[LoadEstimate, Workload, np.ndarray] | None = None
+        """The last load's replay and which of its requests are scored: a planner judges its
+        candidates one call at a time on the same load."""
 
     def predict(self, load: LoadEstimate, layouts: Sequence[Layout], current: Layout | None = None,
                 need: Sequence[float | None] | None = None) -> list[tuple[float, float]]:
         """With `need`, a layout's run stops as soon as the requests it has certainly missed put it
         below its need, and reports that bound with the power drawn so far: overloaded candidates
         are the slowest to simulate, and the rest of their run would change no decision."""
-        wl, back = self._workload(load)
-        scored = np.arange(len(wl.arrival_s)) >= back
+        if self._replay is None or self._replay[0] != load:
+            wl, back = self._workload(load)
+            self._replay = load, wl, np.arange(len(wl.arrival_s)) >= back
+        _, wl, scored = self._replay
         bars = list(need) if need is not None else [None] * len(layouts)
         return [self._run(wl, scored, lay, current, bar) for lay, bar in zip(layouts, bars)]
 
@@ -164,12 +169,8 @@ class SimPlanModel:
         + (output - 1) x TPOT SLO)."""
         rec, now = cluster.records, cluster.loop.now
         ttft, tpot = self.slo_s
-        ok = (rec.status == COMPLETED)
-        if ttft is not None:
-            ok &= rec.ttft <= ttft
-        if tpot is not None:
-            with np.errstate(invalid="ignore"):
-                ok &= np.isnan(rec.tpot) | (rec.tpot <= tpot)
+        with np.errstate(invalid="ignore"):
+            ok = records_met(rec, ttft and ttft * 1e3, tpot and tpot * 1e3)
         latest = (ttft or np.inf) + (wl.output_tokens - 1) * (tpot or np.inf)
         miss = ((rec.status != PENDING) & ~ok) | ((rec.status == PENDING) & (now - wl.arrival_s > latest))
         if ttft is not None:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from wattserve.metrics.power_series import cluster_power, integrate
-from wattserve.results.records import COMPLETED, FAILED
+from wattserve.results.records import COMPLETED, FAILED, RequestRecords
 from wattserve.results.sim_result import SimResult
 
 PERCENTILES = (50, 90, 99)
@@ -28,7 +28,12 @@ PERCENTILES = (50, 90, 99)
 def slo_met(res: SimResult, ttft_ms: float | np.ndarray | None, tpot_ms: float | None) -> np.ndarray:
     """Which requests completed within the SLOs; `ttft_ms` may be one bound per request (RAPID-Serve's
     TTFT grows with the prompt)."""
-    r = res.records
+    return records_met(res.records, ttft_ms, tpot_ms)
+
+
+def records_met(r: RequestRecords, ttft_ms: float | np.ndarray | None, tpot_ms: float | None) -> np.ndarray:
+    """`slo_met` on the records alone, so a run still under way can be read (the planner's model
+    stops a candidate once its misses decide it)."""
     ok = r.status == COMPLETED
     if ttft_ms is not None:
         ok &= r.ttft * 1e3 <= ttft_ms

@@ -19,7 +19,7 @@ from wattserve.seam.governor import (
     StepView,
 )
 from wattserve.seam.info import ClusterInfo
-from wattserve.seam.plan import Layout, LoadEstimate, PlanModel, cap_grid, want_of
+from wattserve.seam.plan import CAP_LEVELS, Layout, LoadEstimate, PlanModel, cap_grid, want_of
 from wattserve.seam.roles import check_role_change
 from wattserve.seam.signal import StepSignal
 from wattserve.seam.state import PHASES, ClusterState, GpuState, InstanceState
@@ -27,7 +27,7 @@ from wattserve.seam.state import PHASES, ClusterState, GpuState, InstanceState
 __all__ = [
     "Action", "Actuation", "ActuationLog", "ActuationRefused", "Backend", "BudgetSignal", "ClusterInfo",
     "ClusterState",
-    "GpuState", "HOLD_UNTIL_CHANGE", "InstanceState", "Layout", "Offloads", "LoadEstimate", "PlanModel", "PHASES", "want_of", "cap_grid", "STEP_PHASES", "SetBatchLimit", "SetClock",
+    "GpuState", "HOLD_UNTIL_CHANGE", "InstanceState", "Layout", "Offloads", "LoadEstimate", "PlanModel", "PHASES", "want_of", "cap_grid", "CAP_LEVELS", "STEP_PHASES", "SetBatchLimit", "SetClock",
     "SetComputeShare", "SetPowerCap", "SetRole", "StepDecision", "StepGovernor", "StepSignal", "StepView",
     "UNGOVERNED",
     "check_role_change",

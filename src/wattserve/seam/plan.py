@@ -48,7 +48,11 @@ class Layout:
         return Layout(0, cap_w, cap_w, True)
 
 
-def cap_grid(lo_w: float, hi_w: float, levels: int) -> list[float]:
+CAP_LEVELS = 7
+"""How many prefill caps the planner spreads over a GPU's cap range (and the oracle searches)."""
+
+
+def cap_grid(lo_w: float, hi_w: float, levels: int = CAP_LEVELS) -> list[float]:
     """`levels` per-GPU caps spread evenly over a GPU's cap range (rounded to a milliwatt): the
     planner's candidate prefill caps, which the oracle searches too, so that it bounds the planner."""
     return [round(lo_w + (hi_w - lo_w) * k / max(1, levels - 1), 3) for k in range(levels)]
