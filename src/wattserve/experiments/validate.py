@@ -5,14 +5,17 @@ BiScale and PALS fit their models per deployment. This module does both for our 
 
 1. profile the engine step on a grid of batch shapes (experiments/iteration_profile.py), or read a
    table given, and fit a grid profile to it, a fraction of rows held out (perf/profile_fit.py);
-2. per layout (1P/1D, colocated): run the real server under profiling loads with its step log on
-   (serve --step-log: every step's shape and the worker loop's time for it): a burst (every request
-   at once), whose throughput is the layout's capacity, then Poisson loads at fractions of it
-   (ValidateConfig.profile_loads; with rates given, fractions of the highest and no burst); average
-   the logged
-   steps in shape bins and fit the layout's serving profile to them. The engine step alone is not
-   what a serving worker pays per step: on a 2-core machine it shares the cores with its router, the
-   HTTP streaming and, in 1P/1D, the other worker, and the step log prices all of that;
+2. per layout (1P/1D, colocated): measure the server's capacity with a burst (every request at
+   once, no step log), then run it under Poisson profiling loads at fractions of that capacity
+   (ValidateConfig.profile_loads; with rates given, fractions of the highest and no burst) with its
+   step log on (serve --step-log: every step's shape and the worker loop's time for it); average the
+   logged steps in shape bins and fit the layout's serving profile to them. The engine step alone is
+   not what a serving worker pays per step: on a 2-core machine it shares the cores with its router,
+   the HTTP streaming and, in 1P/1D, the other worker, and the step log prices all of that. The
+   profiling loads span the rates measured (0.2 to 0.8 of capacity against 0.3 to 0.7) and the burst
+   stays out of the fit: its steps of dozens of sequences pay for a router streaming to every request
+   at once, a cost that grows faster than linearly with the batch, and a fit that holds them priced
+   every moderate batch of the measured runs up to 50% too slow (docs/calibration.md);
 3. replay the same requests on the real runtime (a server, its worker processes, the load generator;
    experiments/runtime_replay.py) `repeats` times per rate, and in the simulator with the layout's
    profile on the catalog's `cpu` device, with the runtime's engine settings (batch limit, token
@@ -222,13 +225,14 @@ def run_validate(cfg: ValidateConfig, out: Path, progress: Callable[[str], None]
         for k, frac in enumerate(((None,) if not given else ()) + cfg.profile_load_list):
             p, o, _ = lengths(cfg.requests, cfg.seed + PROFILE_SEED + k, cfg.data)
             if frac is None:
-                progress(f"{name}: profiling burst (every request at once), step logs on")
+                progress(f"{name}: capacity burst (every request at once)")
                 arrivals = np.zeros(cfg.requests)
             else:
                 progress(f"{name}: profiling load at {frac * cap:.1f} req/s, step logs on")
                 arrivals = poisson(cfg.requests, frac * cap, cfg.seed + PROFILE_SEED + k)
             preq = Requests(arrivals, p, o)
-            r = replay(RuntimeLayout(layout=name, model=cfg.model, step_log=str(steps_dir / f"load{k}")),
+            log = None if frac is None else str(steps_dir / f"load{k}")
+            r = replay(RuntimeLayout(layout=name, model=cfg.model, step_log=log),
                        preq.arrival_s, preq.prompt, preq.output, seed=cfg.seed)
             idle.setdefault(name, vars(r.idle))
             if frac is None:

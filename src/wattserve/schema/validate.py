@@ -20,9 +20,10 @@ validate.json's `saturation` checks it per rate (whether the runtime kept up wit
 realized arrival rate)."""
 
 
-PROFILE_LOADS = (0.2, 0.5)
+PROFILE_LOADS = (0.2, 0.5, 0.8)
 """The profiling runs after the burst, as fractions of the capacity the burst measured: a light load
-(where the request overhead is read) and a middle one; the burst gives the large batches."""
+(where the request overhead is read) up to one above the highest measured rate, so that the serving
+profile is fitted over the batches the measured runs visit; the burst only measures capacity."""
 
 
 def _csv(text: str) -> tuple[str, ...]:
@@ -37,7 +38,7 @@ class ValidateConfig(Strict):
                               "0.5 and 0.7 of each layout's capacity, measured by a profiling burst)",
                               json_schema_extra=flag("rates"))
     profile_loads: str = Field(",".join(str(f) for f in PROFILE_LOADS), description="the profiling runs' loads "
-                               "(step logs on) after a burst that measures each layout's capacity: comma-separated "
+                               "(step logs on, fitted) after a burst that measures each layout's capacity: comma-separated "
                                "fractions of that capacity (with --rates: of the highest rate, and no burst)", json_schema_extra=flag("profile-loads"))
     requests: int = Field(200, ge=10, le=100_000, description="requests per run", json_schema_extra=flag("requests"))
     repeats: int = Field(2, ge=1, le=20, description="runtime runs per (layout, rate): the CPU is noisy, so the "
