@@ -62,6 +62,24 @@ def test_validate_writes_the_fields_scripts_read(tmp_path: Path, capsys: pytest.
     assert sat["saturated"] == (sat["runtime_rps"] < 0.9 * sat["offered_rps"])
 
 
+def test_the_capacity_burst_stays_out_of_the_serving_profile(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                                              ) -> None:
+    """The burst measures capacity only: its steps of every request at once would price the measured
+    runs' moderate batches too slow, so only the profiling loads' step logs are fitted."""
+    from wattserve.perf.iteration_table import binned, read_rows
+
+    table, out = tmp_path / "t.csv", tmp_path / "v"
+    cpu_table(table)
+    code, _, err = run_in_process(["validate", "--layouts", "colocated", "--requests", "10", "--repeats", "1",
+                                   "--profile-loads", "0.5", "--profile-table", str(table), "--out", str(out)], capsys)
+    assert code == 0, err
+    doc = json.loads((out / "validate.json").read_text())
+    assert doc["runtime_capacity_rps"]["colocated"] > 0
+    logs = sorted((out / "steps" / "colocated").glob("*/*.csv"))
+    assert [f.parent.name for f in logs] == ["load0"]
+    assert doc["profile_fit"]["colocated"]["rows"] == len(binned(read_rows(logs[0], "step_log")))
+
+
 def test_a_rate_the_runtime_cannot_keep_up_with_is_called_saturated() -> None:
     from wattserve.experiments.validate import offered_rps, saturation_row
 

@@ -15,7 +15,9 @@ BiScale and PALS fit their models per deployment. This module does both for our 
    profiling loads span the rates measured (0.2 to 0.8 of capacity against 0.3 to 0.7) and the burst
    stays out of the fit: its steps of dozens of sequences pay for a router streaming to every request
    at once, a cost that grows faster than linearly with the batch, and a fit that holds them priced
-   every moderate batch of the measured runs up to 50% too slow (docs/calibration.md);
+   every moderate batch of the measured runs up to 50% too slow (docs/calibration.md). The profiling
+   runs and the measured runs of step 3 alternate by rate (`interleaved`), so that a machine drifting
+   in speed drifts under both alike;
 3. replay the same requests on the real runtime (a server, its worker processes, the load generator;
    experiments/runtime_replay.py) `repeats` times per rate, and in the simulator with the layout's
    profile on the catalog's `cpu` device, with the runtime's engine settings (batch limit, token
@@ -41,7 +43,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -219,27 +221,39 @@ def run_validate(cfg: ValidateConfig, out: Path, progress: Callable[[str], None]
     clusters: dict[str, Any] = {}
     for name in layouts:
         steps_dir = out / "steps" / name
-        profiling: list[tuple[Requests, np.ndarray]] = []
         given = cfg.rate_list
         cap = max(given) if given else 0.0
-        for k, frac in enumerate(((None,) if not given else ()) + cfg.profile_load_list):
-            p, o, _ = lengths(cfg.requests, cfg.seed + PROFILE_SEED + k, cfg.data)
-            if frac is None:
-                progress(f"{name}: capacity burst (every request at once)")
-                arrivals = np.zeros(cfg.requests)
-            else:
-                progress(f"{name}: profiling load at {frac * cap:.1f} req/s, step logs on")
-                arrivals = poisson(cfg.requests, frac * cap, cfg.seed + PROFILE_SEED + k)
-            preq = Requests(arrivals, p, o)
-            log = None if frac is None else str(steps_dir / f"load{k}")
-            r = replay(RuntimeLayout(layout=name, model=cfg.model, step_log=log),
-                       preq.arrival_s, preq.prompt, preq.output, seed=cfg.seed)
+        if not given:
+            progress(f"{name}: capacity burst (every request at once)")
+            p, o, _ = lengths(cfg.requests, cfg.seed + PROFILE_SEED, cfg.data)
+            r = replay(RuntimeLayout(layout=name, model=cfg.model), np.zeros(cfg.requests), p, o, seed=cfg.seed)
             idle.setdefault(name, vars(r.idle))
-            if frac is None:
-                cap = r.request_throughput
-                capacities[name] = cap
-            else:
+            cap = capacities[name] = r.request_throughput
+        rates = given or tuple(round(f * cap, 1) for f in LOAD_FRACTIONS)
+        layout = RuntimeLayout(layout=name, model=cfg.model)
+        profiling: list[tuple[Requests, np.ndarray]] = []
+        measured: list[tuple[float, Requests, list[tuple[dict[str, float], Any]]]] = []
+        for rate, kind, k in interleaved([f * cap for f in cfg.profile_load_list], rates):
+            if kind == PROFILING:
+                seed = cfg.seed + PROFILE_SEED + k + 1
+                p, o, _ = lengths(cfg.requests, seed, cfg.data)
+                preq = Requests(poisson(cfg.requests, rate, seed), p, o)
+                progress(f"{name}: profiling load at {rate:.1f} req/s, step logs on")
+                r = replay(replace(layout, step_log=str(steps_dir / f"load{k}")), preq.arrival_s, preq.prompt,
+                           preq.output, seed=cfg.seed)
+                idle.setdefault(name, vars(r.idle))
                 profiling.append((preq, np.where(r.ok, r.ttft_s, np.nan)))
+                continue
+            req = Requests(poisson(cfg.requests, rate, cfg.seed + k), prompt, output)
+            runs = []
+            for rep in range(cfg.repeats):
+                progress(f"{name} at {rate:g} req/s: runtime run {rep + 1}/{cfg.repeats}")
+                r = replay(layout, req.arrival_s, req.prompt, req.output, seed=cfg.seed + rep)
+                if r.failed:
+                    raise RuntimeError(f"{r.failed} of {len(r.ok)} requests failed on the runtime ({name}, "
+                                       f"{rate:g} req/s): {next(e for e in r.errors if e)}")
+                runs.append((runtime_metrics(r.ttft_s, r.tpot_s, r.e2e_s, r.ok, r.duration_s), r))
+            measured.append((rate, req, runs))
         by_role: dict[str, list[IterationRow]] = {}
         for f in sorted(steps_dir.glob("*/*.csv")):
             by_role.setdefault(f.stem.rsplit("-", 1)[-1], []).extend(read_rows(f, "step_log"))
@@ -264,7 +278,6 @@ def run_validate(cfg: ValidateConfig, out: Path, progress: Callable[[str], None]
             fits[label], profiles[label], paths[role] = fit, profile, str(path)
             progress(f"{label} serving profile: held-out median error {fit.median_abs(True):.1%} over {len(bins)} "
                      f"bins of {len(logged)} steps")
-        layout = RuntimeLayout(layout=name, model=cfg.model)
         ingress = request_overhead(sim_cluster(layout, cfg.model, paths), *profiling[0])
         prompt_role = "colocated" if name == "colocated" else "prefill"
         label = name if name == "colocated" else f"{name}-prefill"
@@ -274,21 +287,11 @@ def run_validate(cfg: ValidateConfig, out: Path, progress: Callable[[str], None]
         progress(f"{name}: request overhead {ingress * 1e3:.2f} ms (idle probe: "
                  f"{idle[name]['ttft_s'] * 1e3:.2f} ms with the step)")
         cluster = clusters[name] = sim_cluster(layout, cfg.model, paths)
-        rates = cfg.rate_list or tuple(round(f * cap, 1) for f in LOAD_FRACTIONS)
-        for k, rate in enumerate(rates):
-            req = Requests(poisson(cfg.requests, rate, cfg.seed + k), prompt, output)
-            runs = []
-            for rep in range(cfg.repeats):
-                progress(f"{name} at {rate:g} req/s: runtime run {rep + 1}/{cfg.repeats}")
-                r = replay(layout, req.arrival_s, req.prompt, req.output, seed=cfg.seed + rep)
-                if r.failed:
-                    raise RuntimeError(f"{r.failed} of {len(r.ok)} requests failed on the runtime ({name}, "
-                                       f"{rate:g} req/s): {next(e for e in r.errors if e)}")
-                runs.append((runtime_metrics(r.ttft_s, r.tpot_s, r.e2e_s, r.ok, r.duration_s), r))
+        for k, (rate, req, runs) in enumerate(sorted(measured, key=lambda m: m[0])):
             sim, res = simulate(cluster, req)
             results.append({"layout": name, "rate": rate, "runtime_runs": [m for m, _ in runs], "sim": sim,
                             "offered_rps": offered_rps(req.arrival_s)})
-            if k == len(rates) // 2:
+            if k == len(measured) // 2:
                 last = runs[-1][1]
                 cdf[name] = {"rate": rate, "runtime": (last.ttft_s, last.tpot_s),
                              "sim": (res.records.ttft, res.records.tpot)}
@@ -321,6 +324,20 @@ def run_validate(cfg: ValidateConfig, out: Path, progress: Callable[[str], None]
     (out / "validate.md").write_text(markdown(doc))
     _cdf_plot(out / "cdf.png", cdf, cfg.model)
     return doc
+
+
+PROFILING, MEASURED = 0, 1
+
+
+def interleaved(loads: Sequence[float], rates: Sequence[float]) -> list[tuple[float, int, int]]:
+    """The order of a layout's runtime runs after its burst: profiling loads and measured rates merged
+    by rate, a profiling run before a measured one at the same rate, as (rate, PROFILING or MEASURED,
+    index in its list). A CPU shared with other work drifts by tens of percent within minutes
+    (docs/calibration.md); run in this order, the steps that price a measured run's batches were
+    logged minutes, not a whole profiling phase, away from it, and the profile's mean speed is that
+    of the span the measured runs cover."""
+    jobs = [(r, PROFILING, k) for k, r in enumerate(loads)] + [(r, MEASURED, k) for k, r in enumerate(rates)]
+    return sorted(jobs)
 
 
 def _profile_runtime(cfg: ValidateConfig, table: Path, progress: Callable[[str], None]) -> list[IterationRow]:
