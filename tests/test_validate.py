@@ -80,6 +80,16 @@ def test_the_capacity_burst_stays_out_of_the_serving_profile(tmp_path: Path, cap
     assert doc["profile_fit"]["colocated"]["rows"] == len(binned(read_rows(logs[0], "step_log")))
 
 
+def test_the_grid_keeps_only_steps_within_the_token_budget() -> None:
+    from wattserve.experiments.validate import runnable
+
+    def row(prompt: int, seqs: int, decode: int) -> IterationRow:
+        return IterationRow("wattserve-runtime", "cpu", "tiny", 1, prompt, seqs, 0, decode, decode * 64, 1.0)
+
+    rows = [row(512, 1, 0), row(1024, 2, 0), row(384, 1, 24), row(384, 1, 200), row(0, 0, 32)]
+    assert runnable(rows, 512) == [rows[0], rows[2], rows[4]]
+
+
 def test_a_rate_the_runtime_cannot_keep_up_with_is_called_saturated() -> None:
     from wattserve.experiments.validate import offered_rps, saturation_row
 
