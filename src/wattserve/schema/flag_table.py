@@ -141,7 +141,7 @@ VALIDATE = (
     Flag(name='model', path='model', type='str', help='runtime model to validate on [default tiny; allowed: tiny, tiny-moe, small]', group=''),
     Flag(name='layouts', path='layouts', type='str', help='comma-separated layouts: 1p1d (one prefill and one decode worker, KV handed off) and colocated (one worker) [default 1p1d,colocated; allowed: 1p1d, colocated]', group=''),
     Flag(name='rates', path='rates', type='str', help="comma-separated request rates, req/s, each > 0 (default: 0.3, 0.5 and 0.7 of each layout's capacity, measured by a profiling burst)", group=''),
-    Flag(name='profile-loads', path='profile_loads', type='str', help="the profiling runs' loads (step logs on) after a burst that measures each layout's capacity: comma-separated fractions of that capacity (with --rates: of the highest rate, and no burst) [default 0.2,0.5]", group=''),
+    Flag(name='profile-loads', path='profile_loads', type='str', help="the profiling runs' loads (step logs on, fitted) after a burst that measures each layout's capacity: comma-separated fractions of that capacity (with --rates: of the highest rate, and no burst) [default 0.2,0.5,0.8]", group=''),
     Flag(name='requests', path='requests', type='int', help='requests per run [default 200]', group=''),
     Flag(name='repeats', path='repeats', type='int', help='runtime runs per (layout, rate): the CPU is noisy, so the spread is reported [default 2]', group=''),
     Flag(name='holdout', path='holdout', type='float', help="share of the profile's rows held out of the fit [default 0.2]", group=''),
