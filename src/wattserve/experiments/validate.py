@@ -288,7 +288,7 @@ def run_validate(cfg: ValidateConfig, out: Path, progress: Callable[[str], None]
         progress(f"{name}: request overhead {ingress * 1e3:.2f} ms (idle probe: "
                  f"{idle[name]['ttft_s'] * 1e3:.2f} ms with the step)")
         cluster = clusters[name] = sim_cluster(layout, cfg.model, paths)
-        for k, (rate, req, runs) in enumerate(sorted(measured, key=lambda m: m[0])):
+        for k, (rate, req, runs) in enumerate(measured):
             sim, res = simulate(cluster, req)
             results.append({"layout": name, "rate": rate, "runtime_runs": [m for m, _ in runs], "sim": sim,
                             "offered_rps": offered_rps(req.arrival_s)})
@@ -360,7 +360,7 @@ def runnable(rows: list[IterationRow], budget: int) -> list[IterationRow]:
     """The rows of steps the server can run: at most `budget` tokens (prompt tokens plus one per
     decoding sequence). The grid's cross product holds two 512-token prompts in one step, which the
     runtime's 512-token budget never schedules; those two rows were the fit's worst (about 50% too
-    fast) and, held out, pushed its held-out error over 10% in two of eight runs of 2026-12-07."""
+    fast), on shapes no served step has."""
     return [r for r in rows if r.prefill_tokens + r.decode_seqs <= budget]
 
 
