@@ -16,7 +16,7 @@ from wattserve.catalog.gpus import get_gpu  # noqa: E402
 from wattserve.governors import TpotSlackGovernor  # noqa: E402
 from wattserve.runtime.engine.engine import EngineArgs, LLMEngine, generate  # noqa: E402
 from wattserve.runtime.engine.sequence import SamplingParams  # noqa: E402
-from wattserve.runtime.power.modelled import ModelledGpuPower  # noqa: E402
+from wattserve.runtime.power.modelled import SAMPLE_S, ModelledGpuPower  # noqa: E402
 from wattserve.runtime.worker import Worker, WorkerSpec  # noqa: E402
 from wattserve.seam.governor import HOLD_UNTIL_CHANGE, StepDecision, StepView  # noqa: E402
 
@@ -33,6 +33,7 @@ class Seen:
     prefill_tokens: int
     prefill_seqs: int
     prefill_attn_pairs: float
+    prefill_masked_pairs: float
     prefill_ctx: int
     decode_seqs: int
     decode_ctx: int
@@ -56,7 +57,7 @@ class Recorder:
     def decide(self, view: StepView) -> StepDecision:
         s = view.shape
         self.seen.append(Seen(view.now_s, view.phase, s.prefill_tokens, s.prefill_seqs, s.prefill_attn_pairs,
-                              s.prefill_ctx, s.decode_seqs, s.decode_ctx, view.kv_usage, view.cap_w,
+                              s.prefill_masked_pairs, s.prefill_ctx, s.decode_seqs, s.decode_ctx, view.kv_usage, view.cap_w,
                               view.locked_clock_mhz, list(view.queued_prompts()), list(view.recent_ttft_s()),
                               list(view.recent_tpot_s())))
         assert view.gpu is H100 or view.gpu == H100
@@ -99,6 +100,7 @@ def test_view_describes_prefill_then_decode_batches() -> None:
     assert first.phase == "prefill"
     assert (first.prefill_tokens, first.prefill_seqs, first.prefill_ctx) == (sum(prompts), 3, 0)
     assert first.prefill_attn_pairs == sum(n * (n + 1) / 2 for n in prompts)
+    assert first.prefill_masked_pairs == sum(n * (n - 1) / 2 for n in prompts)
     assert (first.decode_seqs, first.decode_ctx) == (0, 0)
     assert first.kv_usage == 3 / e.cache.num_blocks  # one block per prompt, allocated for this step
     assert first.cap_w == H100.cap_max_w and first.locked_clock_mhz is None
@@ -128,6 +130,7 @@ def test_view_of_a_mixed_step_and_of_chunked_prefill() -> None:
     assert [c.prefill_ctx for c in chunks] == [0, 6, 12]
     assert [c.prefill_seqs for c in chunks] == [0, 0, 0]
     assert [c.prefill_attn_pairs for c in chunks] == [6 * 3.5, 6 * 9.5, 6 * 15.5]
+    assert [c.prefill_masked_pairs for c in chunks] == [15, 15, 15]
     e.step()
     last = gov.seen[4]
     assert (last.phase, last.prefill_tokens, last.prefill_seqs, last.prefill_ctx) == ("mixed", 2, 1, 18)
@@ -199,7 +202,9 @@ def test_the_decided_clock_is_recorded_and_none_when_ungoverned() -> None:
 
 
 def modelled_clock(gov: Recorder | None, lock: int | None = None) -> tuple[int, object]:
-    """Run a decode worker's engine a while, then read the modelled agent's clock for it."""
+    """Run a decode worker's engine a while, then read the modelled agent's clock for it. The agent
+    re-estimates only after SAMPLE_S of its clock; the engine's busy time (about 10 ms here) may be
+    less, so the clock moves at least that far."""
     w = Worker(WorkerSpec(0, "decode", EngineArgs(model="tiny", seed=1)))
     if gov is not None:
         w.engine.governor = gov
@@ -209,7 +214,7 @@ def modelled_clock(gov: Recorder | None, lock: int | None = None) -> tuple[int, 
     for i in range(4):
         w.engine.add(f"r{i}", [1, 2, 3, 4], GREEDY)
     run(w.engine)
-    clock.t = 2 * w.engine.busy_s
+    clock.t = max(2 * w.engine.busy_s, 2 * SAMPLE_S)
     agent.power_w(0)
     return agent.clock_mhz(0), w.stats()["governor_clock_mhz"]
 

@@ -104,3 +104,35 @@ def test_vidur_layer_error(data_dir) -> None:
     pts = vidur_points(data_dir)
     assert len(pts) >= 10
     assert median_abs_error(pts, "layer_ms") <= 0.15
+
+
+def test_masked_pairs_are_priced_as_attention_at_the_engines_share() -> None:
+    """A 512-token prompt has 512 * 511 / 2 pairs above its causal diagonal; an engine that computes
+    a share of them pays that share of their attention FLOPs on top of the causal pairs, and a
+    decode step has none to pay."""
+    gpu, model = get_gpu("h100"), get_model("llama-3.1-8b")
+    shape = BatchShape.prefill(512)
+    assert shape.prefill_masked_pairs == 512 * 511 / 2
+    skip = RooflineLatencyModel(gpu, model)
+    half = RooflineLatencyModel(gpu, model, attn_masked_share=0.5)
+    full = RooflineLatencyModel(gpu, model, attn_masked_share=1.0)
+    t_pair = model.work_coeffs(1).attn_flops_per_pair / (gpu.peak_flops * skip.eff_attn)
+    extra = full.iteration(shape, gpu.clock_max_mhz).time_s - skip.iteration(shape, gpu.clock_max_mhz).time_s
+    assert extra == pytest.approx(t_pair * shape.prefill_masked_pairs, rel=1e-9)
+    assert half.iteration(shape, gpu.clock_max_mhz).time_s == pytest.approx(
+        skip.iteration(shape, gpu.clock_max_mhz).time_s + extra / 2, rel=1e-9)
+    decode = BatchShape.decode(32, 1024)
+    assert full.iteration(decode, 1000).time_s == skip.iteration(decode, 1000).time_s
+
+
+def test_the_mixed_overhead_is_paid_by_mixed_steps_only() -> None:
+    gpu, model = get_gpu("h100"), get_model("llama-3.1-8b")
+    plain = RooflineLatencyModel(gpu, model)
+    mixed = RooflineLatencyModel(gpu, model, mixed_overhead_s=2e-4)
+    pre, dec = BatchShape.prefill(256), BatchShape.decode(8, 512)
+    both = BatchShape(pre.prefill_tokens, pre.prefill_seqs, pre.prefill_attn_pairs, 0, dec.decode_seqs,
+                      dec.decode_ctx, pre.prefill_masked_pairs)
+    clock = gpu.clock_max_mhz
+    for alone in (pre, dec):
+        assert mixed.iteration(alone, clock).time_s == plain.iteration(alone, clock).time_s
+    assert mixed.iteration(both, clock).time_s == pytest.approx(plain.iteration(both, clock).time_s + 2e-4, rel=1e-9)

@@ -101,6 +101,20 @@ def test_calibrate_flags_are_checked_before_any_work(tmp_path: Path, capsys: pyt
     assert read_rows(table)
 
 
+def test_fit_recovers_the_masked_share_and_the_mixed_overhead() -> None:
+    """A CPU engine that computes each prompt chunk's full rectangle and pays extra for mixed steps
+    (as ours does, perf/latency.py): the fit finds both, and a model without them cannot match."""
+    true = TRUE.with_latency(eff_gemm=0.5, eff_mem=2.0, eff_kv=2.0, eff_attn=0.1, attn_masked_share=1.0,
+                             mixed_overhead_s=3e-4)
+    rows = [replace(r, iter_ms=predict_ms(true, r)) for r in grid(device="cpu", model="tiny")]
+    res = fit_profile(rows, load_profile("default"), "t", "test", holdout=0.2, seed=1)
+    assert res.median_abs(True) < 0.02
+    assert res.profile.latency.attn_masked_share == pytest.approx(1.0, abs=0.1)
+    assert res.profile.latency.mixed_overhead_s == pytest.approx(3e-4, rel=0.2)
+    blind = true.with_latency(attn_masked_share=0.0, mixed_overhead_s=0.0)
+    assert max(abs(predict_ms(blind, r) / r.iter_ms - 1) for r in rows) > 0.2
+
+
 def test_cpu_tables_may_exceed_a_gpus_efficiency_bound() -> None:
     """The catalog's `cpu` device is nominal: its efficiencies may pass 1, a GPU's may not."""
     fast = load_profile("default").with_latency(eff_mem=3.0, eff_kv=3.0)
@@ -109,3 +123,15 @@ def test_cpu_tables_may_exceed_a_gpus_efficiency_bound() -> None:
     assert res.median_abs(True) < 0.02
     gpu_rows = [replace(r, iter_ms=predict_ms(fast, replace(r, device="h100"))) for r in grid()]
     assert fit_profile(gpu_rows, load_profile("default"), "t", "test").profile.latency.eff_mem <= 1.0
+
+
+def test_masked_pairs_survive_the_table_and_are_derived_when_absent(tmp_path: Path) -> None:
+    """A step log's row carries its masked pairs (two chunks of 30 and 10: 435 + 45); a table without
+    the column derives them as if the prompts were equal, as a grid profile's are."""
+    logged = IterationRow("test", "cpu", "tiny", 1, 40, 2, 0, 0, 0, 1.0, prefill_masked_pairs=480.0)
+    grid_row = IterationRow("test", "cpu", "tiny", 1, 40, 2, 0, 0, 0, 1.0)
+    write_rows([logged, grid_row], tmp_path / "t.csv")
+    back = read_rows(tmp_path / "t.csv")
+    assert back == [logged, grid_row]
+    assert back[0].shape.prefill_masked_pairs == 480.0
+    assert back[1].shape.prefill_masked_pairs == 2 * 20 * 19 / 2

@@ -141,3 +141,29 @@ def test_the_simulator_view_has_every_member_of_the_step_view_protocol() -> None
     for s in seen:
         assert 0.0 <= s["kv_usage"] <= 1.0 and s["slo_tpot_s"] == 0.05 and s["cap_w"] == 700
         assert s["shape"].tokens > 0 and s["now_s"] >= 0
+
+
+class PromptShapes:
+    """Records the prompt part of every step it is shown."""
+
+    name = "prompt-shapes"
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, int, float, float]] = []
+
+    def decide(self, view: StepView) -> StepDecision:
+        s = view.shape
+        if s.prefill_tokens:
+            self.seen.append((s.prefill_tokens, s.prefill_ctx, s.prefill_attn_pairs, s.prefill_masked_pairs))
+        return StepDecision(None, 1)
+
+
+def test_chunked_prompt_steps_carry_the_pairs_above_each_chunks_diagonal() -> None:
+    """A 40-token prompt under a 16-token budget runs as chunks of 16, 16 and 8, as the engine's
+    scheduler chunks it (test_engine_governor.py): causal pairs n * (context + (n + 1) / 2), masked
+    pairs n * (n - 1) / 2, the shape an engine that computes each chunk's rectangle pays for."""
+    gov = PromptShapes()
+    wl = Workload(np.zeros(1), np.array([40]), np.array([3]))
+    eng = EngineConfig(max_seqs=4, colocated_token_budget=16)
+    Cluster(ClusterConfig(prefill=0, decode=0, colocated=1, engine=eng), wl, governor=lambda: gov).run()
+    assert gov.seen == [(16, 0, 16 * 8.5, 120.0), (16, 16, 16 * 24.5, 120.0), (8, 32, 8 * 36.5, 28.0)]

@@ -38,6 +38,12 @@ class BatchShape:
     prefill_attn_pairs is sum over chunks of chunk * (context_before + (chunk + 1) / 2): the causal
     query-key pairs, which set prefill attention FLOPs. prefill_ctx is sum of context_before, the KV
     already cached that the chunks attend to. decode_ctx is the total context of the decode sequences.
+
+    prefill_masked_pairs is sum over chunks of chunk * (chunk - 1) / 2: the pairs above each chunk's
+    causal diagonal, which an attention kernel that does not skip masked tiles computes anyway
+    (FlashAttention skips whole tiles only, so a chunk shorter than a tile is computed as a full
+    rectangle; our CPU engine's PyTorch SDPA computes every chunk of up to 512 keys whole). How much
+    of it a given engine pays is a fitted constant (perf/latency.py, attn_masked_share).
     """
 
     prefill_tokens: int = 0
@@ -46,6 +52,7 @@ class BatchShape:
     prefill_ctx: int = 0
     decode_seqs: int = 0
     decode_ctx: int = 0
+    prefill_masked_pairs: float = 0.0
 
     @property
     def tokens(self) -> int:
@@ -56,7 +63,7 @@ class BatchShape:
         pairs = tokens_per_seq * (context_before + (tokens_per_seq + 1) / 2)
         return BatchShape(
             prefill_tokens=tokens_per_seq * seqs, prefill_seqs=seqs, prefill_attn_pairs=pairs * seqs,
-            prefill_ctx=context_before * seqs,
+            prefill_ctx=context_before * seqs, prefill_masked_pairs=seqs * tokens_per_seq * (tokens_per_seq - 1) / 2,
         )
 
     @staticmethod

@@ -132,7 +132,7 @@ class SearchSpace:
 
 def _prefill_shape(p: float) -> BatchShape:
     n = int(p)
-    return BatchShape(prefill_tokens=n, prefill_seqs=1, prefill_attn_pairs=n * (n + 1) / 2)
+    return BatchShape.prefill(n)
 
 
 def prefill_options(sp: SearchSpace, st: WindowStats, max_clock_only: bool = False) -> list[PhaseOption]:

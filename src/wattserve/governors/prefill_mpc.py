@@ -62,13 +62,14 @@ def rollout(first: BatchShape | None, queue: Sequence[tuple[float, int]], budget
     while len(shapes) < horizon and i < n_q:
         left = budget
         pt = seqs = pctx = 0
-        pairs = 0.0
+        pairs = masked = 0.0
         arr = float("inf")
         while left > 0 and i < n_q:
             a, tokens = queue[i]
             n = min(tokens - done, left)
             pt += n
             pairs += n * (done + (n + 1) / 2)
+            masked += n * (n - 1) / 2
             pctx += done
             left -= n
             if done + n >= tokens:
@@ -77,7 +78,8 @@ def rollout(first: BatchShape | None, queue: Sequence[tuple[float, int]], budget
                 i, done = i + 1, 0
             else:
                 done += n
-        shapes.append(BatchShape(prefill_tokens=pt, prefill_seqs=seqs, prefill_attn_pairs=pairs, prefill_ctx=pctx))
+        shapes.append(BatchShape(prefill_tokens=pt, prefill_seqs=seqs, prefill_attn_pairs=pairs, prefill_ctx=pctx,
+                                 prefill_masked_pairs=masked))
         oldest.append(arr)
     return shapes, oldest
 
@@ -156,7 +158,8 @@ class PrefillMpcGovernor:
         energy: list[list[float]] = []
         for k, s in enumerate(shapes):
             tr, er = [inf] * len(levels), [inf] * len(levels)
-            key = (s.prefill_tokens, s.prefill_seqs, s.prefill_attn_pairs, s.prefill_ctx, s.decode_seqs, s.decode_ctx)
+            key = (s.prefill_tokens, s.prefill_seqs, s.prefill_attn_pairs, s.prefill_ctx, s.decode_seqs, s.decode_ctx,
+                   s.prefill_masked_pairs)
             hi = min(top, start + 1 + k)
             for lv in (*range(max(lo, start - 1 - k), hi + 1), *((top,) if hi < top else ())):
                 mhz = levels[lv]

@@ -37,8 +37,7 @@ def min_decode_share(latency: LatencyModel, gpu: GpuSpec, seqs: int, ctx_per_seq
     `prefill_tokens` prefill stays within `target_s`; None when overallocation already does."""
     clock = clock_mhz if clock_mhz is not None else gpu.clock_max_mhz
     dec = latency.iteration(BatchShape(decode_seqs=seqs, decode_ctx=seqs * ctx_per_seq), clock)
-    pre = latency.iteration(BatchShape(prefill_tokens=prefill_tokens, prefill_seqs=1,
-                                       prefill_attn_pairs=prefill_tokens * (prefill_tokens + 1) // 2), clock)
+    pre = latency.iteration(BatchShape.prefill(prefill_tokens), clock)
     other = demand(pre)
     itf = INTERFERENCE["decode"]
     if shared_time(dec, None, other, itf) <= target_s:

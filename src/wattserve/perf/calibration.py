@@ -65,7 +65,8 @@ def steady_state_shape(batch: float, prompt: float, output: float) -> BatchShape
     ctx = prompt + output / 2
     return BatchShape(prefill_tokens=round(starts * prompt), prefill_seqs=round(starts),
                       prefill_attn_pairs=starts * prompt * (prompt + 1) / 2, prefill_ctx=0,
-                      decode_seqs=round(batch), decode_ctx=round(batch * ctx))
+                      decode_seqs=round(batch), decode_ctx=round(batch * ctx),
+                      prefill_masked_pairs=starts * prompt * (prompt - 1) / 2)
 
 
 def mlenergy_points(data_dir: Path, profile: PerfProfile | None = None,
@@ -240,8 +241,9 @@ def markdown_report(data_dir: Path, profile: PerfProfile | None = None,
                          f"| {r['runtime_min']:.3g}-{r['runtime_max']:.3g} | {r['sim']:.3g} | {r['abs_error']:.1%} |")
     lines += ["", "## Fitting a profile to your engine", "",
               "`wattserve calibrate --profile TABLE --out PROFILE` fits a profile's latency constants (the "
-              "roofline's efficiencies; fixed costs per step, per sequence, per completed prompt, per layer and per "
-              "all-reduce) by robust least squares on relative error, holds out a share of the rows (`--holdout`, "
+              "roofline's efficiencies; fixed costs per step, per sequence, per completed prompt, per layer, per "
+              "all-reduce and per mixed step of prompt chunks beside decodes; the share of each prompt chunk's "
+              "masked attention pairs the engine computes anyway) by robust least squares on relative error, holds out a share of the rows (`--holdout`, "
               "seeded) and prints the error on fitted and held-out rows by kind of step. TABLE is a CSV with one "
               "row per measured step shape:", "",
               "| column | meaning |", "|---|---|",
@@ -251,15 +253,19 @@ def markdown_report(data_dir: Path, profile: PerfProfile | None = None,
               "| decode_seqs, decode_ctx | sequences decoding one token each, their total context |",
               "| iter_ms | the step's time (a median of repeats, or one step of a serving log) |",
               "| clock_mhz, watts, prefill_attn_pairs | optional: the SM clock (empty: the top clock), mean power "
-              "per GPU, the causal query-key pairs (empty: derived as if the prompts were equal) |", "",
+              "per GPU, the causal query-key pairs (empty: derived as if the prompts were equal) |",
+              "| prefill_masked_pairs | optional: the pairs above each prompt chunk's causal diagonal, sum of "
+              "chunk x (chunk - 1) / 2 (empty: derived the same way) |", "",
               "`wattserve profile --kind iterations --backend runtime` writes this table for our engine on a grid "
               "of shapes; `wattserve serve --step-log DIR` writes one per worker for every step it serves; "
               "`calibrate --profile VIDUR_FOLDER --model M --gpu G` imports a Vidur compute profile (mlp.csv and "
               "attention.csv).", ""]
     lines += ["", "## Known limits", "",
               "- One latency shape for every engine: a roofline per operator class plus fixed costs per step, "
-              "sequence, layer and all-reduce. Effects it cannot express (a CPU's cache hierarchy, an engine "
-              "that computes masked attention pairs, kernel-selection cliffs) show up as fit error.",
+              "sequence, layer, all-reduce and mixed step, and the share of masked attention pairs computed. "
+              "Effects it cannot express (a CPU's cache hierarchy, kernel-selection cliffs) show up as fit "
+              "error: on our CPU engine a 512-token prompt costs more per attention pair than a 256-token one "
+              "(its score matrix outgrows the cache), and the fit priced it 3-29% fast in four runs of 2026-12-07.",
               "- The default profile's new terms (KV-read efficiency, per-sequence, per-layer and per-all-reduce "
               "costs) fit to about zero on ML.ENERGY v3 (`python scripts/fit_calibration.py --terms` moves the ITL "
               "error from 10.4% to 9.9%), so the default keeps its constants and every published figure stands.",

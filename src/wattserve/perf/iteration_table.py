@@ -14,8 +14,9 @@ measured batch shape; columns:
   time in a serving log), `watts` (optional, the mean power per GPU while the shape ran),
   `prefill_attn_pairs` (optional: the causal query-key pairs, sum of chunk * (context before +
   (chunk + 1) / 2); empty: derived from the other columns as if the prefill sequences were equal,
-  which is how grid profiles are taken), `count` (optional: how many steps the row averages, as
-  `binned` writes).
+  which is how grid profiles are taken), `prefill_masked_pairs` (optional: the pairs above each
+  chunk's causal diagonal, sum of chunk * (chunk - 1) / 2; empty: derived the same way),
+  `count` (optional: how many steps the row averages, as `binned` writes).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from wattserve.errors import UsageError
 
 REQUIRED = ("engine", "device", "model", "tp", "prefill_tokens", "prefill_seqs", "prefill_ctx", "decode_seqs",
             "decode_ctx", "iter_ms")
-OPTIONAL = ("clock_mhz", "watts", "prefill_attn_pairs", "count")
+OPTIONAL = ("clock_mhz", "watts", "prefill_attn_pairs", "count", "prefill_masked_pairs")
 
 
 @dataclass(frozen=True)
@@ -50,19 +51,21 @@ class IterationRow:
     watts: float | None = None
     prefill_attn_pairs: float | None = None
     count: int | None = None
+    prefill_masked_pairs: float | None = None
 
     @property
     def shape(self) -> BatchShape:
-        if self.prefill_attn_pairs is not None:
-            pairs = self.prefill_attn_pairs
-        elif self.prefill_seqs:
-            per = self.prefill_tokens // self.prefill_seqs
-            before = self.prefill_ctx // self.prefill_seqs
-            pairs = self.prefill_seqs * per * (before + (per + 1) / 2)
-        else:
-            pairs = self.prefill_tokens * (self.prefill_ctx + (self.prefill_tokens + 1) / 2)
+        chunks, per, before = ((self.prefill_seqs, self.prefill_tokens // self.prefill_seqs,
+                                self.prefill_ctx // self.prefill_seqs) if self.prefill_seqs
+                               else (1, self.prefill_tokens, self.prefill_ctx))
+        pairs = self.prefill_attn_pairs
+        if pairs is None:
+            pairs = chunks * per * (before + (per + 1) / 2)
+        masked = self.prefill_masked_pairs
+        if masked is None:
+            masked = chunks * per * (per - 1) / 2 if per else 0.0
         return BatchShape(self.prefill_tokens, self.prefill_seqs, pairs, self.prefill_ctx, self.decode_seqs,
-                          self.decode_ctx)
+                          self.decode_ctx, masked)
 
     @property
     def kind(self) -> str:
@@ -130,6 +133,7 @@ def _row(r: dict[str, str | None], line: int, path: str, field: str) -> Iteratio
         watts=num("watts", float, optional=True, positive=True),
         prefill_attn_pairs=num("prefill_attn_pairs", float, optional=True),
         count=num("count", int, optional=True, positive=True),  # type: ignore[arg-type]
+        prefill_masked_pairs=num("prefill_masked_pairs", float, optional=True),
     )
     if row.prefill_tokens + row.decode_seqs == 0:
         raise UsageError(f"{path} line {line}: the row computes no tokens; allowed: prefill_tokens > 0 or "
@@ -165,8 +169,10 @@ def binned(rows: Iterable[IterationRow]) -> list[IterationRow]:
             return sum(getattr(r, attr) for r in g) / n
 
         pairs = sum(r.shape.prefill_attn_pairs for r in g) / n
+        masked = sum(r.shape.prefill_masked_pairs for r in g) / n
         pt = round(mean("prefill_tokens"))
         out.append(IterationRow(engine, device, model, tp, pt, min(pt, round(mean("prefill_seqs"))),
                                 round(mean("prefill_ctx")), dseqs, round(mean("decode_ctx")), mean("iter_ms"),
-                                prefill_attn_pairs=pairs if pt else None, count=n))
+                                prefill_attn_pairs=pairs if pt else None, count=n,
+                                prefill_masked_pairs=masked if pt else None))
     return sorted(out, key=lambda r: (r.device, r.model, r.tp, r.prefill_tokens, r.decode_seqs, r.decode_ctx))

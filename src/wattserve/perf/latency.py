@@ -4,7 +4,8 @@ t = soft_max_p(linear FLOPs / (peak * eff_gemm * s), weight bytes / (HBM * eff_m
   + max(attention FLOPs / (peak * eff_attn * s), KV bytes / (HBM * eff_mem))
   + elementwise bytes / (HBM * eff_mem) + TP all-reduce + MoE all-to-all
   + step overhead + seq overhead * sequences + prompt overhead * prompts completed
-  + layer overhead * layers + comm overhead * all-reduce calls,
+  + layer overhead * layers + comm overhead * all-reduce calls
+  + mixed overhead (a step that holds prompt chunks and decodes together),
 with s = clock / max clock and soft_max_p(a, b) = (a**p + b**p)**(1/p). The soft maximum models GEMMs near
 the ridge point, where neither compute nor weight streaming fully hides the other. Compute time scales
 with the SM clock; memory time does not (the HBM clock is independent of the SM clock on
@@ -32,6 +33,23 @@ Calibration (docs/calibration.md holds the error table; `wattserve calibrate` re
   all-reduce: synchronisation beyond the wire time, what makes TP scale worse than its bandwidth) are
   the terms a perf profile fits per engine (perf/perf_profile.py); with their defaults (eff_kv =
   EFF_MEM, the others 0) the model is the one fitted to ML.ENERGY below.
+- attn_masked_share (0..1): the share of each prefill chunk's masked pairs (above its causal
+  diagonal, BatchShape.prefill_masked_pairs) that the engine's attention computes anyway, priced as
+  attention FLOPs. 0 is a kernel that skips every masked pair (the default: FlashAttention at
+  ML.ENERGY's prompt lengths, where the diagonal tiles are a small part of the square); 1 is one that
+  computes each chunk's full rectangle. Our CPU engine is the second kind: PyTorch's CPU flash
+  kernel takes keys in blocks of up to 512, and a chunk after cached context goes through an explicit
+  mask. Its grid profile of 2026-12-07 (`wattserve validate`, three runs) shows it: a 512-token prompt
+  took 12.3-13.7 ms, two 256-token prompts 5.9-6.8 ms, and a 256-token prompt after 128 cached
+  tokens 4.4-4.8 ms, about 50 ns per pair of the full rectangle in each; with causal pairs only, the
+  fit missed held-out prompt steps by 7-28%.
+- mixed_overhead_s: what a step pays for holding prompt chunks and decodes together beyond the two
+  apart: both attention paths' metadata and calls (vLLM's chunked-prefill batches build prefill and
+  decode attention metadata and run both kernels; so does our engine). Fitted with the other
+  constants to our CPU engine's grid profiles of 2026-12-07 (three runs), it came out at 0.2-0.4 ms:
+  a 32-token prompt beside two decodes of 256 tokens took 1.22-1.41 ms, where the prompt alone took
+  0.76-0.79 ms and the two decodes alone 0.60-0.67 ms, most of each a fixed cost that a step pays
+  once (the smallest steps took 0.57-0.65 ms).
 - OVERHEAD_S: fitted with the power constants by scripts/fit_calibration.py to ML.ENERGY v3 median
   inter-token latency on H100 (anchors/mlenergy/v3_leaderboard/v3_configs_flat.csv): the per-step
   time vLLM spends outside GPU kernels that CUDA graphs do not hide.
@@ -103,6 +121,8 @@ class RooflineLatencyModel:
     prompt_overhead_s: float = 0.0
     layer_overhead_s: float = 0.0
     comm_overhead_s: float = 0.0
+    attn_masked_share: float = 0.0
+    mixed_overhead_s: float = 0.0
     _k: tuple[float, ...] = field(init=False, repr=False, compare=False)
     _a2a: tuple[AllToAllFit, float, int] | None = field(init=False, repr=False, compare=False)
     _reads: Callable[[int], float] = field(init=False, repr=False, compare=False)
@@ -157,7 +177,10 @@ class RooflineLatencyModel:
         inv_s = self.gpu.clock_max_mhz / clock_mhz
         lin_c = (t_tok * tokens + t_logit * (shape.prefill_seqs + shape.decode_seqs)) * inv_s
         lin_m = t_dense + (t_expert * self._reads(tokens) if t_expert else 0.0)
-        attn_c = t_pair * (shape.prefill_attn_pairs + shape.decode_ctx) * inv_s
+        pairs = shape.prefill_attn_pairs + shape.decode_ctx
+        if self.attn_masked_share:
+            pairs += self.attn_masked_share * shape.prefill_masked_pairs
+        attn_c = t_pair * pairs * inv_s
         attn_m = t_kv * (shape.decode_ctx + shape.prefill_ctx + tokens)
         p = self.gemm_p
         lin = (lin_c**p + lin_m**p) ** (1.0 / p)
@@ -167,6 +190,8 @@ class RooflineLatencyModel:
             t += t_seq * (shape.prefill_seqs + shape.decode_seqs)
         if self.prompt_overhead_s:
             t += self.prompt_overhead_s * shape.prefill_seqs
+        if self.mixed_overhead_s and shape.prefill_tokens and shape.decode_seqs:
+            t += self.mixed_overhead_s
         if self._a2a is not None:
             fit, per_token, calls = self._a2a
             t += calls * fit.time_s(per_token * tokens)

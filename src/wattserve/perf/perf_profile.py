@@ -45,6 +45,10 @@ class LatencyParams:
     prompt_overhead_s: float = 0.0
     layer_overhead_s: float = 0.0
     comm_overhead_s: float = 0.0
+    attn_masked_share: float = 0.0
+    """The share of each prefill chunk's masked query-key pairs its attention computes anyway (0..1)."""
+    mixed_overhead_s: float = 0.0
+    """The extra cost of a step holding prompt chunks and decodes together (both attention paths)."""
     request_overhead_s: float = 0.0
     """A request's serving cost outside engine steps (HTTP, tokenization, routing, the first token's
     way back), which every TTFT carries: the simulator routes each request this long after it arrives.
@@ -86,7 +90,8 @@ class PerfProfile:
                                     eff_attn=p.eff_attn, overhead_s=p.step_overhead_s, gemm_p=p.gemm_p,
                                     eff_kv=p.eff_kv, seq_overhead_s=p.seq_overhead_s,
                                     prompt_overhead_s=p.prompt_overhead_s,
-                                    layer_overhead_s=p.layer_overhead_s, comm_overhead_s=p.comm_overhead_s)
+                                    layer_overhead_s=p.layer_overhead_s, comm_overhead_s=p.comm_overhead_s,
+                                    attn_masked_share=p.attn_masked_share, mixed_overhead_s=p.mixed_overhead_s)
 
     def power_model(self, gpu: GpuSpec) -> UtilizationPowerModel:
         from wattserve.catalog.gpus import get_gpu
@@ -165,6 +170,8 @@ def from_json(d: dict[str, Any]) -> PerfProfile:
     for k in ("eff_gemm", "eff_mem", "eff_kv", "eff_attn", "gemm_p"):
         if k in latency and latency[k] <= 0:
             raise ValueError(f"latency.{k} must be > 0")
+    if latency.get("attn_masked_share", 0) > 1:
+        raise ValueError("latency.attn_masked_share must be at most 1 (a share of the masked pairs)")
     fitted = d.get("fitted_on") or []
     if isinstance(fitted, str) or not all(isinstance(g, str) for g in fitted):
         raise ValueError("fitted_on must be a list of device names")

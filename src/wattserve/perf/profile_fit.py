@@ -1,7 +1,10 @@
 """Fit a perf profile's latency constants to a measured iteration table (`wattserve calibrate --profile`).
 
-What is fitted: the roofline's efficiencies (GEMM, weight streaming, KV reads, attention) and its fixed
-costs (per step, per sequence, per layer, and per all-reduce when the table has TP > 1 rows), by
+What is fitted: the roofline's efficiencies (GEMM, weight streaming, KV reads, attention), its fixed
+costs (per step, per sequence, per layer, per all-reduce when the table has TP > 1 rows, and per
+mixed step when it has steps of prompt chunks beside decodes), and, when the table has prompt chunks
+longer than a token, the share of their masked pairs the engine's attention computes
+(perf/latency.py, attn_masked_share), by
 robust least squares on relative error (scipy.optimize.least_squares, soft-L1 loss, so one noisy
 row does not pull the fit). The GEMM soft-maximum exponent and the power constants stay those of the
 base profile: a latency table says nothing about power unless it has a `watts` column, and ours do
@@ -35,6 +38,10 @@ NOMINAL_EFF_MAX = 100.0
 """Efficiencies are fractions of a GPU's datasheet peak, so at most 1; the catalog's `cpu` device is
 nominal, so a CPU table's efficiencies may exceed 1 (up to this)."""
 _OVERHEAD_BOUNDS = (0.0, 1.0)
+SHARES = ("attn_masked_share",)
+_SHARE_START = 0.5
+"""Where a share the base profile leaves at 0 starts (mid-range: 0 is a bound, where the fit would start
+with no room on one side)."""
 START_SCALES = (1.0, 0.1, 0.01)
 """The fit starts from the base efficiencies and from 10x and 100x lower ones and keeps the best: a
 roofline term that never binds from one start (a decode step that looks compute-bound, so the
@@ -119,8 +126,9 @@ def fit_latency(base: PerfProfile, names: Sequence[str], predict: Callable[[Perf
     lo = [_EFF_BOUNDS[0] if n.startswith("eff") else _OVERHEAD_BOUNDS[0] for n in names]
     hi = [eff_max if n.startswith("eff") else _OVERHEAD_BOUNDS[1] for n in names]
     start = base.latency
-    x0 = np.array([min(max(getattr(start, n), a), b) for n, a, b in zip(names, lo, hi, strict=True)])
-    scale = np.array([1.0 if n.startswith("eff") else 1e-4 for n in names])
+    x0 = np.array([min(max(getattr(start, n) or (_SHARE_START if n in SHARES else 0.0), a), b)
+                   for n, a, b in zip(names, lo, hi, strict=True)])
+    scale = np.array([1.0 if n.startswith("eff") or n in SHARES else 1e-4 for n in names])
     eff = np.array([n.startswith("eff") for n in names])
 
     def profile_of(x: np.ndarray) -> PerfProfile:
@@ -169,7 +177,9 @@ def fit_profile(rows: Sequence[IterationRow], base: PerfProfile, name: str, sour
     if len(fit_idx) < 4:
         raise UsageError(f"{len(rows)} rows leave {len(fit_idx)} to fit; allowed: a table with at least "
                          f"{math.ceil(4 / (1 - holdout))} rows", "profile")
-    names = EFFICIENCIES + OVERHEADS + (("comm_overhead_s",) if any(r.tp > 1 for r in rows) else ())
+    names = (EFFICIENCIES + OVERHEADS + (("comm_overhead_s",) if any(r.tp > 1 for r in rows) else ())
+             + (("mixed_overhead_s",) if any(r.kind == "mixed" for r in rows) else ())
+             + (SHARES if any(r.shape.prefill_masked_pairs for r in rows) else ()))
     fitted = [rows[i] for i in fit_idx]
     weights = _weights(fitted)
     profile = fit_latency(base, names, lambda p: predict_all(p, fitted), np.array([r.iter_ms for r in fitted]),

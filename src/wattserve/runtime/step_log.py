@@ -1,7 +1,7 @@
 """A worker's step log: one iteration-table row per engine step it runs while serving.
 
 `wattserve serve --step-log DIR` turns it on. Each row is the step's batch shape (the engine's own
-BatchShape, causal pairs included) and the worker loop's time for it: the step, handing its tokens
+BatchShape, causal and masked pairs included) and the worker loop's time for it: the step, handing its tokens
 and KV to the router, and the loop's turn to read what arrived, which is the period a serving
 engine's steps follow each other at under load. A profile fitted to these rows (`wattserve
 calibrate --profile`) prices steps as this server runs them, IPC and the cores it shares with its
@@ -36,7 +36,8 @@ class StepLog:
             return
         row = IterationRow(ENGINE, self.device, self.model, 1, shape.prefill_tokens, shape.prefill_seqs,
                            shape.prefill_ctx, shape.decode_seqs, shape.decode_ctx, round(seconds * 1e3, 4),
-                           prefill_attn_pairs=shape.prefill_attn_pairs if shape.prefill_tokens else None)
+                           prefill_attn_pairs=shape.prefill_attn_pairs if shape.prefill_tokens else None,
+                           prefill_masked_pairs=shape.prefill_masked_pairs if shape.prefill_tokens else None)
         self._csv.writerow(["" if v is None else v for v in astuple(row)])
 
     def close(self) -> None:

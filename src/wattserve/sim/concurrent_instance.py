@@ -123,12 +123,14 @@ class ConcurrentInstance(Instance):
         self._admit(now, seats, self.token_budget)
         if not self.active:
             return
-        pt = pairs = 0
+        pt = pairs = masked = 0
         for req in self.active:
             n = req.target - req.prefilled
             pt += n
             pairs += n * (n + 1) // 2
-        shape = BatchShape(prefill_tokens=pt, prefill_seqs=len(self.active), prefill_attn_pairs=pairs)
+            masked += n * (n - 1) // 2
+        shape = BatchShape(prefill_tokens=pt, prefill_seqs=len(self.active), prefill_attn_pairs=pairs,
+                           prefill_masked_pairs=masked)
         self.corun.shapes["prefill"] = shape
         self.p_left = 1.0
         self.p_t0 = self.p_start = now

@@ -286,7 +286,7 @@ class Instance:
     def _start_mixed(self, budget: int) -> None:
         chunks: list[tuple[SimRequest, int]] = []
         pt = seqs = pctx = 0
-        pairs = 0.0
+        pairs = masked = 0.0
         for req in self.active:
             n = req.target - req.prefilled
             if n > budget:
@@ -294,6 +294,7 @@ class Instance:
             chunks.append((req, n))
             pt += n
             pairs += n * (req.prefilled + (n + 1) / 2)
+            masked += n * (n - 1) / 2
             pctx += req.prefilled
             if req.prefilled + n >= req.target:
                 seqs += 1
@@ -303,7 +304,7 @@ class Instance:
         b = len(self.running)
         t_run = self.kv.run
         shape = BatchShape(prefill_tokens=pt, prefill_seqs=seqs, prefill_attn_pairs=pairs, prefill_ctx=pctx,
-                           decode_seqs=b, decode_ctx=t_run + b)
+                           decode_seqs=b, decode_ctx=t_run + b, prefill_masked_pairs=masked)
         run = self.run
         run.mixed(shape, chunks, b, t_run + b, 0.0)
         self.view.phase = "mixed" if b else "prefill"

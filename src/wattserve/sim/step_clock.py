@@ -83,7 +83,8 @@ class StepClock:
             return 0.0
         lat = self.latency
         tp = lat.iteration(BatchShape(prefill_tokens=shape.prefill_tokens, prefill_seqs=shape.prefill_seqs,
-                                      prefill_attn_pairs=shape.prefill_attn_pairs, prefill_ctx=shape.prefill_ctx),
+                                      prefill_attn_pairs=shape.prefill_attn_pairs, prefill_ctx=shape.prefill_ctx,
+                                      prefill_masked_pairs=shape.prefill_masked_pairs),
                            clock_mhz).time_s
         td = lat.iteration(BatchShape(decode_seqs=shape.decode_seqs, decode_ctx=shape.decode_ctx), clock_mhz).time_s
         return tp / (tp + td) if tp + td > 0 else 0.0

@@ -49,7 +49,7 @@ def is_decode_row(seq: Sequence, n: int) -> bool:
 
 def batch_shape(batch: Iterable[tuple[Sequence, int]]) -> tuple[BatchShape, Composition]:
     pt = seqs = pctx = dseqs = dctx = 0
-    pairs = 0.0
+    pairs = masked = 0.0
     comp: list[tuple[str, bool]] = []
     for seq, n in batch:
         start = seq.num_computed
@@ -60,12 +60,13 @@ def batch_shape(batch: Iterable[tuple[Sequence, int]]) -> tuple[BatchShape, Comp
             continue
         pt += n
         pairs += n * (start + (n + 1) / 2)
+        masked += n * (n - 1) / 2
         pctx += start
         if start + n >= len(seq.token_ids):
             seqs += 1
         comp.append((seq.seq_id, False))
     shape = BatchShape(prefill_tokens=pt, prefill_seqs=seqs, prefill_attn_pairs=pairs, prefill_ctx=pctx,
-                       decode_seqs=dseqs, decode_ctx=dctx)
+                       decode_seqs=dseqs, decode_ctx=dctx, prefill_masked_pairs=masked)
     return shape, tuple(comp)
 
 
