@@ -150,6 +150,8 @@ class RooflineLatencyModel:
             self.overhead_s + c.allreduce_calls * (g.allreduce_latency_s + self.comm_overhead_s)
             + self.model.layers * self.layer_overhead_s,
             self.seq_overhead_s,
+            c.attn_flops_per_pair / (g.peak_flops * self.eff_attn) * self.attn_masked_share,
+            self.mixed_overhead_s,
         )
         object.__setattr__(self, "_k", k)
         a2a = None
@@ -173,14 +175,13 @@ class RooflineLatencyModel:
         tokens = shape.prefill_tokens + shape.decode_seqs
         if tokens == 0:
             return IterCost(0.0, 0.0, 0.0)
-        t_tok, t_logit, t_dense, t_expert, t_pair, t_kv, t_elem, t_fixed, t_seq = self._k
+        t_tok, t_logit, t_dense, t_expert, t_pair, t_kv, t_elem, t_fixed, t_seq, t_masked, t_mixed = self._k
         inv_s = self.gpu.clock_max_mhz / clock_mhz
         lin_c = (t_tok * tokens + t_logit * (shape.prefill_seqs + shape.decode_seqs)) * inv_s
         lin_m = t_dense + (t_expert * self._reads(tokens) if t_expert else 0.0)
-        pairs = shape.prefill_attn_pairs + shape.decode_ctx
-        if self.attn_masked_share:
-            pairs += self.attn_masked_share * shape.prefill_masked_pairs
-        attn_c = t_pair * pairs * inv_s
+        attn_c = t_pair * (shape.prefill_attn_pairs + shape.decode_ctx) * inv_s
+        if t_masked:
+            attn_c += t_masked * shape.prefill_masked_pairs * inv_s
         attn_m = t_kv * (shape.decode_ctx + shape.prefill_ctx + tokens)
         p = self.gemm_p
         lin = (lin_c**p + lin_m**p) ** (1.0 / p)
@@ -190,8 +191,8 @@ class RooflineLatencyModel:
             t += t_seq * (shape.prefill_seqs + shape.decode_seqs)
         if self.prompt_overhead_s:
             t += self.prompt_overhead_s * shape.prefill_seqs
-        if self.mixed_overhead_s and shape.prefill_tokens and shape.decode_seqs:
-            t += self.mixed_overhead_s
+        if t_mixed and shape.prefill_tokens and shape.decode_seqs:
+            t += t_mixed
         if self._a2a is not None:
             fit, per_token, calls = self._a2a
             t += calls * fit.time_s(per_token * tokens)
