@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -129,3 +130,34 @@ def test_bad_flags_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str
                          (["--profile-table", str(tmp_path / "none.csv")], "--profile-table")):
         assert_refused(*run_in_process(["validate", "--out", str(tmp_path / "v"), *argv], capsys), expect)
     assert not (tmp_path / "v").exists()
+
+
+def _step_spread() -> ModuleType:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("step_spread", Path(__file__).parents[1] / "scripts" / "step_spread.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_step_spread_tells_a_slow_drift_from_step_noise() -> None:
+    """Steps of one shape whose time drifts slowly (a host slowing down for a while) are
+    autocorrelated at a lag of one step; steps with independent noise of the same size are not."""
+    import random
+
+    from wattserve.perf.iteration_table import IterationRow
+
+    rng = random.Random(0)
+    drift, noise = [], []
+    level = 0.0
+    for _ in range(2000):
+        level = 0.98 * level + 0.2 * 0.2 * rng.gauss(0, 1)
+        drift.append(IterationRow("t", "cpu", "tiny", 1, 0, 0, 0, 4, 400, float(np.exp(level))))
+        noise.append(IterationRow("t", "cpu", "tiny", 1, 0, 0, 0, 4, 400, float(np.exp(0.2 * rng.gauss(0, 1)))))
+    mod = _step_spread()
+    sd_drift, ac_drift = mod.spread(drift)
+    sd_noise, ac_noise = mod.spread(noise)
+    assert ac_drift[0] > 0.9 and abs(ac_noise[0]) < 0.1
+    assert sd_noise == pytest.approx(0.2, rel=0.1)

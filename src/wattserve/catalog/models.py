@@ -42,7 +42,7 @@ class BatchShape:
     prefill_masked_pairs is sum over chunks of chunk * (chunk - 1) / 2: the pairs above each chunk's
     causal diagonal, which an attention kernel that does not skip masked tiles computes anyway
     (FlashAttention skips whole tiles only, so a chunk shorter than a tile is computed as a full
-    rectangle; our CPU engine's PyTorch SDPA computes every chunk of up to 512 keys whole). How much
+    rectangle; our CPU engine's steps time as if every chunk of up to 512 tokens were computed whole). How much
     of it a given engine pays is a fitted constant (perf/latency.py, attn_masked_share).
     """
 

@@ -295,24 +295,24 @@ def markdown_report(data_dir: Path, profile: PerfProfile | None = None,
               "the runs alternating (c77c45b) 7.0% and 4.9%; with the grid kept within the server's token budget "
               "(5bdb7b9) 4.5%. The grid profile's held-out error (11 held-out rows) was 6.1-11.7% in those eight "
               "runs, two above 10%, and 10.05% in the next. With the masked-pair share and the mixed-step cost in "
-              "the model (commits 63c725e, f0c3392) it was 7.2%, 2.5% and 5.8% in three runs, and refits of four "
-              "earlier runs' tables over six held-out draws each gave 1.5-8.3% (3.4-8.8% with the masked "
-              "share alone, 2.6-14.1% with neither). The serving-level median error of those three runs was "
-              "8.6%, 15.1% (the clean-clone `make validate` of the table above) and 8.8%; refitting two of "
-              "them without the two terms moved it by less than half a point (8.6% to 8.2%, 15.1% to 14.9%): "
-              "the serving-level error is the machine's drift and the step-time spread below, not the step "
-              "model. In the 15.1% run the decode worker's own step log put its token-weighted step time at "
-              "1.02-1.18 ms in the profiling runs (10-40 req/s), where the measured runs' mean TPOT (15-35 "
-              "req/s) was 1.18-1.80 ms; in the 8.8% run the colocated runtime's mean TPOT was 1.23 ms at 13.7 req/s and "
-              "0.90 ms at 22.9 req/s, faster at the higher rate.",
-              "- The simulator prices every step of a shape the same; a real host does not. Against the fitted "
-              "serving profiles, the measured/predicted ratio of single steps in the 15.1% run's step logs had "
-              "quantiles p10 0.67, p50 0.89, p90 1.40, p99 2.07 (1P/1D decode worker, 24,613 steps) and p10 "
-              "0.75, p90 1.30, p99 1.75 (colocated, 15,433 steps). A request's TPOT averages its steps, but p99 "
-              "TPOT over 200 requests keeps part of that spread, which the simulator does not have: the likeliest "
-              "reason its p99 TPOT is low on 1P/1D (above), not tested. Modelling it would mean a "
-              "seeded per-step time distribution fitted from the step logs, in the simulator's closed-form "
-              "decode runs too; not built.",
+              "the model (commits 63c725e, f0c3392) it was 7.2%, 2.5% and 5.8% in three runs. Their "
+              "serving-level median error was 8.6%, 15.1% (the clean-clone `make validate` of the table above) "
+              "and 8.8%: the two terms fix the engine step's shape, not the serving-level error, which this "
+              "machine's drift and the step-time spread below dominate. In the 15.1% run the decode worker's "
+              "own steps averaged 1.08 ms token-weighted over the profiling runs (10-40 req/s; "
+              "scripts/step_spread.py), where the measured runs' mean TPOT (15-35 req/s) was 1.18-1.80 ms; in "
+              "the 8.8% run the colocated runtime's mean TPOT was 1.23 ms at 13.7 req/s and 0.90 ms at 22.9 "
+              "req/s, faster at the higher rate.",
+              "- The simulator prices every step of a shape the same; a real host does not. "
+              "`python scripts/step_spread.py RUN` on the 15.1% run: each step's measured time over the "
+              "fitted serving profile's prediction had quantiles p10 0.67, p50 0.89, p90 1.40, p99 2.07 (1P/1D "
+              "decode worker, 24,613 steps) and p10 0.75, p50 0.92, p90 1.30, p99 1.75 (colocated, 15,433 "
+              "steps). A request's TPOT averages its steps, but the spread is slow, not step-to-step: the "
+              "autocorrelation of a step's log time over its shape bin's mean was 0.81 (decode) and 0.75 "
+              "(colocated) at a lag of one step and 0.37 and 0.26 at 50 steps, so a slow period spans a "
+              "request's whole decode and reaches p99 TPOT, which the simulator's steady steps do not. A "
+              "per-instance draw of step times was tried and not kept (no consistent gain over three runs); a "
+              "slowdown shared by the workers of one host, what 1P/1D would need, is not built.",
               "", "## Every point (default profile)", "",
               "| series | quantity | batch / tokens | measured | predicted | error |", "|---|---|---|---|---|---|"]
     for p in ml + vi + sw:

@@ -149,6 +149,13 @@ def _bucket(n: float) -> int:
     return 0 if n <= 0 else max(0, math.ceil(math.log2(n))) + 1
 
 
+def bin_key(r: IterationRow) -> tuple:
+    """The shape bin a step falls in (`binned`)."""
+    per_ctx = r.decode_ctx / r.decode_seqs if r.decode_seqs else 0
+    return (r.engine, r.device, r.model, r.tp, r.decode_seqs, _bucket(r.prefill_tokens), _bucket(r.prefill_seqs),
+            _bucket(r.prefill_ctx), _bucket(per_ctx))
+
+
 def binned(rows: Iterable[IterationRow]) -> list[IterationRow]:
     """Rows of similar shape averaged into one: for serving step logs, whose single steps scatter
     (a step that shares the cores with the router's work, a garbage collection) around the mean that
@@ -157,10 +164,7 @@ def binned(rows: Iterable[IterationRow]) -> list[IterationRow]:
     is the mean of its shapes and of its times, so a fit to bins prices mean steps, not median ones."""
     groups: dict[tuple, list[IterationRow]] = {}
     for r in rows:
-        per_ctx = r.decode_ctx / r.decode_seqs if r.decode_seqs else 0
-        key = (r.engine, r.device, r.model, r.tp, r.decode_seqs, _bucket(r.prefill_tokens), _bucket(r.prefill_seqs),
-               _bucket(r.prefill_ctx), _bucket(per_ctx))
-        groups.setdefault(key, []).append(r)
+        groups.setdefault(bin_key(r), []).append(r)
     out = []
     for (engine, device, model, tp, dseqs, *_), g in groups.items():
         n = len(g)

@@ -37,19 +37,19 @@ Calibration (docs/calibration.md holds the error table; `wattserve calibrate` re
   diagonal, BatchShape.prefill_masked_pairs) that the engine's attention computes anyway, priced as
   attention FLOPs. 0 is a kernel that skips every masked pair (the default: FlashAttention at
   ML.ENERGY's prompt lengths, where the diagonal tiles are a small part of the square); 1 is one that
-  computes each chunk's full rectangle. Our CPU engine is the second kind: PyTorch's CPU flash
-  kernel takes keys in blocks of up to 512, and a chunk after cached context goes through an explicit
-  mask. Its grid profile of 2026-12-07 (`wattserve validate`, three runs) shows it: a 512-token prompt
+  computes each chunk's full rectangle. Our CPU engine (PyTorch's scaled_dot_product_attention, a
+  chunk after cached context through an explicit mask) times as the second kind at up to 512
+  tokens. Its grid profile of 2026-12-07 (`wattserve validate`, three runs) shows it: a 512-token prompt
   took 12.3-13.7 ms, two 256-token prompts 5.9-6.8 ms, and a 256-token prompt after 128 cached
-  tokens 4.4-4.8 ms, about 50 ns per pair of the full rectangle in each; with causal pairs only, the
-  fit missed held-out prompt steps by 7-28%.
+  tokens 4.4-4.8 ms, about 50 ns per pair of the full rectangle in each. Fitted to the grid profiles
+  of three later validate runs (their grid_profile.json), the share came out at 0.57, 0.89 and 1.0.
 - mixed_overhead_s: what a step pays for holding prompt chunks and decodes together beyond the two
   apart: both attention paths' metadata and calls (vLLM's chunked-prefill batches build prefill and
-  decode attention metadata and run both kernels; so does our engine). Fitted with the other
-  constants to our CPU engine's grid profiles of 2026-12-07 (three runs), it came out at 0.2-0.4 ms:
-  a 32-token prompt beside two decodes of 256 tokens took 1.22-1.41 ms, where the prompt alone took
-  0.76-0.79 ms and the two decodes alone 0.60-0.67 ms, most of each a fixed cost that a step pays
-  once (the smallest steps took 0.57-0.65 ms).
+  decode attention metadata and run both kernels; so does our engine). In the three validate runs'
+  grid profiles it came out at 0.19, 0.21 and 0.27 ms. In the three earlier runs' grids a 32-token
+  prompt beside two decodes of 256 tokens took 1.22-1.41 ms, where the prompt alone took 0.76-0.79 ms
+  and the two decodes alone 0.60-0.67 ms, most of each a fixed cost that a step pays once (the
+  smallest steps took 0.57-0.65 ms).
 - OVERHEAD_S: fitted with the power constants by scripts/fit_calibration.py to ML.ENERGY v3 median
   inter-token latency on H100 (anchors/mlenergy/v3_leaderboard/v3_configs_flat.csv): the per-step
   time vLLM spends outside GPU kernels that CUDA graphs do not hide.
