@@ -52,6 +52,10 @@ def test_validate_writes_the_fields_scripts_read(tmp_path: Path, capsys: pytest.
         assert r["layout"] == "colocated" and r["rate"] == 4
         assert r["abs_error"] == pytest.approx(abs(r["sim"] - r["runtime"]) / r["runtime"])
     assert doc["median_abs_error"] == pytest.approx(float(np.median([r["abs_error"] for r in doc["rows"]])))
+    assert {r["metric"] for r in doc["profiling_rows"]} == set(METRICS)
+    assert {(r["layout"], r["rate"]) for r in doc["profiling_rows"]} == {("colocated", 4.0)}
+    assert doc["profiling_median_abs_error"] == pytest.approx(
+        float(np.median([r["abs_error"] for r in doc["profiling_rows"]])))
     assert doc["profiles"]["colocated"]["latency"]["request_overhead_s"] > 0
     for name in ("validate.md", "cdf.png", "profile-colocated.json", "grid_profile.json", "profile_table.csv",
                  "serving_table-colocated.csv"):

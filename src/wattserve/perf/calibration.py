@@ -233,7 +233,10 @@ def markdown_report(data_dir: Path, profile: PerfProfile | None = None,
                                                        validation.get("runtime_capacity_rps", {}).items())
                   + "; predicted by the simulator: " + ", ".join(f"{n} {v:.1f}" for n, v in
                                                                  validation.get("sim_capacity_rps", {}).items())
-                  + ".", "",
+                  + "." + (f" The same metrics on the profiling runs themselves (one run per load, whose step logs "
+                           f"the profiles were fitted to): median error "
+                           f"{validation['profiling_median_abs_error']:.1%}."
+                           if "profiling_median_abs_error" in validation else ""), "",
                   "| layout | rate (req/s) | metric | runtime (mean of runs) | runtime min-max | sim | error |",
                   "|---|---|---|---|---|---|---|"]
         for r in validation["rows"]:
