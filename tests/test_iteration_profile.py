@@ -67,8 +67,8 @@ class _Recorder:
 
 def test_each_row_is_the_batch_the_engine_ran_on_the_threads_asked(monkeypatch: pytest.MonkeyPatch) -> None:
     """The engine's own view of every timed step (its step governor's) is the shape its row names,
-    prefill attention pairs included, and every step ran with --threads torch threads, which are
-    restored afterwards."""
+    prefill attention pairs included, each timed step follows an untimed step of its own shape, and
+    every step ran with --threads torch threads, which are restored afterwards."""
     import torch
 
     from wattserve.governors.max_clock import MaxClockGovernor
@@ -82,7 +82,9 @@ def test_each_row_is_the_batch_the_engine_ran_on_the_threads_asked(monkeypatch: 
         "out": "unused.csv", **{GRID[i][2:].replace("-", "_"): GRID[i + 1] for i in range(0, len(GRID), 2)}})
     rows = ip.profile_iterations(cfg)
     assert torch.get_num_threads() == before
-    assert len(recorder.seen) == len(EXPECTED) * 3
+    assert len(recorder.seen) == len(EXPECTED) * 3 * 2
+    warm, timed = recorder.seen[0::2], recorder.seen[1::2]
+    assert [astuple(s) for s, _ in warm] == [astuple(s) for s, _ in timed]
     assert {n for _, n in recorder.seen} == {threads}
     assert {astuple(r.shape) for r in rows} == {astuple(s) for s, _ in recorder.seen}
 

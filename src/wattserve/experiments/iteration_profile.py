@@ -14,6 +14,13 @@ step's cost, and writing them would dominate the staging). Sampling is greedy wi
 `wattserve bench` asks, and no sequence finishes in the timed step. A prefill row's sequences all
 finish their prompt in the step (the table divides its tokens and context by `prefill_seqs`). The
 grid runs `warmup` untimed passes, then `repeats` timed ones; each row holds its shape's median.
+
+Each timed step follows an untimed step of the same shape, staged the same way: in serving, a step
+follows steps of about its size, and a small step right after a large one runs slower on a CPU
+(caches and allocator filled by the large one). In two grid profiles of 2026-12-07 with `validate`'s
+grid, the first decode row of each pass (one sequence of 16 tokens, right after two 512-token prompts
+on 128 cached tokens) took 0.85 and 0.91 ms against 0.57-0.64 ms for the next three one-sequence
+rows; with the untimed step first it took 0.56 ms in both.
 """
 
 from __future__ import annotations
@@ -133,7 +140,8 @@ def _longest(cfg: ProfileConfig) -> list[tuple[str, int]]:
 
 
 def steps(cfg: ProfileConfig) -> int:
-    """Engine steps the profile runs: every shape, every pass, every model."""
+    """Timed (or warm-up pass) steps the profile runs: every shape, every pass, every model; each
+    comes after an untimed step of its shape, not counted here."""
     return len(shapes(cfg)) * (cfg.warmup + cfg.repeats) * len(cfg.iteration_models)
 
 
@@ -159,6 +167,8 @@ def profile_iterations(cfg: ProfileConfig, progress: Callable[[int], None] | Non
             times: list[list[float]] = [[] for _ in grid]
             for p in range(cfg.warmup + cfg.repeats):
                 for shape, samples in zip(grid, times):
+                    stage(engine, shape)
+                    timed_step(engine, shape)
                     stage(engine, shape)
                     t = timed_step(engine, shape)
                     if p >= cfg.warmup:
