@@ -30,11 +30,12 @@ LAGS = (1, 2, 5, 10, 20, 50)
 
 def spread(rows: list[IterationRow]) -> tuple[float, list[float]]:
     """(std of log(step / bin mean), autocorrelation of that at LAGS)."""
+    keys = [bin_key(r) for r in rows]
     groups: dict[tuple, list[float]] = {}
-    for r in rows:
-        groups.setdefault(bin_key(r), []).append(r.iter_ms)
+    for k, r in zip(keys, rows, strict=True):
+        groups.setdefault(k, []).append(r.iter_ms)
     means = {k: float(np.mean(v)) for k, v in groups.items()}
-    x = np.log(np.array([r.iter_ms / means[bin_key(r)] for r in rows]))
+    x = np.log(np.array([r.iter_ms / means[k] for k, r in zip(keys, rows, strict=True)]))
     x -= x.mean()
     ac = [float(np.corrcoef(x[:-lag], x[lag:])[0, 1]) if len(x) > lag + 2 else float("nan") for lag in LAGS]
     return float(x.std()), ac
@@ -48,9 +49,9 @@ def main(run: Path) -> None:
         for role, rows in logs.items():
             label = layout_dir.name if role == "colocated" else f"{layout_dir.name}-{role}"
             profile = load_profile(str(run / f"profile-{label}.json"))
-            ratio = np.array([r.iter_ms for r in rows]) / predict_all(profile, rows)
-            seqs = np.array([r.decode_seqs for r in rows])
             ms = np.array([r.iter_ms for r in rows])
+            ratio = ms / predict_all(profile, rows)
+            seqs = np.array([r.decode_seqs for r in rows])
             weighted = float((ms * seqs).sum() / seqs.sum()) if seqs.sum() else float("nan")
             sd, ac = spread(rows)
             q = " ".join(f"p{round(p * 100)} {v:.2f}" for p, v in zip(QUANTILES, np.quantile(ratio, QUANTILES),

@@ -301,7 +301,7 @@ def run_validate(cfg: ValidateConfig, out: Path, progress: Callable[[str], None]
                              "sim": (res.records.ttft, res.records.tpot)}
         for rate, preq, r in profiling:
             sim, _ = simulate(cluster, preq)
-            in_sample.append({"layout": name, "rate": round(rate, 1), "sim": sim, "offered_rps": offered_rps(preq.arrival_s),
+            in_sample.append({"layout": name, "rate": round(rate, 1), "sim": sim,
                               "runtime_runs": [runtime_metrics(r.ttft_s, r.tpot_s, r.e2e_s, r.ok, r.duration_s)]})
     rows_out = _rows(results)
     profiling_rows = [r for r in _rows(in_sample) if r["metric"] in METRICS]
