@@ -100,8 +100,9 @@ def test_serving_on_ray_actors_gives_the_local_launchers_greedy_tokens_and_survi
                 body = json.loads(e.read())
             time.sleep(0.2)
         assert health == 503 and str(decode) in json.dumps(body)
-        status, doc = post(srv.url, "/v1/completions", {"model": "tiny", "prompt": "after", "max_tokens": 4})
-        assert status == 503 and "error" in doc
+        status, doc = post(srv.url, "/v1/completions",
+                           {"model": "tiny", "prompt": "after", "max_tokens": 4, "ignore_eos": True})
+        assert status == 503 and "no live decode worker" in doc["error"]["message"], doc
     finally:
         out = srv.stop(60)
     assert "stopped" in out
