@@ -226,3 +226,51 @@ def test_a_reused_plan_keeps_the_layout_of_the_search_before_it() -> None:
     assert reused and len(reused) < len(keys)
     assert all(keys[k] == keys[k - 1] for k in reused)
     assert len(planner.planning_cpu_s) == len(planner.planning_s) == len(keys)
+
+
+class _FavoursConcurrent:
+    """A model that serves every request on a concurrent layout and half of them on any other, and
+    records what it was asked about."""
+
+    def __init__(self) -> None:
+        self.asked: list[Layout] = []
+
+    def predict(self, load: LoadEstimate, layouts, current=None, need=None):  # noqa: ANN001, ANN201
+        self.asked += layouts
+        return [(1.0 if lay.concurrent else 0.5, 4000.0) for lay in layouts]
+
+
+@pytest.mark.parametrize("concurrent", [False, True])
+def test_concurrent_layouts_are_judged_only_when_asked_and_reached_in_one_decision(concurrent: bool) -> None:
+    model = _FavoursConcurrent()
+    p = PlannerController(model=model, screen=MODEL, period_s=3.0, concurrent=concurrent, start_colocated=False)
+    p.start(_state(0.0, 0, 0, 0, 0))
+    p.history.append(Counters(0.0, 0, 0, 0, 0))
+    actions = p.decide(_state(6.0, 10, 110, 120 * 1024, 110 * 128))
+    assert any(lay.concurrent for lay in model.asked) is concurrent
+    roles = {a.instance: a.role for a in actions if isinstance(a, SetRole)}
+    caps = {a.gpu: a.watts for a in actions if isinstance(a, SetPowerCap)}
+    if concurrent:
+        assert roles == {i: "concurrent" for i in range(8)} and p.decisions[-1]["layout"] == "concurrent"
+        assert caps == {i: pytest.approx(600.0) for i in range(8)}
+    else:
+        assert "concurrent" not in roles.values()
+
+
+def test_a_simulated_planner_run_with_concurrent_layouts_judges_them_holds_the_budget_and_finishes() -> None:
+    run = build_run(SC.scenario(SC.arm("planner"), 0), make_workload("sonnet-shift", 38.0, 0, per_phase=150),
+                    controller_params={"concurrent": True})
+    planner = run.controller
+    assert isinstance(planner, PlannerController) and planner.concurrent and "concurrent" in run.cluster.roles
+    asked: list[Layout] = []
+    predict = planner.model.predict
+
+    def recorded(load, layouts, current=None, need=None):  # noqa: ANN001, ANN202
+        asked.extend(layouts)
+        return predict(load, layouts, current, need)
+
+    planner.model.predict = recorded  # type: ignore[method-assign]
+    res = run.run()
+    assert any(lay.concurrent for lay in asked)
+    assert caps_sum_peak(res) <= SC.budget_w + 1e-6
+    assert np.all(res.records.status == 1)

@@ -1,6 +1,6 @@
 """wattserve's own planner (`--policy planner`): a receding-horizon search over layouts
-(disaggregated splits, or every instance colocated) and per-role caps under the budget, with a model
-of the cluster as its judge.
+(disaggregated splits, every instance colocated, and with `concurrent` every instance concurrent)
+and per-role caps under the budget, with a model of the cluster as its judge.
 
 Every `period_s` it estimates the coming load from the state's monotonic counters (requests that
 arrived = completed + in flight; prompt tokens = prefilled + still queued; output tokens per finished
@@ -48,7 +48,7 @@ from wattserve.seam import (
     cap_grid,
     want_of,
 )
-from wattserve.seam.roles import SWITCHABLE, instant_switch, role_moves
+from wattserve.seam.roles import WHOLE, WITH_CONCURRENT, instant_switch, role_moves
 from wattserve.seam.state import InstanceState
 
 
@@ -113,7 +113,14 @@ class PlannerController:
     cheap splits that serve a light load (few decode GPUs draw little) never reach the simulator."""
     colocated: bool = True
     """Also judge every instance colocated (hybrid batches) each period: the back end must switch
-    roles into and out of colocated (the simulator does)."""
+    roles into and out of colocated (the simulator and the runtime do)."""
+    concurrent: bool = False
+    """Also judge every instance concurrent (RAPID-Serve's prefill and decode streams on the same
+    GPUs, arXiv 2601.11822) each period: the back end must switch roles into and out of concurrent
+    (a simulated cluster built with `concurrent_switch` does: `build_run(..., controller_params=
+    {"concurrent": True})`; the runtime's concurrent workers do not switch). Off by default: the
+    simulator prices a concurrent candidate at 4-5x a colocated one's time (docs/planner.md), which
+    takes a decision past its share of the period."""
     reuse_rate: float = 0.05
     """A plan to stay stands without a new search while the arrival rate is within this share of the
     rate it was searched for (about the Poisson noise of a 20 s window at 25 req/s, 4.5%)..."""
@@ -166,11 +173,11 @@ class PlannerController:
             self.decisions.append({**self._decision(state, load, current, self._last[2], self._last[2]), "reused": True})
             return []
         screen = self.screen or self.model
-        split = [c for c in cands if not c.colocated]
+        split = [c for c in cands if c.whole is None]
         screened = screen.predict(load, split)
         ranked = sorted(zip(screened, split), key=lambda x: (-round(x[0][0] / self.screen_step), x[0][1]))
         short = [current] + [c for _, c in ranked[: self.keep] if c != current]
-        short += [c for c in cands if c.colocated and c != current]
+        short += [c for c in cands if c.whole is not None and c != current]
         role_of = {i.iid: i.role for i in state.instances}
         moves_of = [self._roles(state, c) for c in short]
         drained = [sum(1 for m in moves if not instant_switch(role_of[m.instance], m.role)) for moves in moves_of]
@@ -201,7 +208,7 @@ class PlannerController:
     def _decision(self, state: ClusterState, load: LoadEstimate, best: Layout, best_att: float,
                   cur_att: float) -> dict[str, object]:
         return {"time_s": state.time_s, "rate_rps": load.rate_rps, "prompt_tokens": load.prompt_tokens,
-                "output_tokens": load.output_tokens, "layout": "colocated" if best.colocated else "disaggregated",
+                "output_tokens": load.output_tokens, "layout": best.whole or "disaggregated",
                 "prefill": best.prefill, "prefill_cap_w": best.prefill_cap_w, "decode_cap_w": best.decode_cap_w,
                 "predicted_attainment": best_att, "current_attainment": cur_att, "planning_s": self.planning_s[-1]}
 
@@ -244,7 +251,7 @@ class PlannerController:
                 need = best + pen
             else:
                 need = att0 + self.move_cost * drained[k]
-                w_k = screen_w.get(short[k], math.inf if short[k].colocated else None)
+                w_k = screen_w.get(short[k], math.inf if short[k].whole is not None else None)
                 if att0 + pen > 1.0 and w_k is not None and w_k >= w_cap:
                     continue
             if need > 1.0 + 1e-12:
@@ -294,22 +301,24 @@ class PlannerController:
         return pick
 
     def _live(self, state: ClusterState) -> list[InstanceState]:
-        return [i for i in state.instances if i.alive and i.role in SWITCHABLE]
+        return [i for i in state.instances if i.alive and i.role in WITH_CONCURRENT]
 
     def _current(self, state: ClusterState, cands: list[Layout]) -> Layout:
         """The layout in force, read back as the candidate it is closest to, so that caps rounded by
         the guard do not look like a different plan."""
         live = self._live(state)
         cap = {r: [g.cap_target_w for i in live if i.role == r for g in state.gpus if g.index in i.gpus]
-               for r in SWITCHABLE}
-        if live and all(i.role == "colocated" for i in live):
-            lay = Layout.all_colocated(sum(cap["colocated"]) / max(1, len(cap["colocated"])))
-            same = [c for c in cands if c.colocated]
-            return min(same, key=lambda c: abs(c.decode_cap_w - lay.decode_cap_w)) if same else lay
+               for r in WITH_CONCURRENT}
+        for whole in WHOLE:
+            if live and all(i.role == whole for i in live):
+                w = sum(cap[whole]) / max(1, len(cap[whole]))
+                lay = Layout.all_colocated(w) if whole == "colocated" else Layout.all_concurrent(w)
+                same = [c for c in cands if c.whole == whole]
+                return min(same, key=lambda c: abs(c.decode_cap_w - lay.decode_cap_w)) if same else lay
         p = sum(1 for i in live if i.role == "prefill")
         lay = Layout(p, sum(cap["prefill"]) / max(1, len(cap["prefill"])),
                      sum(cap["decode"]) / max(1, len(cap["decode"])))
-        same = [c for c in cands if c.prefill == p and not c.colocated]
+        same = [c for c in cands if c.prefill == p and c.whole is None]
         return min(same, key=lambda c: abs(c.prefill_cap_w - lay.prefill_cap_w)) if same else lay
 
     def _instances(self, state: ClusterState) -> tuple[int, int]:
@@ -329,8 +338,11 @@ class PlannerController:
                     continue
                 out.append(Layout(p, cp, round(min(hi, cd), 3)))
         out = out or [self._even(state, max(1, n // 2))]
+        even = round(self._even(state, 0).decode_cap_w, 3)
         if self.colocated and n >= 1:
-            out.append(Layout.all_colocated(round(self._even(state, 0).decode_cap_w, 3)))
+            out.append(Layout.all_colocated(even))
+        if self.concurrent and n >= 1:
+            out.append(Layout.all_concurrent(even))
         return out
 
     def _even(self, state: ClusterState, p: int) -> Layout:

@@ -18,10 +18,10 @@ from wattserve.seam.operating_table import OperatingTable
 from wattserve.seam.plan import PlanModel
 
 NEEDS_TABLE = ("pals", "batch-only")
+"""Policies that plan from fitted models (`wattserve fit`): the caller passes `table=`."""
 NEEDS_MODEL = ("planner",)
 """Policies that plan with a model of the cluster (seam.PlanModel): the caller passes `model=` (and
 optionally `screen=`)."""
-"""Policies that plan from fitted models (`wattserve fit`): the caller passes `table=`."""
 
 
 def _pals(name: str, table: OperatingTable | None = None, **kw: Any) -> Controller:

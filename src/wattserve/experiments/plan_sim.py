@@ -47,8 +47,11 @@ def analytic_model(cluster: ClusterConfig, slo_ttft_s: float | None, slo_tpot_s:
 class SimPlanModel:
     def __init__(self, cluster: ClusterConfig, slo_ttft_s: float | None, slo_tpot_s: float | None,
                  horizon_s: float = 15.0, max_requests: int = 1500, seed: int = 0, length_cv: float = 1.0,
-                 late_share: float = 0.5, check_s: float = 0.5) -> None:
+                 late_share: float = 0.5, check_s: float = 0.5, concurrent_switch: bool = False) -> None:
         self.cluster = cluster
+        self.concurrent_switch = concurrent_switch
+        """Build each candidate's cluster able to switch into and out of concurrent, as the cluster
+        it models is (a candidate starting from a concurrent layout, or moving to one, needs it)."""
         self.slo_s = (slo_ttft_s, slo_tpot_s)
         self.horizon_s = horizon_s
         self.max_requests = max_requests
@@ -116,9 +119,10 @@ class SimPlanModel:
     def _config(self, roles: Layout, caps: Layout) -> ClusterConfig:
         """The cluster with `roles`' instances and `caps`' per-role caps."""
         n = self.cluster.num_gpus // self.cluster.tp
-        if roles.colocated:
+        if roles.whole is not None:
             return self.cluster.model_copy(update={
-                "prefill": 0, "decode": 0, "colocated": n, "concurrent": 0, "prefill_cap_w": None,
+                "prefill": 0, "decode": 0, "colocated": n if roles.colocated else 0,
+                "concurrent": n if roles.concurrent else 0, "prefill_cap_w": None,
                 "decode_cap_w": None, "power_cap_w": caps.decode_cap_w})
         return self.cluster.model_copy(update={
             "prefill": roles.prefill, "decode": n - roles.prefill, "colocated": 0, "concurrent": 0,
@@ -147,7 +151,7 @@ class SimPlanModel:
         new arrivals (`scored`) are scored: the backlog loads the cluster, but its requests arrived
         before the plan, and how long they have waited already is not replayed."""
         start = lay if current is None else current
-        cluster = Cluster(self._config(start, lay), wl, slo_s=self.slo_s)
+        cluster = Cluster(self._config(start, lay), wl, slo_s=self.slo_s, concurrent_switch=self.concurrent_switch)
         if start != lay:
             self._move(cluster, lay)
         late = scored & (wl.arrival_s >= wl.arrival_s[-1] * self.late_share)
@@ -197,7 +201,7 @@ class SimPlanModel:
 
 
 def planner_models(cluster: ClusterConfig, slo_ttft_s: float | None, slo_tpot_s: float | None,
-                   seed: int = 0) -> dict[str, Any]:
+                   seed: int = 0, concurrent_switch: bool = False) -> dict[str, Any]:
     """The planner's `model` (simulated) and `screen` (closed form) for this cluster."""
-    return {"model": SimPlanModel(cluster, slo_ttft_s, slo_tpot_s, seed=seed),
+    return {"model": SimPlanModel(cluster, slo_ttft_s, slo_tpot_s, seed=seed, concurrent_switch=concurrent_switch),
             "screen": analytic_model(cluster, slo_ttft_s, slo_tpot_s)}

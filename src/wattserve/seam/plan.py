@@ -1,6 +1,6 @@
 """What a planning controller asks of a model of the cluster: for the load it expects, how well
-would each candidate configuration (a disaggregated split, or every instance colocated) serve, and
-at what power.
+would each candidate configuration (a disaggregated split, or every instance colocated or
+concurrent) serve, and at what power.
 
 The planner (control/planner.py, wattserve's own policy) searches configurations every period with
 a model instead of reacting to pressure as RAPID does. The model sits behind this seam: the
@@ -36,16 +36,28 @@ class LoadEstimate:
 class Layout:
     """A configuration: how many instances prefill (the rest decode), and the per-GPU cap of each
     role; or, with `colocated`, every instance colocated (hybrid batches) under one cap
-    (`prefill` 0, both caps equal)."""
+    (`prefill` 0, both caps equal); or, with `concurrent`, every instance concurrent (RAPID-Serve's
+    prefill and decode streams on the same GPUs, arXiv 2601.11822) under one cap."""
 
     prefill: int
     prefill_cap_w: float
     decode_cap_w: float
     colocated: bool = False
+    concurrent: bool = False
 
     @staticmethod
     def all_colocated(cap_w: float) -> Layout:
         return Layout(0, cap_w, cap_w, True)
+
+    @staticmethod
+    def all_concurrent(cap_w: float) -> Layout:
+        return Layout(0, cap_w, cap_w, False, True)
+
+    @property
+    def whole(self) -> str | None:
+        """The one role of a layout whose instances all serve requests whole (colocated or
+        concurrent); None for a disaggregated split."""
+        return "colocated" if self.colocated else "concurrent" if self.concurrent else None
 
 
 CAP_LEVELS = 7
@@ -60,8 +72,8 @@ def cap_grid(lo_w: float, hi_w: float, levels: int = CAP_LEVELS) -> list[float]:
 
 def want_of(lay: Layout, instances: int) -> dict[str, int]:
     """How many of `instances` take each role in `lay`."""
-    if lay.colocated:
-        return {"colocated": instances}
+    if lay.whole is not None:
+        return {lay.whole: instances}
     return {"prefill": lay.prefill, "decode": instances - lay.prefill}
 
 

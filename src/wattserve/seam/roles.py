@@ -9,16 +9,22 @@ from wattserve.errors import UsageError
 SWITCHABLE = ("prefill", "decode", "colocated")
 """Roles an instance may switch between (the simulator and the runtime; a fleet of external engines
 refuses role changes)."""
-PROMPT_SIDE = ("prefill", "colocated")
-DECODE_SIDE = ("decode", "colocated")
+WITH_CONCURRENT = (*SWITCHABLE, "concurrent")
+"""The roles of a simulated cluster built to switch into and out of concurrent as well (RAPID-Serve,
+arXiv 2601.11822; `Cluster(concurrent_switch=True)`, for the planner). The runtime's concurrent
+workers run a second prefill process and do not switch."""
+WHOLE = ("colocated", "concurrent")
+"""Roles that serve requests whole, prompt and decode on the same GPUs."""
+PROMPT_SIDE = ("prefill", *WHOLE)
+DECODE_SIDE = ("decode", *WHOLE)
 
 
 def instant_switch(role_now: str, target: str) -> bool:
-    """A switch into or out of colocated takes effect at once: a colocated instance serves whatever a
-    prefill or a decode instance holds, and one leaving colocated finishes what it holds (queued
-    prompts, running sequences) where it is; only the work routed to it afterwards follows the new
-    role. A switch between prefill and decode drains and reconfigures (RAPID's 2-5 s)."""
-    return "colocated" in (role_now, target)
+    """A switch into or out of colocated (or concurrent) takes effect at once: such an instance
+    serves whatever a prefill or a decode instance holds, and one leaving finishes what it holds
+    (queued prompts, running sequences) where it is; only the work routed to it afterwards follows
+    the new role. A switch between prefill and decode drains and reconfigures (RAPID's 2-5 s)."""
+    return role_now in WHOLE or target in WHOLE
 
 
 def check_role_change(name: str, role_now: str, switching_to: str | None, target: str,

@@ -22,7 +22,7 @@ from wattserve.results.sim_result import GpuTrace, InstanceTrace, LinkTrace, Sim
 from wattserve.routing import make_policy
 from wattserve.schema.cluster import ClusterConfig
 from wattserve.seam.governor import StepGovernor
-from wattserve.seam.roles import DECODE_SIDE, SWITCHABLE, check_role_change, instant_switch
+from wattserve.seam.roles import DECODE_SIDE, SWITCHABLE, WITH_CONCURRENT, check_role_change, instant_switch
 from wattserve.sim.concurrent_instance import ConcurrentInstance
 from wattserve.sim.events import EventLoop
 from wattserve.sim.gpu import SimGpu, check_cap, check_clock
@@ -43,10 +43,14 @@ CLOCK_DELAY_S = 0.02
 class Cluster:
     def __init__(self, spec: ClusterConfig, workload: Workload,
                  governor: Callable[[], StepGovernor] | None = None,
-                 slo_s: tuple[float | None, float | None] = (None, None)) -> None:
+                 slo_s: tuple[float | None, float | None] = (None, None), concurrent_switch: bool = False) -> None:
         """`governor` makes one step governor per instance (default: the one `spec.engine.governor`
-        names); `slo_s` (TTFT, TPOT in seconds) is what governors see of the SLOs."""
+        names); `slo_s` (TTFT, TPOT in seconds) is what governors see of the SLOs; with
+        `concurrent_switch` every instance can switch into and out of concurrent as well
+        (seam/roles.WITH_CONCURRENT)."""
         self.spec = spec
+        self.roles = WITH_CONCURRENT if concurrent_switch else SWITCHABLE
+        """The roles `set_role` switches between."""
         self.gpu_spec: GpuSpec = get_gpu(spec.gpu)
         self.model: ModelSpec = get_model(spec.model)
         _validate(spec, self.gpu_spec, self.model)
@@ -84,7 +88,7 @@ class Cluster:
                 self.gpus.append(g)
                 gpus.append(g)
             kv_tokens = self.model.kv_capacity_tokens(self.gpu_spec.hbm_bytes, tp, eng.mem_util)
-            kind = ConcurrentInstance if role == "concurrent" else Instance
+            kind = ConcurrentInstance if role == "concurrent" or concurrent_switch else Instance
             inst = kind(iid, role, gpus, self.loop, self, latency[role], power[role], make(), self.itl_hist,
                             kv_tokens, eng.block_size, eng.max_seqs, budgets,
                             self.model.kv_bytes_per_token_per_rank(tp), spec.max_run_iters, slo_s)
@@ -138,24 +142,25 @@ class Cluster:
         self.decoders = [i for i in self.instances if i.role in DECODE_SIDE and i.switching_to is None]
 
     def set_role(self, iid: int, role: str, reconfig_s: float = RECONFIG_S, migrate: bool = True) -> None:
-        """Switch an instance between prefill, decode and colocated (seam/roles.py). Between prefill
-        and decode it drains and reconfigures; into or out of colocated it switches at once, and what
-        it holds finishes there. Refused (UsageError) if it would leave no instance taking prompts or none
+        """Switch an instance between prefill, decode and colocated, and concurrent when the cluster
+        was built for it (`self.roles`, seam/roles.py). Between prefill and decode it drains and
+        reconfigures; into or out of colocated or concurrent it switches at once, and what it holds
+        finishes there. Refused (UsageError) if it would leave no instance taking prompts or none
         decoding, if the instance is already switching, or when the roles' TP or perf profiles
         differ."""
         inst = self.instances[iid]
-        tps = {r: self.spec.tp_of(r) for r in SWITCHABLE}
+        tps = {r: self.spec.tp_of(r) for r in self.roles}
         if len(set(tps.values())) > 1:
             raise UsageError(f"instance {iid} cannot change role: its roles have different TP "
                              f"({', '.join(f'{r} {t}' for r, t in tps.items())}); allowed: role changes with one TP "
                              "for every role", "cluster.prefill_tp")
-        profiles = {r: self.spec.profile_of(r) for r in SWITCHABLE}
+        profiles = {r: self.spec.profile_of(r) for r in self.roles}
         if len(set(profiles.values())) > 1:
             raise UsageError(f"instance {iid} cannot change role: its roles have different perf profiles "
                              f"({', '.join(f'{r} {p}' for r, p in profiles.items())}); allowed: role changes with "
                              "one profile for every role", "cluster.prefill_perf_profile")
         others = [i.role for i in self.instances if i.switching_to is None and i is not inst]
-        if not check_role_change(f"instance {iid}", inst.role, inst.switching_to, role, others, SWITCHABLE):
+        if not check_role_change(f"instance {iid}", inst.role, inst.switching_to, role, others, self.roles):
             return
         if instant_switch(inst.role, role):
             inst.switch_now(role)
@@ -169,7 +174,7 @@ class Cluster:
         gets `fraction` of them and the other phase the rest; 1.0 gives both all of them
         (overallocation). It holds until the next SetComputeShare, over the step governor's answers."""
         inst = self.instances[iid]
-        if not isinstance(inst, ConcurrentInstance):
+        if not isinstance(inst, ConcurrentInstance) or inst.role != "concurrent":
             raise UsageError(f"instance {iid} is {inst.role}; allowed: concurrent instances (cluster.concurrent)",
                              "instance")
         if phase not in ("prefill", "decode"):

@@ -16,6 +16,13 @@ re-timed at its new speed. The step governor is asked at each boundary of either
 `decode_share` (RAPID-Serve's Adaptive Resource Manager: `governors/rapid_serve.py`) sets the split,
 unless the control plane pinned one (`SetComputeShare`). The prefill's contention is evaluated with
 the decode batch at the start of the decode step that runs beside it.
+
+An instance built to switch (`Cluster(concurrent_switch=True)`, for the planner) is a
+`ConcurrentInstance` in every role: with its streams off (any role but concurrent) it is the plain
+`Instance`, clock and all. A switch into concurrent takes effect at once, as one into colocated does
+(seam/roles.instant_switch): prompts that hybrid batches had begun continue on the prefill stream
+once the step in flight ends. A switch out waits for the prefill batch in flight, if any, then
+takes effect; what the instance holds finishes there.
 """
 
 from __future__ import annotations
@@ -39,10 +46,14 @@ class ConcurrentInstance(Instance):
         super().__init__(*args, **kwargs)
         spec, power = self.clock.spec, self.clock.power
         self.corun = CoRun(self.latency)
-        self.clock = StepClock(spec, StreamLatency(self.corun, "decode"), power)
-        self.clock.refresh(self.gpus)
+        self.plain_clock = self.clock
+        """The clock of the instance's roles without streams (hybrid batches, prefill, decode)."""
+        self.stream_clock = StepClock(spec, StreamLatency(self.corun, "decode"), power)
         self.pclock = StepClock(spec, StreamLatency(self.corun, "prefill"), power)
-        self.pclock.refresh(self.gpus)
+        self.streams = False
+        self.leaving: str | None = None
+        """The role a switch out of concurrent waits to take until the prefill batch in flight ends."""
+        self._set_streams(self.role == "concurrent")
         self.pinned = False
         """Whether the control plane pinned the decode share (`SetComputeShare`)."""
         self.pinned_share: float | None = None
@@ -66,6 +77,28 @@ class ConcurrentInstance(Instance):
         assert shape is not None
         return shape
 
+    def _set_streams(self, on: bool) -> None:
+        """Run prefill on a stream of its own (concurrent) or not (every other role)."""
+        self.streams = on
+        self.mixes = not on
+        self.clock = self.stream_clock if on else self.plain_clock
+        self.clock.refresh(self.gpus)
+        if on:
+            self.pclock.refresh(self.gpus)
+
+    # ---- role changes ----
+    def switch_now(self, role: str) -> None:
+        if self.streams and role != "concurrent" and self.p_busy:
+            self.leaving = role
+            return
+        super().switch_now(role)
+
+    def _finish_switch(self, arg: object) -> None:
+        on = (self.switching_to or self.role) == "concurrent"
+        if on != self.streams:
+            self._set_streams(on)
+        super()._finish_switch(arg)
+
     # ---- the seam ----
     def pin_share(self, decode_share: float | None) -> None:
         """Hold the decode stream at `decode_share` of the compute units (None: overallocate) from
@@ -78,6 +111,8 @@ class ConcurrentInstance(Instance):
         """The governor's answer at a boundary of either stream; its share holds from here (the
         caller re-times what runs), unless the control plane pinned one."""
         decision = super()._decide()
+        if not self.streams:
+            return decision
         self.corun.decode_share = self.pinned_share if self.pinned else decision.decode_share
         return decision
 
@@ -94,6 +129,9 @@ class ConcurrentInstance(Instance):
             self._prefill_alone(now)
 
     def on_clock_change(self) -> None:
+        if not self.streams:
+            super().on_clock_change()
+            return
         self.pclock.refresh(self.gpus)
         if self.busy:
             super().on_clock_change()
@@ -104,18 +142,28 @@ class ConcurrentInstance(Instance):
 
     # ---- scheduling ----
     def poke(self) -> None:
+        if not self.streams:
+            super().poke()
+            return
         if not self.busy:
             self.plan()
             return
         if self.pending_join and self.run.k > 1:
             self._split(None)
-        if not self.p_busy and self.waiting:
+        if self._prefill_may_start():
             self._start_prefill()
 
     def plan(self) -> None:
         super().plan()
-        if not self.p_busy and self.waiting and self.switching_to is None:
+        if self.streams and self.switching_to is None and self._prefill_may_start():
             self._start_prefill()
+
+    def _prefill_may_start(self) -> bool:
+        """Whether the prefill stream may take a batch now: it is idle, prompts wait (or prompts
+        that hybrid batches began before a switch into concurrent), no switch out is pending, and
+        the decode stream runs no hybrid step (one begun before that switch)."""
+        return (not self.p_busy and bool(self.waiting or self.active) and self.leaving is None
+                and not (self.busy and self.run.shape is not None))
 
     def _start_prefill(self) -> None:
         now = self.loop.now
@@ -178,7 +226,9 @@ class ConcurrentInstance(Instance):
         super()._launch(clock_mhz, power_w, duration, prefill_share)
 
     def _went_idle(self, now: float) -> None:
-        if self.p_busy:
+        if not self.streams:
+            super()._went_idle(now)
+        elif self.p_busy:
             self._prefill_alone(now)
         else:
             self.corun.shapes["decode"] = None
@@ -199,6 +249,12 @@ class ConcurrentInstance(Instance):
             self.pending_prefill_tokens -= n
             self.prompt_tokens += n
             self._prefill_done(req, now)
+        if self.leaving is not None:
+            role, self.leaving = self.leaving, None
+            super().switch_now(role)
+            if self.busy:
+                self._split(self.run.current_shape())
+            return
         if not self.busy:
             self.plan()
             return
