@@ -43,11 +43,11 @@ def static(cell: tuple[str, str, float, str, str | None]) -> float:
     """A static run of every instance in `whole` (colocated or concurrent) at the even cap."""
     name, workload, rate, whole, data = cell
     sc = get_scenario(name)
-    n = sc.num_gpus // sc.tp
-    cluster = sc.static_colocated(sc.budget_w / sc.num_gpus).cluster
+    scenario = sc.static_colocated(sc.budget_w / sc.num_gpus)
     if whole == "concurrent":
-        cluster = cluster.model_copy(update={"colocated": 0, "concurrent": n})
-    scenario = sc.static_colocated(sc.budget_w / sc.num_gpus).model_copy(update={"cluster": cluster})
+        n = sc.num_gpus // sc.tp
+        scenario = scenario.model_copy(update={"cluster": scenario.cluster.model_copy(
+            update={"colocated": 0, "concurrent": n})})
     return metrics(sc, build_run(scenario, make_workload(workload, rate, 0, data)).run(), [])["slo_attainment"]
 
 

@@ -312,7 +312,7 @@ class PlannerController:
         for whole in WHOLE:
             if live and all(i.role == whole for i in live):
                 w = sum(cap[whole]) / max(1, len(cap[whole]))
-                lay = Layout.all_colocated(w) if whole == "colocated" else Layout.all_concurrent(w)
+                lay = Layout.all_in(whole, w)
                 same = [c for c in cands if c.whole == whole]
                 return min(same, key=lambda c: abs(c.decode_cap_w - lay.decode_cap_w)) if same else lay
         p = sum(1 for i in live if i.role == "prefill")
@@ -339,10 +339,8 @@ class PlannerController:
                 out.append(Layout(p, cp, round(min(hi, cd), 3)))
         out = out or [self._even(state, max(1, n // 2))]
         even = round(self._even(state, 0).decode_cap_w, 3)
-        if self.colocated and n >= 1:
-            out.append(Layout.all_colocated(even))
-        if self.concurrent and n >= 1:
-            out.append(Layout.all_concurrent(even))
+        out += [Layout.all_in(whole, even) for whole, on in zip(WHOLE, (self.colocated, self.concurrent), strict=True)
+                if on and n >= 1]
         return out
 
     def _even(self, state: ClusterState, p: int) -> Layout:

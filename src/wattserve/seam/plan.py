@@ -46,12 +46,17 @@ class Layout:
     concurrent: bool = False
 
     @staticmethod
+    def all_in(role: str, cap_w: float) -> Layout:
+        """Every instance in `role` (colocated or concurrent) under one cap."""
+        return Layout(0, cap_w, cap_w, role == "colocated", role == "concurrent")
+
+    @staticmethod
     def all_colocated(cap_w: float) -> Layout:
-        return Layout(0, cap_w, cap_w, True)
+        return Layout.all_in("colocated", cap_w)
 
     @staticmethod
     def all_concurrent(cap_w: float) -> Layout:
-        return Layout(0, cap_w, cap_w, False, True)
+        return Layout.all_in("concurrent", cap_w)
 
     @property
     def whole(self) -> str | None:

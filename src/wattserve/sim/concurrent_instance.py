@@ -40,7 +40,15 @@ __all__ = ["ConcurrentInstance"]
 
 
 class ConcurrentInstance(Instance):
-    mixes = False
+    @property
+    def streams(self) -> bool:
+        """Whether prompts run on a stream of their own (in role concurrent; in any other role the
+        instance is the plain `Instance`)."""
+        return self.role == "concurrent"
+
+    @property
+    def mixes(self) -> bool:  # type: ignore[override]
+        return self.role != "concurrent"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -50,10 +58,9 @@ class ConcurrentInstance(Instance):
         """The clock of the instance's roles without streams (hybrid batches, prefill, decode)."""
         self.stream_clock = StepClock(spec, StreamLatency(self.corun, "decode"), power)
         self.pclock = StepClock(spec, StreamLatency(self.corun, "prefill"), power)
-        self.streams = False
         self.leaving: str | None = None
         """The role a switch out of concurrent waits to take until the prefill batch in flight ends."""
-        self._set_streams(self.role == "concurrent")
+        self._use_clock(self.streams)
         self.pinned = False
         """Whether the control plane pinned the decode share (`SetComputeShare`)."""
         self.pinned_share: float | None = None
@@ -77,13 +84,11 @@ class ConcurrentInstance(Instance):
         assert shape is not None
         return shape
 
-    def _set_streams(self, on: bool) -> None:
-        """Run prefill on a stream of its own (concurrent) or not (every other role)."""
-        self.streams = on
-        self.mixes = not on
-        self.clock = self.stream_clock if on else self.plain_clock
+    def _use_clock(self, streams: bool) -> None:
+        """The decode stream's clock with streams (it sees the prefill stream), else the plain one."""
+        self.clock = self.stream_clock if streams else self.plain_clock
         self.clock.refresh(self.gpus)
-        if on:
+        if streams:
             self.pclock.refresh(self.gpus)
 
     # ---- role changes ----
@@ -94,9 +99,9 @@ class ConcurrentInstance(Instance):
         super().switch_now(role)
 
     def _finish_switch(self, arg: object) -> None:
-        on = (self.switching_to or self.role) == "concurrent"
-        if on != self.streams:
-            self._set_streams(on)
+        streams = (self.switching_to or self.role) == "concurrent"
+        if streams != self.streams:
+            self._use_clock(streams)
         super()._finish_switch(arg)
 
     # ---- the seam ----
