@@ -118,9 +118,10 @@ class PlannerController:
     """Also judge every instance concurrent (RAPID-Serve's prefill and decode streams on the same
     GPUs, arXiv 2601.11822) each period: the back end must switch roles into and out of concurrent
     (a simulated cluster built with `concurrent_switch` does: `build_run(..., controller_params=
-    {"concurrent": True})`; the runtime's concurrent workers do not switch). Off by default: the
-    simulator prices a concurrent candidate at 4-5x a colocated one's time (docs/planner.md), which
-    takes a decision past its share of the period."""
+    {"concurrent": True})`; the runtime's concurrent workers do not switch). Off by default: a
+    concurrent candidate is the slowest the model simulates (each prefill batch cuts the decode
+    stream's closed-form run), and with it on the longest decision took up to 721 ms of the 3 s
+    period (docs/planner.md)."""
     reuse_rate: float = 0.05
     """A plan to stay stands without a new search while the arrival rate is within this share of the
     rate it was searched for (about the Poisson noise of a 20 s window at 25 req/s, 4.5%)..."""
