@@ -1,12 +1,12 @@
 """The planner with and without concurrent layouts in its search, side by side (issue 15).
 
-`PlannerController(concurrent=True)` also judges every instance concurrent (RAPID-Serve, arXiv
-2601.11822) each period, on a simulated cluster built to switch into and out of concurrent. It is
-off in `compare`; this script runs the planner arm of a compare scenario both ways on the same
-workloads and prints, per workload and rate, the SLO attainment, the J per output token and the
-longest decision (wall clock and CPU), so docs/planner.md quotes this output. With `--static`, the
-static layouts the planner chooses between instead: every instance colocated, and every instance
-concurrent, at the budget's even cap.
+`--policy planner-concurrent` also judges every instance concurrent (RAPID-Serve, arXiv
+2601.11822) each period, on a simulated cluster built to switch into and out of concurrent, with
+the warm model (experiments/plan_sim.WARM). `compare` runs both arms over a whole scenario; this
+script runs the two on chosen workloads and rates and prints, per workload and rate, the SLO
+attainment, the J per output token and the longest decision (wall clock and CPU). With `--static`,
+the static layouts the planner chooses between instead: every instance colocated, and every
+instance concurrent, at the budget's even cap.
 
 Usage:
   python scripts/planner_concurrent.py SCENARIO [--data DIR] [--jobs N] [--workloads A,B] [--rates R1,R2] [--static]
@@ -28,8 +28,8 @@ from wattserve.experiments.workloads import make_workload
 def one(cell: tuple[str, str, float, bool, str | None]) -> dict[str, Any]:
     name, workload, rate, concurrent, data = cell
     sc = get_scenario(name)
-    run = build_run(sc.scenario(sc.arm("planner"), 0, workload), make_workload(workload, rate, 0, data),
-                    controller_params={"concurrent": concurrent})
+    arm = sc.arm("planner-concurrent" if concurrent else "planner")
+    run = build_run(sc.scenario(arm, 0, workload), make_workload(workload, rate, 0, data))
     m = metrics(sc, run.run(), [])
     ctl = run.controller
     return {"workload": workload, "rate": rate, "concurrent": concurrent, "slo_attainment": m["slo_attainment"],
@@ -43,11 +43,7 @@ def static(cell: tuple[str, str, float, str, str | None]) -> float:
     """A static run of every instance in `whole` (colocated or concurrent) at the even cap."""
     name, workload, rate, whole, data = cell
     sc = get_scenario(name)
-    scenario = sc.static_colocated(sc.budget_w / sc.num_gpus)
-    if whole == "concurrent":
-        n = sc.num_gpus // sc.tp
-        scenario = scenario.model_copy(update={"cluster": scenario.cluster.model_copy(
-            update={"colocated": 0, "concurrent": n})})
+    scenario = sc.static_whole(whole, sc.budget_w / sc.num_gpus)
     return metrics(sc, build_run(scenario, make_workload(workload, rate, 0, data)).run(), [])["slo_attainment"]
 
 

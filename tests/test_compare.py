@@ -91,10 +91,11 @@ def test_budget_drop_every_policy_follows_the_cut_and_reports_each_side_of_it() 
     assert "| sonnet-shift | 26 | rapid |" in markdown(res).split("Budget events")[1]
 
 
-def test_the_widened_oracle_tries_colocated_and_bounds_the_colocated_layout() -> None:
-    """Issue 15: the oracle searches every layout a shipped policy runs. On sonnet-shift's 8K-prompt
-    phase at 38 req/s, colocated instances beat every disaggregated split, so the oracle must pick
-    them there and attain at least what the colocated layout does over the whole run."""
+def test_the_widened_oracle_tries_colocated_and_concurrent_and_bounds_the_colocated_layout() -> None:
+    """Issue 15: the oracle searches every layout a shipped policy runs (planner-concurrent reaches
+    concurrent ones). On sonnet-shift's 8K-prompt phase at 38 req/s, colocated instances beat every
+    disaggregated split, so the oracle must pick them there and attain at least what the colocated
+    layout does over the whole run."""
     from dataclasses import replace
 
     from wattserve.experiments.build import build_run
@@ -107,6 +108,10 @@ def test_the_widened_oracle_tries_colocated_and_bounds_the_colocated_layout() ->
     colocated = [c for c in oracle_cells(sc, [(0, 10)]) if c.layout == "colocated"]
     assert sorted(c.prefill_cap_w for c in colocated) == [450, 600]
     assert all(c.prefill_cap_w == c.decode_cap_w and 8 * c.prefill_cap_w <= sc.budget_w for c in colocated)
+    concurrent = [c for c in oracle_cells(sc, [(0, 10)]) if c.layout == "concurrent"]
+    assert [(c.prefill_cap_w, c.decode_cap_w) for c in concurrent] == [(c.prefill_cap_w, c.decode_cap_w)
+                                                                       for c in colocated]
+    assert concurrent[0].scenario(sc).cluster.concurrent == 8
     wl = make_workload("sonnet-shift", 38, 0, per_phase=300)
     res = oracle(sc, wl, [(0, 300), (300, 600)])
     arm = metrics(sc, build_run(sc.scenario(sc.arm("colocated")), wl).run(), [])

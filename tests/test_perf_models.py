@@ -1,6 +1,8 @@
 """The latency and power models against the issue's calibration targets."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from wattserve.catalog import get_gpu, get_model
 from wattserve.catalog.models import BatchShape
@@ -136,3 +138,14 @@ def test_the_mixed_overhead_is_paid_by_mixed_steps_only() -> None:
     for alone in (pre, dec):
         assert mixed.iteration(alone, clock).time_s == plain.iteration(alone, clock).time_s
     assert mixed.iteration(both, clock).time_s == pytest.approx(plain.iteration(both, clock).time_s + 2e-4, rel=1e-9)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, len(H100.clocks) - 1), st.floats(200, 700), st.integers(1, 256), st.integers(0, 8192))
+def test_the_operating_point_from_any_hint_is_the_highest_clock_that_fits(hint: int, cap: float, seqs: int,
+                                                                          prompt: int) -> None:
+    """The search gallops from its hint and bisects; it must land where a scan from the top does."""
+    shape = BatchShape(decode_seqs=seqs, decode_ctx=seqs * 900, prefill_tokens=prompt, prefill_seqs=int(prompt > 0))
+    fits = [i for i, c in enumerate(H100.clocks) if P.busy_power(L8.iteration(shape, c), c) <= cap]
+    got = operating_point(H100, L8, P, shape, cap, None, hint)
+    assert got.index == (max(fits) if fits else 0)

@@ -257,11 +257,12 @@ def test_concurrent_layouts_are_judged_only_when_asked_and_reached_in_one_decisi
         assert "concurrent" not in roles.values()
 
 
-def test_a_simulated_planner_run_with_concurrent_layouts_judges_them_holds_the_budget_and_finishes() -> None:
-    run = build_run(SC.scenario(SC.arm("planner"), 0), make_workload("sonnet-shift", 38.0, 0, per_phase=150),
-                    controller_params={"concurrent": True})
+def test_a_simulated_planner_concurrent_run_judges_concurrent_layouts_holds_the_budget_and_finishes() -> None:
+    run = build_run(SC.scenario(SC.arm("planner-concurrent"), 0),
+                    make_workload("sonnet-shift", 38.0, 0, per_phase=150))
     planner = run.controller
     assert isinstance(planner, PlannerController) and planner.concurrent and "concurrent" in run.cluster.roles
+    assert planner.name == "planner-concurrent" and planner.model.seed_running  # type: ignore[attr-defined]
     asked: list[Layout] = []
     predict = planner.model.predict
 
@@ -274,3 +275,24 @@ def test_a_simulated_planner_run_with_concurrent_layouts_judges_them_holds_the_b
     assert any(lay.concurrent for lay in asked)
     assert caps_sum_peak(res) <= SC.budget_w + 1e-6
     assert np.all(res.records.status == 1)
+
+
+def test_a_warm_model_starts_each_candidate_from_the_batches_running_now() -> None:
+    """The running requests are seeded on the model's instances of their role, the busiest first,
+    and are not scored; with a full decode batch on every instance the same colocated layout is
+    judged worse than from an empty cluster, which fills its batches only over a request's life."""
+    from wattserve.experiments.plan_sim import SimPlanModel
+
+    sc = get_scenario("rapid-h100")
+    cluster = sc.scenario(sc.arm("planner")).cluster
+    lay = Layout.all_colocated(500.0)
+    running = tuple(("colocated", n) for n in (300, 320, 280, 310, 290, 305, 315, 295))
+    load = LoadEstimate(184.0, 1160.0, 257.0, running=running)
+    warm = SimPlanModel(cluster, 1.0, 0.04, seed_running=True, horizon_s=8.0, max_requests=800)
+    cold = SimPlanModel(cluster, 1.0, 0.04, horizon_s=8.0, max_requests=800)
+    assert warm._seeds(load, lay) == [i for i, n in enumerate(sorted((n for _, n in running), reverse=True))
+                                      for _ in range(n)]
+    assert cold._seeds(load, lay) == [] and warm._seeds(load, None) == []
+    (att_warm, _), = warm.predict(load, [lay], lay)
+    (att_cold, _), = cold.predict(load, [lay], lay)
+    assert att_warm < att_cold - 0.1

@@ -62,6 +62,9 @@ CASES = [
      "--policy: pals plans from fitted models, and the shipped file has no fitted models for h100/tiny/tp1/ep1"),
     ("planner-concurrent", ["--concurrent", "2", "--policy", "planner", "--budget", "1400"],
      "--policy: planner moves workers between prefill, decode and colocated, and concurrent workers do not switch"),
+    ("planner-concurrent-policy", ["--policy", "planner-concurrent", "--budget", "1400"],
+     "--policy: planner-concurrent moves workers into and out of concurrent, and the runtime's workers do not "
+     "switch into or out of concurrent; allowed: planner"),
     ("budget-inf", ["--budget", "inf", "--policy", "rapid"], "--budget: inf is not allowed; allowed: a finite number > 0"),
     ("budget-nan", ["--budget", "nan", "--policy", "rapid"], "--budget: nan is not allowed; allowed: a finite number > 0"),
     ("budget-without-policy", ["--budget", "4000"], "give both a policy (--policy NAME) and a budget (--budget W)"),

@@ -24,6 +24,8 @@ class Needs:
 _CAPS = frozenset({"SetPowerCap"})
 _RAPID_READS = frozenset({"role", "ttft_p90_s", "tpot_p90_s", "waiting", "kv_usage"})
 _PALS_READS = frozenset({"role", "output_tokens", "max_seqs", "running", "waiting"})
+_PLANNER_READS = frozenset({"role", "waiting", "waiting_tokens", "prefilling", "running", "prompt_tokens",
+                            "output_tokens", "completed"})
 
 POLICY_NEEDS: dict[str, Needs] = {
     "static": Needs(frozenset({"role"}), _CAPS),
@@ -35,8 +37,8 @@ POLICY_NEEDS: dict[str, Needs] = {
     "rapid": Needs(_RAPID_READS | {"running"}, _CAPS | {"SetRole"}, frozenset({"oldest_wait_s"})),
     "batch-only": Needs(_PALS_READS, frozenset({"SetBatchLimit"})),
     "pals": Needs(_PALS_READS, _CAPS | {"SetBatchLimit"}),
-    "planner": Needs(frozenset({"role", "waiting", "waiting_tokens", "prefilling", "running", "prompt_tokens",
-                                "output_tokens", "completed"}), _CAPS | {"SetRole"}),
+    "planner": Needs(_PLANNER_READS, _CAPS | {"SetRole"}),
+    "planner-concurrent": Needs(_PLANNER_READS, _CAPS | {"SetRole"}),
 }
 """Every registered policy (tests/test_fleet_backend.py checks the keys against CONTROLLERS)."""
 

@@ -117,11 +117,13 @@ class PlannerController:
     concurrent: bool = False
     """Also judge every instance concurrent (RAPID-Serve's prefill and decode streams on the same
     GPUs, arXiv 2601.11822) each period: the back end must switch roles into and out of concurrent
-    (a simulated cluster built with `concurrent_switch` does: `build_run(..., controller_params=
-    {"concurrent": True})`; the runtime's concurrent workers do not switch). Off by default: a
-    concurrent candidate is the slowest the model simulates (each prefill batch cuts the decode
-    stream's closed-form run), and with it on the longest decision took up to 721 ms of the 3 s
-    period (docs/planner.md)."""
+    (a simulated cluster built with `concurrent_switch` does; the runtime's concurrent workers do
+    not). `--policy planner-concurrent` turns it on, with the warm model (experiments/plan_sim.WARM:
+    candidates start from the batches running now). Off in `planner`: a concurrent candidate is the
+    slowest the model simulates (each prefill batch cuts the decode stream's closed-form run), and
+    its decisions take longer (docs/planner.md). A whole layout is judged only while it can win on
+    service, not when at best it ties the best so far and could win on power alone: judging every
+    instance concurrent at light load was the slowest part of a search (docs/planner.md)."""
     reuse_rate: float = 0.05
     """A plan to stay stands without a new search while the arrival rate is within this share of the
     rate it was searched for (about the Poisson noise of a 20 s window at 25 req/s, 4.5%)..."""
@@ -165,8 +167,11 @@ class PlannerController:
         load = self._load(now)
         if load is None or any(i.switching_to is not None for i in state.instances):
             return []
+        live = self._live(state)
         load = LoadEstimate(load.rate_rps * self.headroom, load.prompt_tokens, load.output_tokens,
-                            sum(i.waiting for i in state.by_role("prefill")), self._dispersion(now))
+                            sum(i.waiting for i in state.by_role("prefill")),
+                            self._dispersion(now),
+                            tuple((i.role, i.running + (i.waiting if i.role == "decode" else 0)) for i in live))
         cands = self._candidates(state)
         current = self._current(state, cands)
         if self._last is not None and self._last[1] == current and self._holds(self._last[0], load):
@@ -240,7 +245,8 @@ class PlannerController:
         serve as well for `energy_margin` less power, is not judged; nor is every instance
         colocated when a split is in force, since all its GPUs run hybrid batches at the even cap,
         and the model priced it above every split serving the same load in this stop's runs on
-        rapid-mi300x and rapid-h100 (leaving it out changed no decision there)."""
+        rapid-mi300x and rapid-h100 (leaving it out changed no decision there). A whole layout is
+        not judged either when at best it would tie the best so far (`concurrent`'s docstring)."""
         current = short[0]
         judged = {0: self.model.predict(load, [current], current)[0]}
         att0, w0 = judged[0]
@@ -255,7 +261,7 @@ class PlannerController:
                 w_k = screen_w.get(short[k], math.inf if short[k].whole is not None else None)
                 if att0 + pen > 1.0 and w_k is not None and w_k >= w_cap:
                     continue
-            if need > 1.0 + 1e-12:
+            if need > 1.0 + 1e-12 or (short[k].whole is not None and need > 1.0 - 1e-12):
                 continue
             judged[k] = att, w = self.model.predict(load, [short[k]], current, [need])[0]
             best = max(best, att - pen)

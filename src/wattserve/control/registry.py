@@ -19,9 +19,13 @@ from wattserve.seam.plan import PlanModel
 
 NEEDS_TABLE = ("pals", "batch-only")
 """Policies that plan from fitted models (`wattserve fit`): the caller passes `table=`."""
-NEEDS_MODEL = ("planner",)
+NEEDS_MODEL = ("planner", "planner-concurrent")
 """Policies that plan with a model of the cluster (seam.PlanModel): the caller passes `model=` (and
 optionally `screen=`)."""
+SWITCHES_CONCURRENT = ("planner-concurrent",)
+"""Policies that move instances into and out of concurrent (RAPID-Serve, arXiv 2601.11822): the
+cluster must be built to switch (the simulator's `Cluster(concurrent_switch=True)`; the runtime's
+concurrent workers do not switch)."""
 
 
 def _pals(name: str, table: OperatingTable | None = None, **kw: Any) -> Controller:
@@ -30,11 +34,11 @@ def _pals(name: str, table: OperatingTable | None = None, **kw: Any) -> Controll
                          "were found for this GPU, model and TP", "control.pals_models")
     return PalsController(table=table, name=name, move_cap=name == "pals", **kw)
 
-def _planner(model: PlanModel | None = None, **kw: Any) -> Controller:
+def _planner(model: PlanModel | None = None, name: str = "planner", **kw: Any) -> Controller:
     if model is None:
-        raise UsageError("planner plans with a model of the cluster, and this back end built none; allowed here: "
+        raise UsageError(f"{name} plans with a model of the cluster, and this back end built none; allowed here: "
                          "the other policies", "control.policy")
-    return PlannerController(model=model, **kw)
+    return PlannerController(model=model, name=name, **kw)
 
 
 CONTROLLERS: Registry[Controller] = Registry("policy", {
@@ -48,6 +52,7 @@ CONTROLLERS: Registry[Controller] = Registry("policy", {
     "batch-only": lambda **kw: _pals("batch-only", **kw),
     "pals": lambda **kw: _pals("pals", **kw),
     "planner": _planner,
+    "planner-concurrent": lambda **kw: _planner(name="planner-concurrent", **{"concurrent": True, **kw}),
 })
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from wattserve.catalog import get_gpu
 from wattserve.control import BudgetGuard, ControlLoop, make_controller
 from wattserve.control.loop import Controller
-from wattserve.control.registry import NEEDS_MODEL
+from wattserve.control.registry import NEEDS_MODEL, SWITCHES_CONCURRENT
 from wattserve.results.sim_result import SimResult
 from wattserve.schema.scenario import Scenario
 from wattserve.schema.workload import LengthConfig, WorkloadConfig
@@ -70,7 +70,7 @@ def build_run(scenario: Scenario, workload: Workload | None = None,
     cluster_cfg = cluster_cfg.model_copy(update={
         "power_cap_w": min(gpu.cap_max_w, start_w / cluster_cfg.num_gpus),
         "prefill_cap_w": None, "decode_cap_w": None})
-    cluster = Cluster(cluster_cfg, wl, slo_s=slo_s, concurrent_switch=_concurrent(controller_params))
+    cluster = Cluster(cluster_cfg, wl, slo_s=slo_s, concurrent_switch=_concurrent(ctl.policy, controller_params))
     backend = SimBackend(cluster, budget, *slo_s, target=target)
     log = ActuationLog()
     guard = BudgetGuard(backend, budget, log)
@@ -95,15 +95,16 @@ def _controller(scenario: Scenario, budget: BudgetSignal, params: dict[str, Any]
 
         slo = scenario.slo
         for k, v in planner_models(c, slo.ttft_ms and slo.ttft_ms / 1e3, slo.tpot_ms and slo.tpot_ms / 1e3,
-                                   scenario.seed, _concurrent(params)).items():
+                                   scenario.seed, _concurrent(ctl.policy, params)).items():
             kw.setdefault(k, v)
     return make_controller(ctl.policy, **kw)
 
 
-def _concurrent(params: dict[str, Any] | None) -> bool:
-    """Whether the planner was asked to judge concurrent layouts (its `concurrent`): the cluster
-    and the planner's model are then built to switch into and out of concurrent."""
-    return bool((params or {}).get("concurrent"))
+def _concurrent(policy: str | None, params: dict[str, Any] | None) -> bool:
+    """Whether the policy moves instances into and out of concurrent (`planner-concurrent`, or the
+    planner asked to with its `concurrent`): the cluster and the planner's model are then built to
+    switch into and out of concurrent."""
+    return policy in SWITCHES_CONCURRENT or bool((params or {}).get("concurrent"))
 
 
 def _length_dist(cfg: LengthConfig, trace_values: Any) -> LengthDist:

@@ -3,7 +3,9 @@ hindsight: for each phase window, the best static configuration run on that wind
 alone, from an empty cluster, with no switching cost. The configurations are every layout a policy
 we ship can run (issue 15: "extend the hindsight oracle to the same search space, layouts
 included"): disaggregated P:D splits with a cap per role (every split count, the scenario's prefill
-caps and the planner's), and every instance colocated under one uniform cap. Clocks are not
+caps and the planner's), every instance colocated under one uniform cap, and every instance
+concurrent under one uniform cap (RAPID-Serve's streams, arXiv 2601.11822, which
+`planner-concurrent` reaches). Clocks are not
 searched: no shipped policy on these scenarios locks them, and a lower clock lock never shortens an
 iteration, so it cannot raise attainment. Attainment and energy add up over windows; the peak sum of
 caps is measured over the runs it chose, so its budget check can fail."""
@@ -26,24 +28,25 @@ from wattserve.workload import Workload
 @dataclass(frozen=True)
 class OracleCell:
     """One static run: a window (request indices) on one layout. Disaggregated: `prefill` instances
-    at `prefill_cap_w` per GPU, the rest decoding at `decode_cap_w`; colocated: every instance, every
-    GPU at `prefill_cap_w` (`prefill` 0, `decode_cap_w` the same cap)."""
+    at `prefill_cap_w` per GPU, the rest decoding at `decode_cap_w`; colocated or concurrent: every
+    instance in that role, every GPU at `prefill_cap_w` (`prefill` 0, `decode_cap_w` the same cap)."""
 
     window: tuple[int, int]
-    layout: Literal["disaggregated", "colocated"]
+    layout: Literal["disaggregated", "colocated", "concurrent"]
     prefill: int
     prefill_cap_w: float
     decode_cap_w: float
 
     def scenario(self, sc: NamedScenario) -> Scenario:
-        if self.layout == "colocated":
-            return sc.static_colocated(self.prefill_cap_w)
+        if self.layout != "disaggregated":
+            return sc.static_whole(self.layout, self.prefill_cap_w)
         return sc.static(self.prefill, self.prefill_cap_w, self.decode_cap_w)
 
 
 def colocated_caps(sc: NamedScenario) -> list[float]:
-    """The uniform per-GPU caps the oracle tries on the colocated layout: the scenario's candidate
-    caps that fit the budget on every GPU, and the budget's even share (at most the GPU's maximum)."""
+    """The uniform per-GPU caps the oracle tries on the colocated and concurrent layouts: the
+    scenario's candidate caps that fit the budget on every GPU, and the budget's even share (at most
+    the GPU's maximum)."""
     g = get_gpu(sc.gpu)
     share = min(sc.budget_w / sc.num_gpus, g.cap_max_w)
     caps = {c for c in sc.prefill_caps_w if g.cap_min_w <= c <= share} | {share}
@@ -65,7 +68,8 @@ def oracle_cells(sc: NamedScenario, windows: list[tuple[int, int]]) -> list[Orac
     for a, b in windows:
         cells += [OracleCell((a, b), "disaggregated", p, cp, cd) for p in sc.oracle_prefill_counts
                   for cp in caps if (cd := decode_cap(sc, p, cp)) is not None]
-        cells += [OracleCell((a, b), "colocated", 0, c, c) for c in colocated_caps(sc)]
+        cells += [OracleCell((a, b), whole, 0, c, c) for whole in ("colocated", "concurrent")
+                  for c in colocated_caps(sc)]
     return cells
 
 

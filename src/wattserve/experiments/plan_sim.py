@@ -17,6 +17,7 @@ below it (`predict`'s `need`)."""
 from __future__ import annotations
 
 import contextlib
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,6 +33,7 @@ from wattserve.schema.cluster import ClusterConfig
 from wattserve.seam import Layout, LoadEstimate, want_of
 from wattserve.seam.roles import instant_switch, role_moves
 from wattserve.sim.cluster import Cluster
+from wattserve.sim.instance import ROLES
 from wattserve.workload import Workload
 
 
@@ -47,8 +49,12 @@ def analytic_model(cluster: ClusterConfig, slo_ttft_s: float | None, slo_tpot_s:
 class SimPlanModel:
     def __init__(self, cluster: ClusterConfig, slo_ttft_s: float | None, slo_tpot_s: float | None,
                  horizon_s: float = 15.0, max_requests: int = 1500, seed: int = 0, length_cv: float = 1.0,
-                 late_share: float = 0.5, check_s: float = 0.5, concurrent_switch: bool = False) -> None:
+                 late_share: float = 0.5, check_s: float = 0.5, concurrent_switch: bool = False,
+                 seed_running: bool = False) -> None:
         self.cluster = cluster
+        self.seed_running = seed_running
+        """Start each candidate from the requests running now (the load's `running`), seeded in
+        their instances' decode batches, rather than from an empty cluster (`_workload`)."""
         self.concurrent_switch = concurrent_switch
         """Build each candidate's cluster able to switch into and out of concurrent, as the cluster
         it models is (a candidate starting from a concurrent layout, or moving to one, needs it)."""
@@ -77,18 +83,44 @@ class SimPlanModel:
         """With `need`, a layout's run stops as soon as the requests it has certainly missed put it
         below its need, and reports that bound with the power drawn so far: overloaded candidates
         are the slowest to simulate, and the rest of their run would change no decision."""
-        if self._replay is None or self._replay[0] != load:
-            wl, back = self._workload(load)
-            self._replay = load, wl, np.arange(len(wl.arrival_s)) >= back
-        _, wl, scored = self._replay
+        if self._replay is None or self._replay[0] != (load, current):
+            wl, seeds, back = self._workload(load, current)
+            self._replay = (load, current), wl, seeds, np.arange(len(wl.arrival_s)) >= len(seeds) + back
+        _, wl, seeds, scored = self._replay
         bars = list(need) if need is not None else [None] * len(layouts)
-        return [self._run(wl, scored, lay, current, bar) for lay, bar in zip(layouts, bars)]
+        return [self._run(wl, scored, lay, current, bar, seeds) for lay, bar in zip(layouts, bars)]
 
-    def _workload(self, load: LoadEstimate) -> tuple[Workload, int]:
-        """The replayed arrivals, the queued backlog first (at time 0), and how many are backlog:
-        at most half as many as the horizon's arrivals, since a layout that cannot clear that many
-        besides the new arrivals fails most of those behind them whatever the backlog's true
-        length, and each replayed request costs the search time."""
+    def _seeds(self, load: LoadEstimate, current: Layout | None) -> list[int]:
+        """The model instance each request running now is seeded on (Cluster.seed_running), the
+        busiest of each role first: the cluster in force's instances of a role, busiest first, map
+        onto the model's instances of that role in order (the model builds its instances role by
+        role), as many as both have."""
+        if current is None or not load.running or not self.seed_running:
+            return []
+        cfg = self._config(current, current)
+        model_iids: dict[str, list[int]] = {}
+        for iid, role in enumerate(r for r in ROLES for _ in range(getattr(cfg, r))):
+            model_iids.setdefault(role, []).append(iid)
+        seeds: list[int] = []
+        for role, iids in model_iids.items():
+            counts = sorted((n for r, n in load.running if r == role), reverse=True)
+            for iid, n in zip(iids, counts):
+                seeds += [iid] * n
+        return seeds
+
+    def _workload(self, load: LoadEstimate, current: Layout | None = None) -> tuple[Workload, list[int], int]:
+        """The replayed requests: those running now (seeded in their instances' decode batches at
+        time 0; `_seeds` says where), then the queued backlog (arriving at time 0), then the
+        horizon's arrivals; with the seeds' instances and how many are backlog: at most half as
+        many as the horizon's arrivals, since a layout that cannot clear that many besides the new
+        arrivals fails most of those behind them whatever the backlog's true length, and each
+        replayed request costs the search time.
+
+        A running request is seen partway through its output: its output length is drawn
+        length-biased (a longer request is more likely to be running at a given instant; for a
+        lognormal of mean m and coefficient of variation c, a lognormal of mean m(1 + c^2)) and cut
+        at a uniform point, the part before it generated (its context is its prompt plus that) and
+        the part after it still to come (renewal theory's age and residual life)."""
         n = int(min(self.max_requests, max(1, round(load.rate_rps * self.horizon_s))))
         rng = np.random.default_rng(self.seed)
         mean_gap = 1.0 / max(load.rate_rps, 1e-9)
@@ -103,8 +135,18 @@ class SimPlanModel:
         back = min(load.backlog, n // 2)
         arrivals = np.concatenate([np.zeros(back), arrivals])
         m = len(arrivals)
-        wl = Workload(arrivals, self._lengths(rng, load.prompt_tokens, m), self._lengths(rng, load.output_tokens, m))
-        return wl, back
+        prompt = self._lengths(rng, load.prompt_tokens, m)
+        output = self._lengths(rng, load.output_tokens, m)
+        seeds = self._seeds(load, current)
+        if seeds:
+            k = len(seeds)
+            srng = np.random.default_rng((self.seed, 1))
+            whole = self._lengths(srng, load.output_tokens * (1 + self.length_cv**2), k)
+            done = np.floor(srng.uniform(0, 1, k) * whole).astype(np.int64)
+            arrivals = np.concatenate([np.zeros(k), arrivals])
+            prompt = np.concatenate([self._lengths(srng, load.prompt_tokens, k) + done, prompt])
+            output = np.concatenate([np.maximum(2, whole - done + 1), output])
+        return Workload(arrivals, prompt, output), seeds, back
 
     def _lengths(self, rng: np.random.Generator, mean: float, n: int) -> np.ndarray:
         """`n` lengths with this mean: lognormal with coefficient of variation `length_cv` (the
@@ -129,14 +171,15 @@ class SimPlanModel:
             "prefill_cap_w": caps.prefill_cap_w, "decode_cap_w": caps.decode_cap_w, "power_cap_w": None})
 
     @staticmethod
-    def _move(cluster: Cluster, lay: Layout) -> None:
-        """Switch the cluster's instances to `lay` at time 0, as the planner would: switches into or
-        out of colocated at once, those between prefill and decode draining and reconfiguring (the
-        simulator's own role changes), so a candidate's price includes its transition; then every
-        GPU gets its new role's cap."""
+    def _move(cluster: Cluster, lay: Layout, load: Counter[int]) -> None:
+        """Switch the cluster's instances to `lay` at time 0, as the planner would (the busiest, by
+        `load`, keeping their roles): switches into or out of colocated at once, those between
+        prefill and decode draining and reconfiguring (the simulator's own role changes), so a
+        candidate's price includes its transition; then every GPU gets its new role's cap."""
         by_id = {i.iid: i for i in cluster.instances}
+        busiest = sorted(cluster.instances, key=lambda i: -load[i.iid])
         moves = [(by_id[iid], role) for iid, role in
-                 role_moves([(i.iid, i.role) for i in cluster.instances], want_of(lay, len(cluster.instances)))]
+                 role_moves([(i.iid, i.role) for i in busiest], want_of(lay, len(cluster.instances)))]
         for inst, role in sorted(moves, key=lambda m: not instant_switch(m[0].role, m[1])):
             with contextlib.suppress(UsageError):
                 cluster.set_role(inst.iid, role)
@@ -145,15 +188,18 @@ class SimPlanModel:
                 cluster.set_power_cap(g.index, lay.prefill_cap_w if role == "prefill" else lay.decode_cap_w, 0.0)
 
     def _run(self, wl: Workload, scored: np.ndarray, lay: Layout, current: Layout | None = None,
-             bar: float | None = None) -> tuple[float, float]:
+             bar: float | None = None, seeds: Sequence[int] = ()) -> tuple[float, float]:
         """One candidate: from the layout in force (with its switches) when given, else from `lay`;
         stopped early, reporting its bound, once its attainment is certainly below `bar`. Only the
-        new arrivals (`scored`) are scored: the backlog loads the cluster, but its requests arrived
-        before the plan, and how long they have waited already is not replayed."""
+        new arrivals (`scored`) are scored: the running requests (`seeds`) and the backlog load the
+        cluster, but they arrived before the plan, and how long they have waited already is not
+        replayed."""
         start = lay if current is None else current
         cluster = Cluster(self._config(start, lay), wl, slo_s=self.slo_s, concurrent_switch=self.concurrent_switch)
+        for iid in seeds:
+            cluster.seed_running(iid)
         if start != lay:
-            self._move(cluster, lay)
+            self._move(cluster, lay, Counter(seeds))
         late = scored & (wl.arrival_s >= wl.arrival_s[-1] * self.late_share)
         if bar is not None:
             self._watch(cluster, wl, scored, late, bar)
@@ -200,8 +246,21 @@ class SimPlanModel:
         cluster.loop.at(self.check_s, check)
 
 
+WARM = {"seed_running": True, "horizon_s": 8.0, "max_requests": 800}
+"""The model a planner that judges concurrent layouts gets: each candidate starts from the batches
+running now, over a shorter replay. From an empty cluster a 15 s replay calls every instance
+colocated near-perfect on the Azure conversation trace at 160 req/s, where it serves 0.831 of the
+trace and every instance concurrent 1.000 (decode batches take a request's life, about 10 s there,
+to fill). Of the warm replays tried (6 s and 600 requests, 8 s and 800, 10 s and 1,000), 8 s and
+800 was the only one that kept the planner above rapid-roles at every rate of the Azure code trace
+(docs/planner.md, `scripts/planner_concurrent.py`)."""
+
+
 def planner_models(cluster: ClusterConfig, slo_ttft_s: float | None, slo_tpot_s: float | None,
                    seed: int = 0, concurrent_switch: bool = False) -> dict[str, Any]:
-    """The planner's `model` (simulated) and `screen` (closed form) for this cluster."""
-    return {"model": SimPlanModel(cluster, slo_ttft_s, slo_tpot_s, seed=seed, concurrent_switch=concurrent_switch),
+    """The planner's `model` (simulated) and `screen` (closed form) for this cluster; with
+    `concurrent_switch` (a planner judging concurrent layouts), the warm model (`WARM`)."""
+    warm: dict[str, Any] = WARM if concurrent_switch else {}
+    return {"model": SimPlanModel(cluster, slo_ttft_s, slo_tpot_s, seed=seed, concurrent_switch=concurrent_switch,
+                                  **warm),
             "screen": analytic_model(cluster, slo_ttft_s, slo_tpot_s)}

@@ -47,7 +47,7 @@ class Arm:
 ARMS = (
     Arm("static"), Arm("static-split", "static-split"), Arm("rapid-power", "rapid-power"),
     Arm("rapid-roles", "rapid-roles"), Arm("rapid", "rapid"), Arm("colocated", "static", "colocated"),
-    Arm("planner", "planner"), Arm("oracle", experiment="oracle"),
+    Arm("planner", "planner"), Arm("planner-concurrent", "planner-concurrent"), Arm("oracle", experiment="oracle"),
 )
 
 
@@ -112,8 +112,13 @@ class NamedScenario:
 
     def static_colocated(self, cap_w: float) -> Scenario:
         """Every instance colocated, every GPU capped at `cap_w`, no policy (the oracle tries these)."""
+        return self.static_whole("colocated", cap_w)
+
+    def static_whole(self, role: str, cap_w: float) -> Scenario:
+        """Every instance in `role` (colocated or concurrent), every GPU capped at `cap_w`, no policy
+        (the oracle tries these)."""
         cluster = ClusterConfig(gpu=self.gpu, model=self.model, tp=self.tp, prefill=0, decode=0,
-                                colocated=self.num_gpus // self.tp, power_cap_w=cap_w, perf_profile=self.perf_profile)
+                                **{role: self.num_gpus // self.tp}, power_cap_w=cap_w, perf_profile=self.perf_profile)
         return self._no_policy(cluster)
 
     def _no_policy(self, cluster: ClusterConfig) -> Scenario:

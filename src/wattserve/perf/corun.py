@@ -28,7 +28,7 @@ capped at 1, so a power cap applies to the sum.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from wattserve.perf.latency import IterCost
 
@@ -39,9 +39,9 @@ INTERFERENCE = {"prefill": 0.02, "decode": 0.035}
 for prefill and 2-5% for decode attention (arXiv 2601.11822); 3.5% is the middle of that range."""
 
 
-@dataclass(frozen=True, slots=True)
-class Demand:
-    """What a stream running alone at the full GPU asks of it, as fractions of the GPU."""
+class Demand(NamedTuple):
+    """What a stream running alone at the full GPU asks of it, as fractions of the GPU (a named
+    tuple: a concurrent instance's clock search builds several per step)."""
 
     sm: float
     bw: float
@@ -58,16 +58,19 @@ def demand(cost: IterCost) -> Demand:
                   min(1.0, cost.memory_s / t))
 
 
-def shared_time(cost: IterCost, share: float | None, other: Demand | None, interference: float) -> float:
-    """Time of an iteration whose alone cost is `cost`, run on `share` of the SMs (None: all of them,
-    overallocated beside `other`) while a co-runner with demand `other` runs (None: nothing beside)."""
+def shared_time(cost: IterCost, share: float | None, other: Demand | None, interference: float,
+                own: Demand | None = None) -> float:
+    """Time of an iteration whose alone cost is `cost` (and demand `own`, derived when not given),
+    run on `share` of the SMs (None: all of them, overallocated beside `other`) while a co-runner
+    with demand `other` runs (None: nothing beside)."""
     t, c, m = cost.time_s, cost.compute_s, cost.memory_s
     if t <= 0.0:
         return 0.0
     r = t - (c if c > m else m)
     if r < 0.0:
         r = 0.0
-    own = demand(cost)
+    if own is None:
+        own = demand(cost)
     bw = 1.0
     if other is not None and own.bw + other.bw > 1.0:
         bw = own.bw + other.bw

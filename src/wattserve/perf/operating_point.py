@@ -6,14 +6,16 @@ literature_sensitivity_anchors.csv, S17), so the simulator treats it as the sust
 iteration. If even the lowest clock exceeds the cap, the GPU runs at its lowest clock and draws the
 cap (firmware then throttles memory and voltage too); latency is that of the lowest clock.
 
-Power falls monotonically with the clock, so the search walks from a hint (the index the caller
-found last time for similar work); successive iterations rarely move more than a step or two.
+Power falls monotonically with the clock, so the search gallops from a hint (the index the caller
+found last time for similar work) in doubling steps, up or down, then bisects: successive
+iterations of one kind rarely move more than a step or two, and a concurrent instance's clock, which
+jumps whenever its prefill stream starts or stops, is found in a logarithmic number of steps.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from wattserve.catalog.gpus import GpuSpec
@@ -47,11 +49,13 @@ def operating_point(gpu: GpuSpec, latency: LatencyModel, power: PowerModel, shap
     i = hi if hint is None or hint > hi else max(0, hint)
     pt = at(i)
     if pt.power_w <= cap_w:
+        step = 1
         while i < hi:
-            up = at(i + 1)
+            j = min(hi, i + step)
+            up = at(j)
             if up.power_w > cap_w:
-                break
-            i, pt = i + 1, up
+                return _highest_fitting(at, i, pt, j, cap_w)
+            i, pt, step = j, up, step * 2
         return pt
     step = 1
     while True:
@@ -63,6 +67,12 @@ def operating_point(gpu: GpuSpec, latency: LatencyModel, power: PowerModel, shap
         if j == 0:
             return OperatingPoint(below.clock_mhz, below.cost, cap_w, 0)
         i, step = j, step * 2
+    return _highest_fitting(at, lo, lo_pt, hi_bad, cap_w)
+
+
+def _highest_fitting(at: Callable[[int], OperatingPoint], lo: int, lo_pt: OperatingPoint, hi_bad: int,
+                     cap_w: float) -> OperatingPoint:
+    """Bisect between a clock index that fits the cap (`lo`) and one above it that does not."""
     while hi_bad - lo > 1:
         mid = (lo + hi_bad) // 2
         m = at(mid)

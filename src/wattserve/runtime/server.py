@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from wattserve.control.registry import NEEDS_MODEL
+from wattserve.control.registry import NEEDS_MODEL, SWITCHES_CONCURRENT
 from wattserve.errors import UsageError
 from wattserve.runtime.engine.args import EngineArgs
 from wattserve.runtime.launcher import ProcessLauncher, WorkerLauncher
@@ -62,6 +62,9 @@ def check_inputs(a: ServeConfig) -> None:
             raise UsageError(f"--weights: no *.safetensors files in {a.weights!r}; allowed: dummy or a folder "
                              "of HF safetensors")
     _check_positions(a)
+    if a.control.policy in SWITCHES_CONCURRENT:
+        raise UsageError(f"--policy: {a.control.policy} moves workers into and out of concurrent, and the runtime's "
+                         "workers do not switch into or out of concurrent; allowed: planner")
     if a.control.policy in NEEDS_MODEL and a.concurrent:
         raise UsageError(f"--policy: {a.control.policy} moves workers between prefill, decode and colocated, and "
                          "concurrent workers do not switch roles; allowed with it: --prefill/--decode or --colocated")

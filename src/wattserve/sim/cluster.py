@@ -28,7 +28,7 @@ from wattserve.sim.events import EventLoop
 from wattserve.sim.gpu import SimGpu, check_cap, check_clock
 from wattserve.sim.instance import PROMPT_ROLES, ROLES, Instance
 from wattserve.sim.link import Link
-from wattserve.sim.request import SimRequest
+from wattserve.sim.request import DECODE, SimRequest
 from wattserve.workload.workload import Workload
 
 CAP_SETTLE_S = 0.3
@@ -104,6 +104,9 @@ class Cluster:
         self._output = workload.output_tokens.tolist()
         self.completed = 0
         self.failed = 0
+        self.seeded = 0
+        """How many of the workload's first rows were seeded running (`seed_running`): they do not
+        arrive."""
         self.role_events: list[tuple[float, int, str]] = [(0.0, i.iid, i.role) for i in self.instances]
 
     # ---- Host ----
@@ -168,6 +171,7 @@ class Cluster:
         self.role_events.append((self.loop.now, iid, "switching"))
         inst.begin_switch(role, reconfig_s, migrate and len(self.decoders) > 1)
         self._refresh_routing()
+        inst.poke()
 
     def set_compute_share(self, iid: int, phase: str, fraction: float) -> None:
         """Pin a concurrent instance's split of its compute units: `phase` ('prefill' or 'decode')
@@ -224,6 +228,27 @@ class Cluster:
         g.locked_clock_mhz = mhz
         self._instance_of_gpu[g.index].on_clock_change()
 
+    def seed_running(self, iid: int) -> None:
+        """Put the workload's next unseeded row in instance `iid`'s decode batch at time 0, its
+        first token produced (arrival, first token at 0; its prompt is its context): a request the
+        modelled cluster is decoding when a model of it starts. The planner's model
+        (experiments/plan_sim.py) starts each candidate from the batches running now, since a decode
+        batch takes a request's life to fill from empty. Seeded rows are the workload's first rows
+        and never arrive; call before `run`."""
+        inst = self.instances[iid]
+        if self.loop.now > 0:
+            raise ValueError("requests are seeded before the run")
+        rid = self.seeded
+        req = SimRequest(rid, self._arr[rid], self._prompt[rid], self._output[rid])
+        req.generated = 1
+        req.t_first_token = req.t_last_token = req.t_scheduled = req.arrival
+        req.state = DECODE
+        req.decode_inst = iid
+        req.kv_held = req.prompt
+        inst.kv.reserve(req.kv_held)
+        inst.pending_join.append(req)
+        self.seeded += 1
+
     # ---- the run ----
     def _arrive(self, i: int) -> None:
         """Route every request that arrives at this instant before any instance plans, so requests
@@ -248,8 +273,11 @@ class Cluster:
     def run(self, progress: Callable[[float], None] | None = None, until: float | None = None) -> SimResult:
         """Runs until the workload is done or, with `until`, until that simulated time (a backlog
         that never drains is measured over a window; requests still in flight stay unfinished)."""
-        if len(self._arr):
-            self.loop.at(self._arr[0] + self._ingress_s, self._arrive, 0)
+        for inst in self.instances:
+            if inst.pending_join and not inst.busy:
+                inst.poke()
+        if len(self._arr) > self.seeded:
+            self.loop.at(self._arr[self.seeded] + self._ingress_s, self._arrive, self.seeded)
         self.loop.run(until=until, progress=progress)
         if until is not None and not self.loop.stopped and self.loop.pending():
             self.loop.now = max(self.loop.now, until)

@@ -12,7 +12,7 @@ cap bounds their sum; `decode_coeffs` is the secant of that time between an empt
 from __future__ import annotations
 
 from wattserve.catalog.models import BatchShape
-from wattserve.perf.corun import INTERFERENCE, combined, demand, shared_time
+from wattserve.perf.corun import IDLE, INTERFERENCE, Demand, combined, demand, shared_time
 from wattserve.perf.latency import IterCost, LatencyModel
 
 REF_CTX = 4096
@@ -22,10 +22,13 @@ OTHER = {"prefill": "decode", "decode": "prefill"}
 
 
 class CoRun:
-    __slots__ = ("base", "decode_share", "shapes")
+    __slots__ = ("base", "decode_share", "shapes", "_other")
 
     def __init__(self, base: LatencyModel) -> None:
         self.base = base
+        self._other: tuple[BatchShape | None, float, IterCost | None, Demand] = (None, 0.0, None, IDLE)
+        """The other stream's last (shape, clock, cost alone, demand): a stream's clock search and
+        its successive steps time the same co-runner batch at the same few clocks."""
         self.decode_share: float | None = None
         """Fraction of the compute units the decode stream holds; None: both hold all of them."""
         self.shapes: dict[str, BatchShape | None] = {"prefill": None, "decode": None}
@@ -45,9 +48,14 @@ class CoRun:
         other_shape = self.shapes[other_phase]
         if other_shape is None:
             return own, shared_time(own, self.share(phase), None, 0.0), None, 0.0
-        oc = base.iteration(other_shape, clock_mhz)
-        t = shared_time(own, self.share(phase), demand(oc), INTERFERENCE[phase])
-        to = shared_time(oc, self.share(other_phase), demand(own), INTERFERENCE[other_phase])
+        shape_c, clock_c, oc, od = self._other
+        if shape_c is not other_shape or clock_c != clock_mhz or oc is None:
+            oc = base.iteration(other_shape, clock_mhz)
+            od = demand(oc)
+            self._other = (other_shape, clock_mhz, oc, od)
+        own_d = demand(own)
+        t = shared_time(own, self.share(phase), od, INTERFERENCE[phase], own_d)
+        to = shared_time(oc, self.share(other_phase), own_d, INTERFERENCE[other_phase], od)
         return own, t, oc, to
 
 
@@ -59,6 +67,11 @@ class StreamLatency:
     def __init__(self, corun: CoRun, phase: str) -> None:
         self.corun = corun
         self.phase = phase
+
+    def regime(self) -> int:
+        """1 while the other stream runs a batch, else 0: a stream's clock under a cap jumps between
+        the two (both streams draw power), so its clock search keeps a starting point for each."""
+        return 0 if self.corun.shapes[OTHER[self.phase]] is None else 1
 
     def iteration(self, shape: BatchShape, clock_mhz: float) -> IterCost:
         own, t, other, to = self.corun.times(self.phase, shape, clock_mhz)

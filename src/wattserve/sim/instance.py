@@ -542,11 +542,12 @@ class Instance:
     # ---- role changes ----
     def begin_switch(self, role: str, reconfig_s: float, migrate: bool) -> None:
         """Stop taking new work, hand queued work to peers, drain (or migrate) what runs here,
-        then pay the reconfiguration time. Weights stay loaded; only the role changes."""
+        then pay the reconfiguration time. Weights stay loaded; only the role changes. The host
+        pokes it once its routing no longer sends work here (an idle instance evacuates at once, and
+        would otherwise hand its work back to itself)."""
         self.switching_to = role
         self.reconfig_s = reconfig_s
         self.migrate_on_switch = migrate
-        self.poke()
 
     def _evacuate(self) -> None:
         host = self.host

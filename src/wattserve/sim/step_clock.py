@@ -34,13 +34,15 @@ class StepClock:
         self.lock_mhz: int | None = None
         self.top = len(self.clocks) - 1
         self.throttled = False
-        self._hint: list[int | None] = [None, None]
+        self._hint: dict[int, int] = {}
+        """Search starts per kind of step (and per regime of a concurrent stream's latency: whether
+        the other stream runs; `StreamLatency.regime`)."""
         self._governed_hint: dict[tuple[int, int | None], int] = {}
         """Search starts per (kind, requested clock), so a governor alternating clocks stays cheap."""
 
     def forget_hints(self) -> None:
         """Start the next searches afresh (the instance's work changed kind: a new role)."""
-        self._hint = [None, None]
+        self._hint.clear()
         self._governed_hint.clear()
 
     def refresh(self, gpus: Sequence[SimGpu]) -> None:
@@ -56,6 +58,9 @@ class StepClock:
     def choose(self, shape: BatchShape, kind: int, requested_mhz: int | None) -> OperatingPoint:
         """The operating point of a step of this shape; `throttled` says whether the cap set it."""
         lock = self.lock_mhz
+        regime = getattr(self.latency, "regime", None)
+        if regime is not None:
+            kind += 2 * regime()
         governed = requested_mhz is not None and (lock is None or requested_mhz < lock)
         if governed:
             lock = requested_mhz
@@ -64,7 +69,7 @@ class StepClock:
             op = operating_point(self.spec, self.latency, self.power, shape, self.cap_w, lock, hint, self.clocks)
             self._governed_hint[(kind, lock)] = op.index
         else:
-            op = operating_point(self.spec, self.latency, self.power, shape, self.cap_w, lock, self._hint[kind],
+            op = operating_point(self.spec, self.latency, self.power, shape, self.cap_w, lock, self._hint.get(kind),
                                  self.clocks)
             self._hint[kind] = op.index
         top = self.top
