@@ -182,8 +182,9 @@ class PlannerController:
         split = [c for c in cands if c.whole is None]
         screened = screen.predict(load, split)
         ranked = sorted(zip(screened, split), key=lambda x: (-round(x[0][0] / self.screen_step), x[0][1]))
-        short = [current] + [c for _, c in ranked[: self.keep] if c != current]
-        short += [c for c in cands if c.whole is not None and c != current]
+        splits = [c for _, c in ranked[: self.keep] if c != current]
+        wholes = [c for c in cands if c.whole is not None and c != current]
+        short = [current, *(wholes + splits if current.whole is None else splits + wholes)]
         role_of = {i.iid: i.role for i in state.instances}
         moves_of = [self._roles(state, c) for c in short]
         drained = [sum(1 for m in moves if not instant_switch(role_of[m.instance], m.role)) for moves in moves_of]
@@ -246,7 +247,11 @@ class PlannerController:
         colocated when a split is in force, since all its GPUs run hybrid batches at the even cap,
         and the model priced it above every split serving the same load in this stop's runs on
         rapid-mi300x and rapid-h100 (leaving it out changed no decision there). A whole layout is
-        not judged either when at best it would tie the best so far (`concurrent`'s docstring)."""
+        not judged either when at best it would tie the best so far (`concurrent`'s docstring).
+        While a split is in force the whole layouts are judged before the other splits: they switch
+        at once, so when one serves well a split that must drain instances needs more than full
+        attainment to beat it and is not simulated (in this stop's runs the order changed no
+        decision and shortened the longest ones)."""
         current = short[0]
         judged = {0: self.model.predict(load, [current], current)[0]}
         att0, w0 = judged[0]
