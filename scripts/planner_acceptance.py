@@ -139,7 +139,7 @@ def main(folder: Path) -> None:
     mi_doc, mi = load(folder, "rapid-mi300x")
     h_doc, h = load(folder, "rapid-h100")
     _, bd = load(folder, "budget-drop")
-    planners = [p for p in PLANNERS if any(p in r for r in mi.values())]
+    planners = [p for p in PLANNERS if all(any(p in r for r in runs.values()) for runs in (mi, h, bd))]
     for planner in planners:
         sonnet_shift(mi, planner)
         azure_code(h_doc, h, planner)

@@ -279,14 +279,14 @@ def test_a_simulated_planner_concurrent_run_judges_concurrent_layouts_holds_the_
 
 def test_a_warm_model_starts_each_candidate_from_the_batches_running_now() -> None:
     """The running requests are seeded on the model's instances of their role, the busiest first,
-    and are not scored; with a full decode batch on every instance the same colocated layout is
+    and are not scored; with 200 requests decoding on every instance the same colocated layout is
     judged worse than from an empty cluster, which fills its batches only over a request's life."""
     from wattserve.experiments.plan_sim import SimPlanModel
 
     sc = get_scenario("rapid-h100")
     cluster = sc.scenario(sc.arm("planner")).cluster
     lay = Layout.all_colocated(500.0)
-    running = tuple(("colocated", n) for n in (300, 320, 280, 310, 290, 305, 315, 295))
+    running = tuple(("colocated", n) for n in (200, 210, 190, 205, 195, 200, 215, 185))
     load = LoadEstimate(184.0, 1160.0, 257.0, running=running)
     warm = SimPlanModel(cluster, 1.0, 0.04, seed_running=True, horizon_s=8.0, max_requests=800)
     cold = SimPlanModel(cluster, 1.0, 0.04, horizon_s=8.0, max_requests=800)
@@ -296,3 +296,24 @@ def test_a_warm_model_starts_each_candidate_from_the_batches_running_now() -> No
     (att_warm, _), = warm.predict(load, [lay], lay)
     (att_cold, _), = cold.predict(load, [lay], lay)
     assert att_warm < att_cold - 0.1
+
+
+def test_a_warm_model_seeds_no_instance_past_its_batch_limit_or_most_of_its_kv_cache() -> None:
+    """Counts above what an instance can run (a backlog of hand-offs, drawn contexts that would not
+    fit) are left out rather than seeded into preemptions the cluster is not having."""
+    from wattserve.catalog import get_gpu, get_model
+    from wattserve.experiments.plan_sim import SEED_KV_SHARE, SimPlanModel
+
+    sc = get_scenario("rapid-h100")
+    cluster = sc.scenario(sc.arm("planner")).cluster
+    lay = Layout(4, 500.0, 500.0)
+    load = LoadEstimate(100.0, 4000.0, 900.0, running=(("decode", 400), ("decode", 50), ("prefill", 3)))
+    model = SimPlanModel(cluster, 1.0, 0.04, seed_running=True)
+    wl, seeds, _ = model._workload(load, lay)
+    cap = SEED_KV_SHARE * get_model(cluster.model).kv_capacity_tokens(get_gpu(cluster.gpu).hbm_bytes, cluster.tp,
+                                                                         cluster.engine.mem_util)
+    for iid in set(seeds):
+        rows = [j for j, s in enumerate(seeds) if s == iid]
+        assert len(rows) <= cluster.engine.max_seqs
+        assert wl.prompt_tokens[rows].sum() <= cap
+    assert seeds.count(4) < 400 and seeds.count(5) == 50 and seeds.count(0) == 3

@@ -65,3 +65,16 @@ def test_an_idle_instance_holding_seeded_requests_hands_them_to_another_decoder_
     assert (res.records.status == COMPLETED).all()
     assert (res.records.decode_inst == 2).all()
     assert "prefill" in (cluster.instances[1].role, cluster.instances[1].switching_to)
+
+
+def test_seeded_requests_on_an_instance_draining_without_migration_finish_there() -> None:
+    """A prefill instance still decoding what it held (an instant switch out of colocated) that
+    switches to decode with no other decoder to migrate to drains in place instead of waiting
+    forever for its batch to empty."""
+    spec = ClusterConfig(**SPEC, prefill=2, decode=1)
+    cluster = Cluster(spec, rows(seeded=5, arriving=0))
+    for _ in range(5):
+        cluster.seed_running(0)
+    cluster.set_role(0, "decode")
+    res = cluster.run()
+    assert (res.records.status == COMPLETED).all() and cluster.done()

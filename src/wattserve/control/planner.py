@@ -171,7 +171,7 @@ class PlannerController:
         load = LoadEstimate(load.rate_rps * self.headroom, load.prompt_tokens, load.output_tokens,
                             sum(i.waiting for i in state.by_role("prefill")),
                             self._dispersion(now),
-                            tuple((i.role, i.running + (i.waiting if i.role == "decode" else 0)) for i in live))
+                            tuple((i.role, i.running) for i in live))
         cands = self._candidates(state)
         current = self._current(state, cands)
         if self._last is not None and self._last[1] == current and self._holds(self._last[0], load):

@@ -52,7 +52,7 @@ CONTROLLERS: Registry[Controller] = Registry("policy", {
     "batch-only": lambda **kw: _pals("batch-only", **kw),
     "pals": lambda **kw: _pals("pals", **kw),
     "planner": _planner,
-    "planner-concurrent": lambda **kw: _planner(name="planner-concurrent", **{"concurrent": True, **kw}),
+    "planner-concurrent": lambda **kw: _planner(name="planner-concurrent", **{**kw, "concurrent": True}),
 })
 
 

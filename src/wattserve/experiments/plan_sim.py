@@ -74,9 +74,9 @@ class SimPlanModel:
         self.check_s = check_s
         """How often (simulated seconds) a candidate's run checks whether it can still reach the
         attainment of the layout in force."""
-        self._replay: tuple[LoadEstimate, Workload, np.ndarray] | None = None
-        """The last load's replay and which of its requests are scored: a planner judges its
-        candidates one call at a time on the same load."""
+        self._replay: tuple[tuple[LoadEstimate, Layout | None], Workload, list[int], np.ndarray] | None = None
+        """The last (load, layout in force)'s replay, its seeds' instances and which of its requests
+        are scored: a planner judges its candidates one call at a time on the same load."""
 
     def predict(self, load: LoadEstimate, layouts: Sequence[Layout], current: Layout | None = None,
                 need: Sequence[float | None] | None = None) -> list[tuple[float, float]]:
@@ -120,7 +120,10 @@ class SimPlanModel:
         length-biased (a longer request is more likely to be running at a given instant; for a
         lognormal of mean m and coefficient of variation c, a lognormal of mean m(1 + c^2)) and cut
         at a uniform point, the part before it generated (its context is its prompt plus that) and
-        the part after it still to come (renewal theory's age and residual life)."""
+        the part after it still to come (renewal theory's age and residual life). An instance is
+        seeded with at most its batch limit and at most `SEED_KV_SHARE` of its KV cache: the
+        requests it runs now fit it, and drawn contexts that would not are left out rather than set
+        off recompute preemptions the cluster is not having."""
         n = int(min(self.max_requests, max(1, round(load.rate_rps * self.horizon_s))))
         rng = np.random.default_rng(self.seed)
         mean_gap = 1.0 / max(load.rate_rps, 1e-9)
@@ -143,10 +146,28 @@ class SimPlanModel:
             srng = np.random.default_rng((self.seed, 1))
             whole = self._lengths(srng, load.output_tokens * (1 + self.length_cv**2), k)
             done = np.floor(srng.uniform(0, 1, k) * whole).astype(np.int64)
-            arrivals = np.concatenate([np.zeros(k), arrivals])
-            prompt = np.concatenate([self._lengths(srng, load.prompt_tokens, k) + done, prompt])
-            output = np.concatenate([np.maximum(2, whole - done + 1), output])
+            context = self._lengths(srng, load.prompt_tokens, k) + done
+            keep = self._fitting(seeds, context)
+            seeds = [iid for iid, ok in zip(seeds, keep) if ok]
+            arrivals = np.concatenate([np.zeros(len(seeds)), arrivals])
+            prompt = np.concatenate([context[keep], prompt])
+            output = np.concatenate([np.maximum(2, whole - done + 1)[keep], output])
         return Workload(arrivals, prompt, output), seeds, back
+
+    def _fitting(self, seeds: list[int], context: np.ndarray) -> np.ndarray:
+        """Which seeds their instance holds: in order, while it has fewer than its batch limit and
+        their contexts fill at most `SEED_KV_SHARE` of its KV cache."""
+        c = self.cluster
+        cap = SEED_KV_SHARE * get_model(c.model).kv_capacity_tokens(get_gpu(c.gpu).hbm_bytes, c.tp, c.engine.mem_util)
+        held: Counter[int] = Counter()
+        tokens: Counter[int] = Counter()
+        keep = np.zeros(len(seeds), dtype=bool)
+        for j, (iid, ctx) in enumerate(zip(seeds, context.tolist())):
+            if held[iid] < c.engine.max_seqs and tokens[iid] + ctx <= cap:
+                held[iid] += 1
+                tokens[iid] += ctx
+                keep[j] = True
+        return keep
 
     def _lengths(self, rng: np.random.Generator, mean: float, n: int) -> np.ndarray:
         """`n` lengths with this mean: lognormal with coefficient of variation `length_cv` (the
@@ -245,6 +266,10 @@ class SimPlanModel:
 
         cluster.loop.at(self.check_s, check)
 
+
+SEED_KV_SHARE = 0.9
+"""The most of an instance's KV cache its seeded requests may fill (the scheduler keeps room for the
+batch to grow)."""
 
 WARM = {"seed_running": True, "horizon_s": 8.0, "max_requests": 800}
 """The model a planner that judges concurrent layouts gets: each candidate starts from the batches

@@ -31,10 +31,10 @@ class LoadEstimate:
     period; 1 for Poisson): production traces arrive in bursts that load a cluster harder than a
     Poisson stream of the same rate."""
     running: tuple[tuple[str, int], ...] = ()
-    """Requests past their first token on each live instance when the plan starts, as (role, count):
-    its decode batch and the hand-offs waiting to join it. A model that can starts from them, so a
-    candidate inherits the batches running now rather than an empty cluster (decode batches take a
-    request's life, seconds, to fill), and a switch pays for draining or migrating them."""
+    """The requests in each live instance's decode batch when the plan starts, as (role, count). A
+    model that can starts from them, so a candidate inherits the batches running now rather than an
+    empty cluster (decode batches take a request's life, seconds, to fill), and a switch pays for
+    draining or migrating them."""
 
 
 @dataclass(frozen=True)

@@ -205,7 +205,7 @@ class Instance:
         elif self.incoming:
             self._start_transfers()
         joiners: list[SimRequest] = []
-        while not switching and self.pending_join and len(running) < self.max_seqs:
+        while (not switching or not self.migrate_on_switch) and self.pending_join and len(running) < self.max_seqs:
             req = self.pending_join.popleft()
             kv.other -= req.kv_held
             self._join(req)
