@@ -169,3 +169,15 @@ def test_readme_lists_every_simulate_flag() -> None:
     listed = set(re.findall(r"--[a-z][a-z-]*", section[:section.index("\n\n")]))
     wanted = {f"--{f.name}" for f in SIMULATE} | {"--config", "--out", "--json", "--no-plots"}
     assert wanted <= listed, wanted - listed
+
+
+def test_simulate_runs_planner_concurrent_under_its_budget(tmp_path: Path) -> None:
+    """The policy a user picks by name builds a cluster that switches into and out of concurrent."""
+    import json
+
+    p = run("simulate", "--policy", "planner-concurrent", "--budget", "4000", "--num-requests", "600",
+            "--rate", "120", "--out", str(tmp_path), "--no-plots")
+    assert p.returncode == 0, p.stderr
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["slo_attainment"] > 0.9
+    assert summary["max_sum_caps_w"] <= 4000 + 1e-6
