@@ -33,14 +33,19 @@ from wattserve.schema.cluster import ClusterConfig
 from wattserve.seam import Layout, LoadEstimate, want_of
 from wattserve.seam.roles import instant_switch, role_moves
 from wattserve.sim.cluster import Cluster
-from wattserve.sim.instance import ROLES
 from wattserve.workload import Workload
+
+
+def kv_tokens(cluster: ClusterConfig) -> int:
+    """KV-cache capacity of one of the cluster's instances, tokens."""
+    return get_model(cluster.model).kv_capacity_tokens(get_gpu(cluster.gpu).hbm_bytes, cluster.tp,
+                                                       cluster.engine.mem_util)
 
 
 def analytic_model(cluster: ClusterConfig, slo_ttft_s: float | None, slo_tpot_s: float | None) -> AnalyticPlanModel:
     gpu, model = get_gpu(cluster.gpu), get_model(cluster.model)
     profile = load_profile(cluster.perf_profile)
-    kv = model.kv_capacity_tokens(gpu.hbm_bytes, cluster.tp, cluster.engine.mem_util)
+    kv = kv_tokens(cluster)
     return AnalyticPlanModel(gpu, model, cluster.tp, cluster.num_gpus // cluster.tp,
                              profile.latency_model(gpu, model, cluster.tp), profile.power_model(gpu),
                              slo_ttft_s, slo_tpot_s, kv)
@@ -97,9 +102,8 @@ class SimPlanModel:
         role), as many as both have."""
         if current is None or not load.running or not self.seed_running:
             return []
-        cfg = self._config(current, current)
         model_iids: dict[str, list[int]] = {}
-        for iid, role in enumerate(r for r in ROLES for _ in range(getattr(cfg, r))):
+        for iid, role in enumerate(self._config(current, current).instance_roles()):
             model_iids.setdefault(role, []).append(iid)
         seeds: list[int] = []
         for role, iids in model_iids.items():
@@ -158,7 +162,7 @@ class SimPlanModel:
         """Which seeds their instance holds: in order, while it has fewer than its batch limit and
         their contexts fill at most `SEED_KV_SHARE` of its KV cache."""
         c = self.cluster
-        cap = SEED_KV_SHARE * get_model(c.model).kv_capacity_tokens(get_gpu(c.gpu).hbm_bytes, c.tp, c.engine.mem_util)
+        cap = SEED_KV_SHARE * kv_tokens(c)
         held: Counter[int] = Counter()
         tokens: Counter[int] = Counter()
         keep = np.zeros(len(seeds), dtype=bool)

@@ -17,6 +17,7 @@ from wattserve.governors.registry import GOVERNORS
 from wattserve.perf.perf_profile import load_profile, shipped
 from wattserve.schema.base import Strict, flag
 from wattserve.schema.choices import GPUS, MODELS, ROUTERS, GovernorName, GpuName, ModelName, RouterName
+from wattserve.seam.roles import WITH_CONCURRENT
 
 
 class EngineConfig(Strict):
@@ -114,6 +115,11 @@ class ClusterConfig(Strict):
     @property
     def num_instances(self) -> int:
         return self.prefill + self.decode + self.colocated + self.concurrent
+
+    def instance_roles(self) -> list[str]:
+        """Each instance's role in instance-id order: the simulator builds its instances role by
+        role, and a model of the cluster (the planner's) places running requests by that order."""
+        return [role for role in WITH_CONCURRENT for _ in range(getattr(self, role))]
 
     def tp_of(self, role: str) -> int:
         """TP degree of an instance in `role`: DistServe and BiScale place prefill and decode with

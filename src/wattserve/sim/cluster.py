@@ -77,7 +77,7 @@ class Cluster:
         self.links: list[Link] = []
         self._local_link: dict[int, Link] = {}
         self._net_link: dict[int, Link] = {}
-        roles = [role for role in ROLES for _ in range(getattr(spec, role))]
+        roles = spec.instance_roles()
         for iid, role in enumerate(roles):
             cap = {"prefill": spec.prefill_cap_w, "decode": spec.decode_cap_w}.get(role) or spec.power_cap_w
             tp = spec.tp_of(role)

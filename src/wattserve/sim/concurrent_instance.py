@@ -56,8 +56,9 @@ class ConcurrentInstance(Instance):
         self.corun = CoRun(self.latency)
         self.plain_clock = self.clock
         """The clock of the instance's roles without streams (hybrid batches, prefill, decode)."""
-        self.stream_clock = StepClock(spec, StreamLatency(self.corun, "decode"), power)
-        self.pclock = StepClock(spec, StreamLatency(self.corun, "prefill"), power)
+        decode, prefill = StreamLatency(self.corun, "decode"), StreamLatency(self.corun, "prefill")
+        self.stream_clock = StepClock(spec, decode, power, decode.regime)
+        self.pclock = StepClock(spec, prefill, power, prefill.regime)
         self.leaving: str | None = None
         """The role a switch out of concurrent waits to take until the prefill batch in flight ends."""
         self._use_clock(self.streams)

@@ -9,7 +9,7 @@ power fits the cap (`perf.operating_point`).
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from wattserve.catalog.gpus import GpuSpec
 from wattserve.catalog.models import BatchShape
@@ -22,12 +22,16 @@ MIXED, DECODE = 0, 1
 
 
 class StepClock:
-    __slots__ = ("spec", "latency", "power", "clocks", "cap_w", "lock_mhz", "top", "throttled", "_hint",
+    __slots__ = ("spec", "latency", "power", "regime", "clocks", "cap_w", "lock_mhz", "top", "throttled", "_hint",
                  "_governed_hint")
 
-    def __init__(self, spec: GpuSpec, latency: LatencyModel, power: PowerModel) -> None:
+    def __init__(self, spec: GpuSpec, latency: LatencyModel, power: PowerModel,
+                 regime: Callable[[], int] | None = None) -> None:
+        """`regime` (0 or 1) tells apart two kinds of moment whose clocks differ under one cap: a
+        concurrent stream's, with the other stream running or not (`StreamLatency.regime`)."""
         self.spec = spec
         self.latency = latency
+        self.regime = regime
         self.power = power
         self.clocks = spec.clocks
         self.cap_w = spec.cap_max_w
@@ -35,8 +39,7 @@ class StepClock:
         self.top = len(self.clocks) - 1
         self.throttled = False
         self._hint: dict[int, int] = {}
-        """Search starts per kind of step (and per regime of a concurrent stream's latency: whether
-        the other stream runs; `StreamLatency.regime`)."""
+        """Search starts per kind of step and `regime`."""
         self._governed_hint: dict[tuple[int, int | None], int] = {}
         """Search starts per (kind, requested clock), so a governor alternating clocks stays cheap."""
 
@@ -58,9 +61,8 @@ class StepClock:
     def choose(self, shape: BatchShape, kind: int, requested_mhz: int | None) -> OperatingPoint:
         """The operating point of a step of this shape; `throttled` says whether the cap set it."""
         lock = self.lock_mhz
-        regime = getattr(self.latency, "regime", None)
-        if regime is not None:
-            kind += 2 * regime()
+        if self.regime is not None:
+            kind += 2 * self.regime()
         governed = requested_mhz is not None and (lock is None or requested_mhz < lock)
         if governed:
             lock = requested_mhz
