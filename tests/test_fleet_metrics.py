@@ -255,7 +255,7 @@ def test_engine_specs_describe_what_the_seam_can_and_cannot_get() -> None:
         assert spec.fills <= state_fields
         assert not spec.fills & {"prefilling", "waiting_tokens", "oldest_wait_s", "max_seqs"}
         assert spec.runtime_actions == frozenset()
-        assert set(spec.refusals) == {"SetBatchLimit", "SetRole", "SetComputeShare"} <= action_names
+        assert set(spec.refusals) == {"SetBatchLimit", "SetRole", "SetComputeShare", "SetStepTarget"} <= action_names
         assert all(reason and "\n" not in reason for reason in spec.refusals.values())
         assert spec.versions
     assert ENGINES["vllm"].kv_usage == ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")

@@ -164,7 +164,8 @@ class BudgetGuard:
         now = self.backend.now()
         kind = type(a).__name__.removeprefix("Set").lower()
         target = getattr(a, "instance", getattr(a, "gpu", -1))
-        value = getattr(a, "role", getattr(a, "mhz", getattr(a, "max_seqs", getattr(a, "fraction", None))))
+        value = getattr(a, "role", getattr(a, "mhz", getattr(a, "max_seqs", getattr(a, "fraction",
+                                                                                   getattr(a, "share", None)))))
         try:
             t = self.backend.apply(a)
         except ActuationRefused as e:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from wattserve.governors.decode_slack import DecodeSlackGovernor
+from wattserve.governors.decode_slack import DecodeSlackGovernor, SlackCaches
 from wattserve.governors.prefill_mpc import PrefillMpcGovernor
 from wattserve.seam.governor import StepDecision, StepView
 
@@ -24,12 +24,24 @@ class BiScaleGovernor:
     decode_base_mhz: int | None = None
     tpot_margin: float = 0.9
     horizon: int = 8
+    caches: SlackCaches | None = None
+    """The decode tier's caches (`SlackCaches`), when shared by engines alike."""
     prefill: PrefillMpcGovernor = field(init=False)
     decode: DecodeSlackGovernor = field(init=False)
 
     def __post_init__(self) -> None:
         self.prefill = PrefillMpcGovernor(horizon=self.horizon, base_mhz=self.prefill_base_mhz)
-        self.decode = DecodeSlackGovernor(margin=self.tpot_margin, base_mhz=self.decode_base_mhz)
+        self.decode = DecodeSlackGovernor(margin=self.tpot_margin, base_mhz=self.decode_base_mhz,
+                                          **({} if self.caches is None else {"caches": self.caches}))
+
+    @property
+    def target_share(self) -> float:
+        return self.decode.target_share
+
+    def retarget(self, share: float) -> None:
+        """A controller's target for the decode tier (`SetStepTarget`); the prefill tier keeps its
+        TTFT deadlines."""
+        self.decode.retarget(share)
 
     def decide(self, view: StepView) -> StepDecision:
         phase = view.phase

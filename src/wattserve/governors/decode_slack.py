@@ -16,7 +16,9 @@ its clock stays feasible, so a closed-form decode run in the simulator stays one
 `HOLD_UNTIL_CHANGE` only when the clock never becomes infeasible as the context grows (beta <= 0).
 
 The margin 0.9 is our choice (the paper's constants are not public): it leaves 10% for what the
-model misses (sampling, host overheads) while keeping most of the slack to spend.
+model misses (sampling, host overheads) while keeping most of the slack to spend. A controller may
+set it (`SetStepTarget`, `retarget`): wattserve's planner starts it at 0, which spends no slack,
+and raises it where its model and the observed latencies show slack (control/planner.py).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import math
 from dataclasses import dataclass, field
 
 from wattserve.catalog.models import BatchShape
-from wattserve.seam.governor import HOLD_UNTIL_CHANGE, UNGOVERNED, StepDecision, StepView
+from wattserve.seam.governor import HOLD_UNTIL_CHANGE, UNGOVERNED, StepDecision, StepView, check_share
 
 KV_GUARD = 0.8
 """KV usage from which decode runs flat out: a slower clock holds sequences (and their blocks) longer."""
@@ -50,6 +52,18 @@ def decode_hold(alpha: float, beta: float, ctx: int, seqs: int, target_s: float)
 
 
 @dataclass
+class SlackCaches:
+    """What a decode-slack governor learns of its engine's models: the clocks by power per batch
+    size, and the (alpha, beta) of a decode iteration per (sequences, clock). Engines alike (one GPU,
+    latency and power model) may share them: a model of the cluster builds many such engines for
+    every plan it judges (experiments/plan_sim.py), and learning afresh each time was most of the
+    cost of simulating the governor."""
+
+    by_power: dict[tuple[str, int], list[int]] = field(default_factory=dict)
+    coeffs: dict[tuple[int, int], tuple[float, float]] = field(default_factory=dict)
+
+
+@dataclass
 class DecodeSlackGovernor:
     name: str = "decode-slack"
     margin: float = 0.9
@@ -58,9 +72,8 @@ class DecodeSlackGovernor:
     """Tier 1's base clock: the clock with no SLO, and where the search starts."""
     feedback_s: float = 1.0
     """How often the observed TPOTs are read back (`view.recent_tpot_s()`)."""
-    _by_power: dict[tuple[str, int], list[int]] = field(default_factory=dict, repr=False)
-    _coeffs: dict[tuple[int, int], tuple[float, float]] = field(default_factory=dict, repr=False)
-    """(alpha, beta) per (sequences, clock): they depend on nothing else for one engine's model."""
+    caches: SlackCaches = field(default_factory=SlackCaches, repr=False)
+    """Its clocks by power and decode coefficients: its own, or shared by engines alike."""
     _scale: float = field(default=1.0, repr=False)
     _next_feedback: float = field(default=0.0, repr=False)
 
@@ -81,13 +94,23 @@ class DecodeSlackGovernor:
         else:
             self._scale = min(1.0, self._scale * 1.05)
 
+    @property
+    def target_share(self) -> float:
+        return self.margin
+
+    def retarget(self, share: float) -> None:
+        """A controller's target (`SetStepTarget`): iterations may take `share` of the TPOT SLO; 0
+        spends no slack, as no SLO does (the base clock, or no request)."""
+        check_share(share)
+        self.margin = share
+
     def decode_clock(self, view: StepView) -> StepDecision:
         """The decision for a decode batch (also used by `BiScaleGovernor` on mixed steps). Guards
         to the maximum clock: KV usage >= 0.8 or sequences waiting for a slot (a slower clock would
         grow the backlog the iteration model does not price)."""
         slo = view.slo_tpot_s
         clocks = view.gpu.clocks
-        if slo is None:
+        if slo is None or self.margin <= 0.0:
             return StepDecision(self.base_mhz) if self.base_mhz is not None else UNGOVERNED
         if view.kv_usage >= KV_GUARD or view.queued_prompts():
             return StepDecision(clocks[-1], 1)
@@ -103,7 +126,7 @@ class DecodeSlackGovernor:
                     return StepDecision(mhz, 1)
             return StepDecision(clocks[-1], 1)
         ctx = shape.decode_ctx
-        coeffs = self._coeffs
+        coeffs = self.caches.coeffs
         if len(coeffs) > 65536:
             coeffs.clear()
         for mhz in self._order(view, shape):
@@ -119,14 +142,14 @@ class DecodeSlackGovernor:
         """Clocks by power of a representative batch (its own ranking, cached per batch size),
         lowest first; ties keep the one nearest the base clock, so the search starts there."""
         key = (view.gpu.name, shape.decode_seqs)
-        order = self._by_power.get(key)
+        order = self.caches.by_power.get(key)
         if order is None:
             lat, pw = view.latency, view.power
             rep = BatchShape(decode_seqs=max(1, shape.decode_seqs), decode_ctx=max(1, shape.decode_ctx))
             base = self.base_mhz if self.base_mhz is not None else view.gpu.clocks[-1]
             order = sorted(view.gpu.clocks,
                            key=lambda m: (pw.busy_power(lat.iteration(rep, m), m), abs(m - base)))
-            self._by_power[key] = order
+            self.caches.by_power[key] = order
         return order
 
     def decide(self, view: StepView) -> StepDecision:

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from wattserve.governors.biscale import BiScaleGovernor
-from wattserve.governors.decode_slack import DecodeSlackGovernor
+from wattserve.governors.decode_slack import DecodeSlackGovernor, SlackCaches
 from wattserve.governors.max_clock import MaxClockGovernor
 from wattserve.governors.prefill_mpc import PrefillMpcGovernor
 from wattserve.governors.rapid_serve import RapidServeGovernor
 from wattserve.governors.tpot_slack import TpotSlackGovernor
 from wattserve.registry import Registry
-from wattserve.seam.governor import StepGovernor
+from wattserve.seam.governor import StepGovernor, Targeted
 
 GOVERNORS: Registry[StepGovernor] = Registry("governor", {
     "max-clock": MaxClockGovernor,
@@ -27,3 +28,21 @@ def make_governor(name: str, **kwargs: Any) -> StepGovernor:
     """The governor `name`; keyword arguments (e.g. BiScale's `prefill_base_mhz` and
     `decode_base_mhz` from tier 1) go to its constructor."""
     return GOVERNORS.make(name, **kwargs)
+
+
+def targeted_governors() -> list[str]:
+    """The governors that take a controller's target (`SetStepTarget`)."""
+    return [n for n in GOVERNORS.names() if isinstance(GOVERNORS.make(n), Targeted)]
+
+
+SHARE_CACHES = ("tpot-slack", "biscale", "decode-slack")
+"""Governors that can share what they learn of engines alike (`SlackCaches`)."""
+
+
+def sharing_factory(name: str) -> Callable[[], StepGovernor]:
+    """Governors `name`, each made anew, sharing one `SlackCaches` where the governor has them: for
+    many engines alike, as a model of the cluster builds (experiments/plan_sim.py)."""
+    if GOVERNORS.resolve(name) not in SHARE_CACHES:
+        return lambda: make_governor(name)
+    caches = SlackCaches()
+    return lambda: make_governor(name, caches=caches)

@@ -33,6 +33,7 @@ from wattserve.seam import (
     SetComputeShare,
     SetPowerCap,
     SetRole,
+    SetStepTarget,
     StepSignal,
 )
 
@@ -133,7 +134,8 @@ class RuntimeBackend:
                 ttft_p90_s=float(np.percentile(ttft, 90)) if ttft else None,
                 tpot_p90_s=float(np.percentile(tpot, 90)) if tpot else None,
                 oldest_wait_s=r.oldest_wait_s(w, now_abs), prompt_tokens=int(s.get("prompt_tokens", 0)),
-                output_tokens=w.output_tokens, completed=w.completed, alive=w.alive))
+                output_tokens=w.output_tokens, completed=w.completed, alive=w.alive,
+                step_target=None if s.get("step_target") is None else float(s["step_target"])))
         now = now_abs - self._t0
         return ClusterState(now, self.budget.at(now), self.slo_ttft_s, self.slo_tpot_s, tuple(insts), tuple(gpus),
                             target_tok_s=self.target.at(now) if self.target is not None else None)
@@ -157,6 +159,9 @@ class RuntimeBackend:
                 return now
             if isinstance(action, SetComputeShare):
                 self.router.set_compute_share(action.instance, action.phase, action.fraction)
+                return now
+            if isinstance(action, SetStepTarget):
+                self.router.set_step_target(action.instance, action.share)
                 return now
         except UsageError as e:
             raise ActuationRefused(str(e)) from None

@@ -49,13 +49,19 @@ class _Snapshot(Collector):
                                   labels=["model_name", "worker", "role"])
         limit = GaugeMetricFamily("wattserve:worker_max_num_seqs", "Batch limit in force per worker (vLLM's "
                                   "max_num_seqs; a power policy may move it).", labels=["model_name", "worker", "role"])
+        target = GaugeMetricFamily("wattserve:worker_step_target", "Share of the TPOT SLO the worker's step "
+                                   "governor lets a decode step take (a power policy may set it; 0 spends no "
+                                   "slack); only for governors that take a target.", labels=["model_name", "worker", "role"])
         for w in workers:
             per.add_metric([m, str(w["wid"]), w["role"]], w.get("kv_usage", 0.0))
             alive.add_metric([m, str(w["wid"]), w["role"]], 1.0 if w.get("alive", True) else 0.0)
             limit.add_metric([m, str(w["wid"]), w["role"]], float(w.get("max_num_seqs", 0)))
+            if w.get("step_target") is not None:
+                target.add_metric([m, str(w["wid"]), w["role"]], float(w["step_target"]))
         yield per
         yield alive
         yield limit
+        yield target
         yield gauge("wattserve:workers_live", "Workers alive.", len(live))
         for name, key, doc in (("wattserve:gpu_power_watts", "power_w", "GPU power draw in watts."),
                                ("wattserve:gpu_power_cap_watts", "cap_w", "GPU power cap in force, watts."),

@@ -366,5 +366,13 @@ class Router:
                              "fraction")
         w.send({"op": "set_share", "phase": phase, "fraction": float(fraction)})
 
+    def set_step_target(self, wid: int, share: float) -> None:
+        """Set a worker's step-governor target (SetStepTarget): the share of the TPOT SLO a decode
+        step may take. The worker refuses it (an error event, in the log) when its governor takes
+        none."""
+        if not 0.0 <= share <= 1.0:
+            raise UsageError(f"step target share {share:g}; allowed: 0 <= share <= 1", "share")
+        self.workers[wid].send({"op": "set_step_target", "share": float(share)})
+
     def set_batch_limit(self, wid: int, n: int) -> None:
         self.workers[wid].send({"op": "set_batch_limit", "max_seqs": n})

@@ -2,7 +2,7 @@
 power agent of that device.
 
 It serves one router connection over TCP (JSON frames, see wire.py). Commands: add, import, abort,
-set_role, set_batch_limit, the power ops of its own device (set_cap, lock_clock, restore:
+set_role, set_batch_limit, set_step_target, the power ops of its own device (set_cap, lock_clock, restore:
 runtime.power.ops; the step governor reads the cap in force and the lock from the same agent),
 stats, shutdown. Events: tokens (one frame per engine step: [rid, token, finished, reason, logprob] for
 each sequence that produced one, plus its [logprob, top] when asked; not a frame per token), prefilled (with its KV handle), migrated,
@@ -26,7 +26,7 @@ from dataclasses import asdict
 from typing import Any
 
 from wattserve.errors import UsageError
-from wattserve.governors.registry import make_governor
+from wattserve.governors.registry import make_governor, targeted_governors
 from wattserve.runtime import wire
 from wattserve.runtime.engine.catalog_device import catalog_device
 from wattserve.runtime.engine.concurrent import ConcurrentEngine
@@ -38,6 +38,7 @@ from wattserve.runtime.power.device import DevicePower
 from wattserve.runtime.step_log import StepLog
 from wattserve.runtime.transport import make_transport, transport_for
 from wattserve.runtime.worker_spec import WorkerSpec
+from wattserve.seam.governor import Targeted
 
 ROLES = ("prefill", "decode", "colocated")
 """Roles a worker may switch between; a `concurrent` worker (RAPID-Serve: prompts prefilled by a
@@ -84,7 +85,7 @@ class Worker:
                 "steps": e.steps, "tokens": e.tokens_computed, "uptime_s": time.monotonic() - self.started,
                 "max_num_seqs": e.scheduler.max_num_seqs, "pid": os.getpid(),
                 "governor_clock_mhz": e.governor_clock_mhz, "cap_w": e.cap_w, "locked_clock_mhz": e.locked_clock_mhz,
-                "power": power, "vocab": e.cfg.vocab, **self.load()}
+                "step_target": e.governor.target_share if isinstance(e.governor, Targeted) else None, "power": power, "vocab": e.cfg.vocab, **self.load()}
 
     def _adopt_limits(self, reading: dict[str, Any]) -> None:
         """The cap in force and the control plane's clock lock, from a power reading (a stats entry
@@ -167,6 +168,13 @@ class Worker:
                 return
             f = float(h["fraction"])
             pin(None if f >= 1.0 else (f if h["phase"] == "decode" else 1.0 - f))
+        elif op == "set_step_target":
+            gov = self.engine.governor
+            if not isinstance(gov, Targeted):
+                self.send({"ev": "error", "rid": None, "message": f"set_step_target: worker {self.spec.wid}'s governor "
+                           f"{gov.name!r} takes no target; allowed: {', '.join(targeted_governors())}"})
+                return
+            gov.retarget(float(h["share"]))
         elif op == "set_batch_limit":
             self.engine.scheduler.max_num_seqs = max(1, int(h["max_seqs"]))
         elif op == "stats":

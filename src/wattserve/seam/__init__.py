@@ -6,7 +6,15 @@ package and nothing of each other, so a controller or governor written against t
 unchanged against real GPUs.
 """
 
-from wattserve.seam.actions import Action, SetBatchLimit, SetClock, SetComputeShare, SetPowerCap, SetRole
+from wattserve.seam.actions import (
+    Action,
+    SetBatchLimit,
+    SetClock,
+    SetComputeShare,
+    SetPowerCap,
+    SetRole,
+    SetStepTarget,
+)
 from wattserve.seam.actuation_log import Actuation, ActuationLog
 from wattserve.seam.backend import ActuationRefused, Backend, Offloads
 from wattserve.seam.budget import BudgetSignal
@@ -17,6 +25,7 @@ from wattserve.seam.governor import (
     StepDecision,
     StepGovernor,
     StepView,
+    Targeted,
 )
 from wattserve.seam.info import ClusterInfo
 from wattserve.seam.plan import CAP_LEVELS, Layout, LoadEstimate, PlanModel, cap_grid, want_of
@@ -28,7 +37,7 @@ __all__ = [
     "Action", "Actuation", "ActuationLog", "ActuationRefused", "Backend", "BudgetSignal", "ClusterInfo",
     "ClusterState",
     "GpuState", "HOLD_UNTIL_CHANGE", "InstanceState", "Layout", "Offloads", "LoadEstimate", "PlanModel", "PHASES", "want_of", "cap_grid", "CAP_LEVELS", "STEP_PHASES", "SetBatchLimit", "SetClock",
-    "SetComputeShare", "SetPowerCap", "SetRole", "StepDecision", "StepGovernor", "StepSignal", "StepView",
-    "UNGOVERNED",
+    "SetComputeShare", "SetPowerCap", "SetRole", "SetStepTarget", "StepDecision", "StepGovernor", "StepSignal", "StepView",
+    "Targeted", "UNGOVERNED",
     "check_role_change",
 ]

@@ -36,4 +36,16 @@ class SetComputeShare:
     fraction: float
 
 
-Action = SetPowerCap | SetClock | SetRole | SetBatchLimit | SetComputeShare
+@dataclass(frozen=True)
+class SetStepTarget:
+    """The target of an instance's step governor: the share of the TPOT SLO each decode iteration
+    may take (BiScale's decode slack, arXiv 2602.18755), 0 < share <= 1; 0 spends no slack (the
+    governor asks for no clock, as max-clock). The controller sets the target; the governor does
+    the per-iteration work (issue 15). Only a governor that takes a target accepts it
+    (`seam.governor.Targeted`)."""
+
+    instance: int
+    share: float
+
+
+Action = SetPowerCap | SetClock | SetRole | SetBatchLimit | SetComputeShare | SetStepTarget

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from wattserve.catalog.gpus import GpuSpec
 from wattserve.catalog.models import BatchShape
@@ -133,3 +133,21 @@ class StepGovernor(Protocol):
     name: str
 
     def decide(self, view: StepView) -> StepDecision: ...
+
+
+@runtime_checkable
+class Targeted(Protocol):
+    """A step governor whose target a controller sets (`SetStepTarget`): the share of the TPOT SLO
+    a decode iteration may take, 0 for none (it then asks for no clock). Both back ends report it
+    (`InstanceState.step_target`) and apply `SetStepTarget` through `retarget`."""
+
+    @property
+    def target_share(self) -> float: ...
+
+    def retarget(self, share: float) -> None: ...
+
+
+def check_share(share: float) -> None:
+    """A step target's share: 0 <= share <= 1 (ValueError otherwise)."""
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"step target share {share:g}; allowed: 0 <= share <= 1")

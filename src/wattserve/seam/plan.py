@@ -12,7 +12,7 @@ OperatingTable."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 
@@ -42,13 +42,27 @@ class Layout:
     """A configuration: how many instances prefill (the rest decode), and the per-GPU cap of each
     role; or, with `colocated`, every instance colocated (hybrid batches) under one cap
     (`prefill` 0, both caps equal); or, with `concurrent`, every instance concurrent (RAPID-Serve's
-    prefill and decode streams on the same GPUs, arXiv 2601.11822) under one cap."""
+    prefill and decode streams on the same GPUs, arXiv 2601.11822) under one cap. Each role may
+    also have its GPUs' SM clock locked (`SetClock`; a whole layout's one clock is `decode_clock_mhz`),
+    and the step governors a target (`SetStepTarget`): under a cap a lock only lowers the clock, and
+    a target lets the governor lower it per iteration, so both trade speed the load does not need
+    for power (BiScale's base clocks and per-iteration decode DVFS, arXiv 2602.18755)."""
 
     prefill: int
     prefill_cap_w: float
     decode_cap_w: float
     colocated: bool = False
     concurrent: bool = False
+    prefill_clock_mhz: int | None = None
+    """Clock lock of the prefill instances' GPUs, MHz; None unlocked."""
+    decode_clock_mhz: int | None = None
+    """Clock lock of the decode instances' GPUs (of every GPU in a whole layout), MHz; None unlocked."""
+    step_target: float | None = None
+    """Every instance's step-governor target (`SetStepTarget`: the share of the TPOT SLO a decode
+    iteration may take; 0 spends no slack); None where the governors take no target."""
+    decode_max_seqs: int | None = None
+    """Batch limit of the decode instances (of every instance in a whole layout), `SetBatchLimit`;
+    None: the engine's own."""
 
     @staticmethod
     def all_in(role: str, cap_w: float) -> Layout:
@@ -62,6 +76,23 @@ class Layout:
     @staticmethod
     def all_concurrent(cap_w: float) -> Layout:
         return Layout.all_in("concurrent", cap_w)
+
+    def clock_of(self, role: str) -> int | None:
+        """The clock lock of `role`'s GPUs: prefill's, or decode's for any other role."""
+        return self.prefill_clock_mhz if role == "prefill" else self.decode_clock_mhz
+
+    @property
+    def tuned(self) -> bool:
+        """Whether it sets more than roles and caps: a clock lock, a step target above 0, or a
+        batch limit."""
+        return (self.prefill_clock_mhz is not None or self.decode_clock_mhz is not None or bool(self.step_target)
+                or self.decode_max_seqs is not None)
+
+    def plain(self) -> Layout:
+        """The same roles and caps, tuned no further: no clock locks, the engines' batch limits, and
+        a step target of 0 where the governors take one."""
+        return replace(self, prefill_clock_mhz=None, decode_clock_mhz=None, decode_max_seqs=None,
+                       step_target=None if self.step_target is None else 0.0)
 
     @property
     def whole(self) -> str | None:

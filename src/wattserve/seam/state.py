@@ -92,6 +92,9 @@ class InstanceState:
     alive: bool = True
     """False once the instance is down (its worker process died): it serves nothing, takes no
     action, and counts for no phase. A simulated instance never dies."""
+    step_target: float | None = None
+    """Share of the TPOT SLO its step governor lets a decode iteration take (SetStepTarget; 0: it
+    spends no slack); None when its governor takes no target."""
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,9 @@ from wattserve.seam import (
     SetComputeShare,
     SetPowerCap,
     SetRole,
+    SetStepTarget,
     StepSignal,
+    Targeted,
 )
 from wattserve.sim.cluster import CAP_SETTLE_S, RECONFIG_S, Cluster
 
@@ -96,7 +98,8 @@ class SimBackend:
                 kv_usage=i.kv_live_blocks / i.kv_blocks if i.kv_blocks else 0.0, max_seqs=i.max_seqs,
                 ttft_p90_s=self._p90(i.recent_ttft, now), tpot_p90_s=self._p90(i.recent_tpot, now),
                 oldest_wait_s=now - min(unstarted) if unstarted else 0.0,
-                prompt_tokens=i.prompt_tokens, output_tokens=i.output_tokens_at(now), completed=i.completed))
+                prompt_tokens=i.prompt_tokens, output_tokens=i.output_tokens_at(now), completed=i.completed,
+                step_target=i.governor.target_share if isinstance(i.governor, Targeted) else None))
         return ClusterState(now, self.budget.at(now), self.slo_ttft_s, self.slo_tpot_s, tuple(insts), tuple(gpus),
                             target_tok_s=self.target.at(now) if self.target is not None else None)
 
@@ -112,14 +115,13 @@ class SimBackend:
                 c.set_role(action.instance, action.role, self.reconfig_s, self.migrate)
                 return now + self.reconfig_s
             if isinstance(action, SetBatchLimit):
-                if action.max_seqs < 1:
-                    raise ActuationRefused(f"max_seqs {action.max_seqs} must be >= 1")
-                inst = c.instances[action.instance]
-                inst.max_seqs = action.max_seqs
-                inst.poke()
+                c.set_batch_limit(action.instance, action.max_seqs)
                 return now
             if isinstance(action, SetComputeShare):
                 c.set_compute_share(action.instance, action.phase, action.fraction)
+                return now
+            if isinstance(action, SetStepTarget):
+                c.set_step_target(action.instance, action.share)
                 return now
         except (UsageError, IndexError) as e:
             raise ActuationRefused(str(e)) from None

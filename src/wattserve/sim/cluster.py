@@ -14,14 +14,14 @@ import numpy as np
 from wattserve.catalog.gpus import GpuSpec, get_gpu
 from wattserve.catalog.models import ModelSpec, get_model
 from wattserve.errors import UsageError
-from wattserve.governors.registry import make_governor
+from wattserve.governors.registry import make_governor, targeted_governors
 from wattserve.perf.perf_profile import load_profile
 from wattserve.results.histogram import LogHistogram
 from wattserve.results.records import RequestRecords
 from wattserve.results.sim_result import GpuTrace, InstanceTrace, LinkTrace, SimResult
 from wattserve.routing import make_policy
 from wattserve.schema.cluster import ClusterConfig
-from wattserve.seam.governor import StepGovernor
+from wattserve.seam.governor import StepGovernor, Targeted
 from wattserve.seam.roles import DECODE_SIDE, SWITCHABLE, WITH_CONCURRENT, check_role_change, instant_switch
 from wattserve.sim.concurrent_instance import ConcurrentInstance
 from wattserve.sim.events import EventLoop
@@ -172,6 +172,30 @@ class Cluster:
         inst.begin_switch(role, reconfig_s, migrate and len(self.decoders) > 1)
         self._refresh_routing()
         inst.poke()
+
+    def set_batch_limit(self, iid: int, max_seqs: int) -> None:
+        """Set instance `iid`'s batch limit (`SetBatchLimit`): the most requests admitted at once.
+        Requests already admitted stay; the next admissions honour it."""
+        if max_seqs < 1:
+            raise UsageError(f"max_seqs {max_seqs}; allowed: >= 1", "max_seqs")
+        inst = self.instances[iid]
+        inst.max_seqs = max_seqs
+        inst.poke()
+
+    def set_step_target(self, iid: int, share: float) -> None:
+        """Set instance `iid`'s step-governor target (`SetStepTarget`): the share of the TPOT SLO a
+        decode iteration may take; the iteration in flight finishes as planned and the governor is
+        asked again with its new target."""
+        inst = self.instances[iid]
+        gov = inst.governor
+        if not isinstance(gov, Targeted):
+            raise UsageError(f"instance {iid}'s step governor {gov.name!r} takes no target; allowed: "
+                             f"{', '.join(targeted_governors())}", "governor")
+        try:
+            gov.retarget(share)
+        except ValueError as e:
+            raise UsageError(str(e), "share") from None
+        inst.on_clock_change()
 
     def set_compute_share(self, iid: int, phase: str, fraction: float) -> None:
         """Pin a concurrent instance's split of its compute units: `phase` ('prefill' or 'decode')

@@ -34,6 +34,8 @@ whether its /metrics page answers, the rest from the page."""
 
 COMPUTE_SHARE_REFUSAL = ("needs the engine's own compute partitioning (RAPID-Serve), which neither engine "
                          "exposes")
+STEP_TARGET_REFUSAL = ("needs a per-step clock governor inside the engine, which neither engine has; its clock "
+                       "follows the power cap and any clock lock (SetClock)")
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,7 @@ VLLM = EngineSpec(
                          "at run time",
         "SetRole": "vLLM fixes a server's prefill/decode role at launch (--kv-transfer-config kv_role)",
         "SetComputeShare": COMPUTE_SHARE_REFUSAL,
+        "SetStepTarget": STEP_TARGET_REFUSAL,
     },
 )
 
@@ -114,6 +117,7 @@ SGLANG = EngineSpec(
         "SetBatchLimit": "SGLang's --max-running-requests is fixed at launch",
         "SetRole": "SGLang's --disaggregation-mode is fixed at launch",
         "SetComputeShare": COMPUTE_SHARE_REFUSAL,
+        "SetStepTarget": STEP_TARGET_REFUSAL,
     },
 )
 
