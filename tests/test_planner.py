@@ -4,6 +4,8 @@ at once, and a simulated run that holds the budget and reports its planning time
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -19,7 +21,9 @@ from wattserve.results.sim_result import SimResult
 from wattserve.seam import ClusterState, GpuState, InstanceState, Layout, LoadEstimate, SetPowerCap, SetRole
 
 SC = get_scenario("rapid-mi300x")
-CLUSTER = SC.scenario(SC.arm("planner")).cluster
+CLUSTER = SC.scenario(replace(SC.arm("planner"), governor="max-clock")).cluster
+"""The planner arm's cluster without its governor's target to set: the model's tests judge layouts
+and load alone."""
 MODEL = analytic_model(CLUSTER, 1.0, 0.04)
 
 
@@ -202,7 +206,7 @@ def test_the_model_replays_enough_of_the_horizon_for_decode_batches_to_fill() ->
     from wattserve.experiments.plan_sim import SimPlanModel
 
     sc = get_scenario("rapid-h100")
-    cluster = sc.scenario(sc.arm("planner")).cluster
+    cluster = sc.scenario(replace(sc.arm("planner"), governor="max-clock")).cluster
     load, split = LoadEstimate(115.0, 1100.0, 280.0), [Layout(6, 200.0, 700.0)]
     short = SimPlanModel(cluster, 1.0, 0.04, max_requests=800).predict(load, split)[0][0]
     full = SimPlanModel(cluster, 1.0, 0.04).predict(load, split)[0][0]

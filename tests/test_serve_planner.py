@@ -44,3 +44,30 @@ def test_serve_runs_the_planner_on_live_workers_inside_the_budget() -> None:
     assert max(sum(caps) for _, caps in seen) <= 1400 + 1e-3
     roles, caps = seen[-1]
     assert set(roles.values()) != {"colocated"} or sorted(caps) != [700.0, 700.0], seen[-1]
+
+
+def _step_targets(url: str) -> dict[str, float]:
+    from prometheus_client import parser
+
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as r:
+        fams = {f.name: f.samples for f in parser.text_string_to_metric_families(r.read().decode())}
+    return {s.labels["worker"]: s.value for s in fams.get("wattserve:worker_step_target", [])}
+
+
+def test_the_planner_sets_the_step_governors_target_on_live_workers() -> None:
+    """Workers running BiScale's decode-slack governor (target 0.9 of the TPOT SLO by default) get
+    the planner's target through SetStepTarget: 0 at its start, which spends no slack, until its
+    model and the observed latencies show slack."""
+    pytest.importorskip("torch")
+    srv = start_server("--prefill", "1", "--decode", "1", "--policy", "planner", "--budget", "1400",
+                       "--governor", "decode-slack", "--slo-tpot-ms", "5000")
+    try:
+        deadline = time.monotonic() + 10.0
+        while _step_targets(srv.url) != {"0": 0.0, "1": 0.0} and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _step_targets(srv.url) == {"0": 0.0, "1": 0.0}
+        code, body = post(srv.url, "/v1/completions", {"model": "tiny", "prompt": "hello", "max_tokens": 8})
+        assert code == 200, body
+    finally:
+        out = srv.stop()
+    assert srv.proc.returncode == 0 and "Traceback" not in out and "decision failed" not in out, out

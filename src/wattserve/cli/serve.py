@@ -94,5 +94,6 @@ def _plan_models(config: ServeConfig) -> dict[str, Any] | None:
 
     cluster = ClusterConfig(gpu=config.gpu, model=config.power_as_model, tp=1, prefill=0, decode=0,
                             colocated=len(worker_specs(config)))
+    cluster = cluster.model_copy(update={"engine": cluster.engine.model_copy(update={"governor": config.governor})})
     slo = config.slo
     return planner_models(cluster, slo.ttft_ms and slo.ttft_ms / 1e3, slo.tpot_ms and slo.tpot_ms / 1e3)

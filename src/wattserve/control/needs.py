@@ -4,7 +4,8 @@ it runs, naming the field, rather than running it blind.
 
 `reads` are the InstanceState fields without which the policy's decisions mean nothing; GPU fields
 (caps, range, clock, energy, throttle reasons) come from the power agents on every back end and are
-not listed. Fields a policy only sharpens its view with are `uses`: RAPID's prefill pressure takes
+not listed. Fields a policy only sharpens its view with, or needs only for an optional part, are
+`uses`: RAPID's prefill pressure takes
 the larger of the p90 TTFT and the oldest queued prompt's age, and without the age it works from
 the TTFT alone (arXiv 2601.12241's signal is the TTFT; the age is our addition to see a queue build
 before its requests finish)."""
@@ -26,6 +27,10 @@ _RAPID_READS = frozenset({"role", "ttft_p90_s", "tpot_p90_s", "waiting", "kv_usa
 _PALS_READS = frozenset({"role", "output_tokens", "max_seqs", "running", "waiting"})
 _PLANNER_READS = frozenset({"role", "waiting", "waiting_tokens", "prefilling", "running", "prompt_tokens",
                             "output_tokens", "completed"})
+_PLANNER_USES = frozenset({"ttft_p90_s", "tpot_p90_s", "max_seqs", "step_target"})
+"""The planner spends slack (clock locks, step targets) only where the observed p90 TTFT and TPOT
+show it, judges a smaller batch only where the TPOT is over its SLO, and sets a step target only
+where the governors take one: without these it plans roles and caps alone."""
 
 POLICY_NEEDS: dict[str, Needs] = {
     "static": Needs(frozenset({"role"}), _CAPS),
@@ -37,8 +42,8 @@ POLICY_NEEDS: dict[str, Needs] = {
     "rapid": Needs(_RAPID_READS | {"running"}, _CAPS | {"SetRole"}, frozenset({"oldest_wait_s"})),
     "batch-only": Needs(_PALS_READS, frozenset({"SetBatchLimit"})),
     "pals": Needs(_PALS_READS, _CAPS | {"SetBatchLimit"}),
-    "planner": Needs(_PLANNER_READS, _CAPS | {"SetRole"}),
-    "planner-concurrent": Needs(_PLANNER_READS, _CAPS | {"SetRole"}),
+    "planner": Needs(_PLANNER_READS, _CAPS | {"SetRole", "SetClock"}, _PLANNER_USES),
+    "planner-concurrent": Needs(_PLANNER_READS, _CAPS | {"SetRole", "SetClock"}, _PLANNER_USES),
 }
 """Every registered policy (tests/test_fleet_backend.py checks the keys against CONTROLLERS)."""
 

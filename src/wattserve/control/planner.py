@@ -1,6 +1,7 @@
 """wattserve's own planner (`--policy planner`): a receding-horizon search over layouts
 (disaggregated splits, every instance colocated, and with `concurrent` every instance concurrent)
-and per-role caps under the budget, with a model of the cluster as its judge.
+and per-role caps under the budget, then clocks, step-governor targets and batch limits, with a
+model of the cluster as its judge.
 
 Every `period_s` it estimates the coming load from the state's monotonic counters (requests that
 arrived = completed + in flight; prompt tokens = prefilled + still queued; output tokens per finished
@@ -17,8 +18,18 @@ best only when its predicted attainment beats the current one's by `margin` plus
 every instance that must drain to change role: the model starts from the queue, not from the batches
 running now, so it does not see how long they take to drain. A switch into or out of colocated takes
 effect at once (seam/roles.instant_switch) and drains nothing. All instances that must move are moved at once, and
-every GPU gets its role's cap in the same decision. Per-iteration work stays with the step
-governors.
+every GPU gets its role's cap in the same decision.
+
+Beyond roles and caps it tunes three knobs. While the load holds (a plan to stay stands), each
+period spends one more step of slack where its `trim_model` (the simulator, started from the
+batches running now) judges it harmless at `trim_stress` x the planned load and the observed p90
+TTFT and TPOT leave room: first the step governors' target (`SetStepTarget`: the share of the TPOT
+SLO a decode iteration may take; BiScale's decode-slack governor then lowers the clock iteration by
+iteration within it, arXiv 2602.18755), then per-role clock locks (`SetClock`, BiScale's base
+clocks). A search at a heavier load than the slack was judged at returns it. Where the decode
+instances' observed p90 TPOT is over its SLO, a search also judges the layout in force with a smaller
+decode batch limit (`SetBatchLimit`; PALS sets batch size with the cap, arXiv 2605.21427).
+Per-iteration work stays with the step governors; the planner sets their targets.
 
 Before any load is seen it switches every instance to colocated (`start`). A search judges the
 layout in force first and then each candidate against the attainment it needs to change the
@@ -34,7 +45,7 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from wattserve.seam import (
     CAP_LEVELS,
@@ -43,8 +54,11 @@ from wattserve.seam import (
     Layout,
     LoadEstimate,
     PlanModel,
+    SetBatchLimit,
+    SetClock,
     SetPowerCap,
     SetRole,
+    SetStepTarget,
     cap_grid,
     want_of,
 )
@@ -88,6 +102,10 @@ def estimate(a: Counters, b: Counters, fallback_output: float) -> LoadEstimate |
 class PlannerController:
     model: PlanModel
     screen: PlanModel | None = None
+    trim_model: PlanModel | None = None
+    """The model that judges spending slack (`_trim`; default `model`): the simulator started from
+    the batches running now over a short replay (experiments/plan_sim.WARM), since a step of slack
+    is a small change to the layout in force, judged against it."""
     name: str = "planner"
     period_s: float = 3.0
     window_s: float = 20.0
@@ -136,6 +154,25 @@ class PlannerController:
     loop's event loop (the runtime) runs it in a thread (control/loop.py)."""
     start_colocated: bool = True
     """Start every instance colocated (with `colocated` on) rather than in the back end's layout."""
+    target_levels: tuple[float, ...] = (0.5, 0.7, 0.9)
+    """Step-governor targets (the share of the TPOT SLO a decode iteration may take) the planner may
+    raise its governors to, where they take one (`InstanceState.step_target`); it starts them at 0,
+    which spends no slack."""
+    batch_floor: int = 16
+    """The smallest batch limit the decode instances may be reined to (`_reined`), halving from the
+    engine's own."""
+    clock_levels: tuple[float, ...] = (0.9, 0.8, 0.7, 0.6, 0.5)
+    """Clock locks a role may be trimmed to, as fractions of the GPU's highest clock (empty: no clock
+    locks). While the load holds, each period judges one step of slack (`_trim`); a search (the
+    load changed) also judges the layout in force spending none (`Layout.plain`)."""
+    trim_stress: float = 1.25
+    """A lock is judged at this multiple of the planned load (itself `headroom` x the estimate)..."""
+    trim_floor: float = 0.99
+    """...where it must serve at least this share, and no less than the layout without it..."""
+    trim_energy: float = 0.01
+    """...for at least this share less predicted power; and the role's observed p90 TTFT and TPOT,
+    stretched by the clock ratio, must stay within `trim_slack` of the SLOs (`_slack`)."""
+    trim_slack: float = 0.6
     history: deque[Counters] = field(default_factory=lambda: deque(maxlen=64))
     decisions: list[dict[str, object]] = field(default_factory=list)
     planning_s: list[float] = field(default_factory=list)
@@ -146,6 +183,12 @@ class PlannerController:
     _last: tuple[LoadEstimate, Layout, float] | None = None
     """The load, layout in force and its predicted attainment of the last search that chose to stay."""
     _output: float = 128.0
+    _settled: set[str] = field(default_factory=set)
+    """Knobs whose next step was judged and refused since the last search."""
+    _seqs0: int | None = None
+    """The engines' own batch limit, read at the first decision (the largest in force)."""
+    _base: tuple[LoadEstimate, Layout, tuple[float, float]] | None = None
+    """The layout in force judged at the stressed load a trim is judged at, and its (attainment, W)."""
 
     def start(self, state: ClusterState) -> list[Action]:
         """Before any load is seen, with `colocated` and `start_colocated` on, every instance
@@ -154,11 +197,11 @@ class PlannerController:
         instant, whereas a split that fits the first load badly must drain to change."""
         self.history.append(counters(state))
         if self.colocated and self.start_colocated and self._live(state):
-            lay = Layout.all_colocated(self._even(state, 0).decode_cap_w)
+            lay = replace(Layout.all_colocated(self._even(state, 0).decode_cap_w), step_target=self._target0(state))
             moves = self._roles(state, lay)
-            return [*moves, *self._caps(state, lay, {m.instance: m.role for m in moves})]
-        p = len(state.by_role("prefill"))
-        return self._caps(state, self._even(state, p))
+            return [*moves, *self._caps(state, lay, {m.instance: m.role for m in moves}), *self._targets(state, lay)]
+        lay = replace(self._even(state, len(state.by_role("prefill"))), step_target=self._target0(state))
+        return [*self._caps(state, lay), *self._targets(state, lay)]
 
     def decide(self, state: ClusterState) -> list[Action]:
         t0, c0 = time.perf_counter(), time.thread_time()
@@ -174,10 +217,22 @@ class PlannerController:
                             tuple((i.role, i.running) for i in live))
         cands = self._candidates(state)
         current = self._current(state, cands)
+        if self._seqs0 is None and live:
+            self._seqs0 = max(i.max_seqs for i in live) or None
         if self._last is not None and self._last[1] == current and self._holds(self._last[0], load):
+            tuned = self._trim(state, self._last[0], current)
             self._timed(t0, c0)
-            self.decisions.append({**self._decision(state, load, current, self._last[2], self._last[2]), "reused": True})
-            return []
+            self.decisions.append({**self._decision(state, load, tuned or current, self._last[2], self._last[2]),
+                                   "reused": True})
+            if tuned is None:
+                return []
+            self._last = (self._last[0], tuned, self._last[2])
+            return [*self._clocks(state, tuned), *self._targets(state, tuned), *self._batch(state, tuned)]
+        self._settled.clear()
+        limit = current.decode_max_seqs
+        trims = replace(current, decode_max_seqs=None)
+        trims = trims if trims.tuned and self._covers(load, current) else None
+        current = current.plain()
         screen = self.screen or self.model
         split = [c for c in cands if c.whole is None]
         screened = screen.predict(load, split)
@@ -198,15 +253,166 @@ class PlannerController:
 
         k_best = max(judged, key=score)
         if k_best == 0:
+            for cand in self._reined(state, current, limit):
+                need = cur_att + self.margin
+                if need <= 1.0 + 1e-12:
+                    short.append(cand)
+                    moves_of.append([])
+                    drained.append(0)
+                    judged[len(short) - 1] = self.model.predict(load, [cand], current, [need])[0]
+            k_best = max(judged, key=score)
+        if k_best == 0:
             k_best = self._cheaper(judged, drained)
         best, best_att = short[k_best], judged[k_best][0]
+        if k_best == 0 and trims is not None:
+            best = current = trims
         self._timed(t0, c0)
         self.decisions.append({**self._decision(state, load, best, best_att, cur_att), "reused": False})
-        self._last = (load, current, cur_att) if best == current else None
-        if best == current:
-            return []
+        self._last = (load, current, cur_att) if k_best == 0 else None
+        if k_best == 0:
+            return [*self._clocks(state, best), *self._targets(state, best), *self._batch(state, best)]
         moves = moves_of[k_best]
-        return [*moves, *self._caps(state, best, {m.instance: m.role for m in moves})]
+        moved = {m.instance: m.role for m in moves}
+        return [*moves, *self._caps(state, best, moved), *self._clocks(state, best, moved),
+                *self._targets(state, best), *self._batch(state, best, moved)]
+
+    def _trim(self, state: ClusterState, load: LoadEstimate, current: Layout) -> Layout | None:
+        """The layout in force spending one more step of slack, or None. The steps, in order: the
+        step governors' target one level up (`target_levels`; decode iterations, so not on prefill
+        instances), then each role's clock lock one level down (`clock_levels`, below the clock
+        its GPUs ran at), decode before prefill. A step is taken when the model, at `trim_stress` x
+        the planned load, has it serve at least `trim_floor` and no less than without, for
+        `trim_energy` less power, and the role's observed latencies leave slack (`_slack`); else
+        that knob is settled until the next search. One model run a period: the first judges the
+        layout in force at that load, each later one a step. Slack is spent only where the load
+        leaves it: judging at a heavier load than planned keeps a step off the edge of capacity,
+        where a slower clock costs attainment (BiScale sets base clocks per phase offline and
+        lowers the decode clock per iteration within the TPOT slack: arXiv 2602.18755)."""
+        if not state.gpus:
+            return None
+        step = next(((knob, cand, slower) for knob, cand, slower in self._steps(state, current)
+                     if knob not in self._settled), None)
+        if step is None:
+            return None
+        knob, cand, slower = step
+        if not self._slack(state, "prefill" if knob == "prefill-clock" else "decode", slower):
+            self._settled.add(knob)
+            return None
+        heavy = replace(load, rate_rps=load.rate_rps * self.trim_stress)
+        model = self.trim_model or self.model
+        if self._base is None or self._base[:2] != (heavy, current):
+            self._base = (heavy, current, model.predict(heavy, [current], current)[0])
+            return None
+        base = self._base[2]
+        self._settled.add(knob)
+        att0, w0 = base
+        bar = max(self.trim_floor, att0)
+        att, w = model.predict(heavy, [cand], current, [bar])[0]
+        if att >= bar - 1e-9 and w <= (1 - self.trim_energy) * w0:
+            self._settled.discard(knob)
+            self._base = (heavy, cand, (att, w))
+            return cand
+        return None
+
+    def _reined(self, state: ClusterState, current: Layout, limit: int | None) -> list[Layout]:
+        """Where the decode instances' observed p90 TPOT is over the SLO, the layout in force
+        (`current`, with the engines' batch limits) with their batch limit in force (`limit`, when
+        the planner set one) and with it halved (`batch_floor` at least): a smaller batch runs
+        shorter iterations but queues more, so the model judges the trade (PALS sets batch size
+        with the cap for the TPOT SLO, arXiv 2605.21427). Judged only when the search keeps the
+        layout in force, whose TPOT is the one observed, after the other candidates. Elsewhere a
+        smaller batch serves no better: none, and a limit in force is then lifted."""
+        slo = state.slo_tpot_s
+        if slo is None or self._seqs0 is None:
+            return []
+        decode = [i for i in self._live(state) if i.role != "prefill"]
+        if not any(i.tpot_p90_s is not None and i.tpot_p90_s > slo for i in decode):
+            return []
+        now = limit or self._seqs0
+        sizes = ([limit] if limit else []) + ([now // 2] if now // 2 >= self.batch_floor else [])
+        return [replace(current, decode_max_seqs=n) for n in sizes]
+
+    def _covers(self, load: LoadEstimate, current: Layout) -> bool:
+        """Whether the slack the layout in force spends was judged (`_trim`) at a load at least
+        this one's rate, with mean lengths within `reuse_length`: a search then keeps it when it
+        keeps the layout; otherwise the search returns it."""
+        if self._base is None or self._base[1] != current:
+            return False
+        then = self._base[0]
+        return (load.rate_rps <= then.rate_rps
+                and abs(load.prompt_tokens - then.prompt_tokens) <= self.reuse_length * then.prompt_tokens
+                and abs(load.output_tokens - then.output_tokens) <= self.reuse_length * then.output_tokens)
+
+    def _steps(self, state: ClusterState, current: Layout) -> list[tuple[str, Layout, float]]:
+        """The next step of each knob from the layout in force: (knob, the layout with it, how much
+        longer an iteration may get, for `_slack`)."""
+        out: list[tuple[str, Layout, float]] = []
+        if current.step_target is not None:
+            up = [t for t in sorted(self.target_levels) if t > current.step_target]
+            if up:
+                out.append(("target", replace(current, step_target=up[0]), 1.0))
+        top = state.gpus[0].clock_max_mhz
+        for role in ("decode",) if current.whole is not None else ("decode", "prefill"):
+            lock = current.clock_of(role)
+            ran = lock if lock is not None else max(
+                (g.clock_mhz for i in self._live(state) if (i.role == "prefill") == (role == "prefill")
+                 for g in state.gpus if g.index in i.gpus), default=top)
+            lower = [m for m in self._levels(top) if m < ran]
+            if lower:
+                field_ = "prefill_clock_mhz" if role == "prefill" else "decode_clock_mhz"
+                out.append((f"{role}-clock", replace(current, **{field_: lower[0]}), ran / lower[0]))
+        return out
+
+    def _slack(self, state: ClusterState, role: str, slower: float) -> bool:
+        """Whether `role`'s instances' observed p90 TTFT and TPOT, stretched by `slower` (the clock
+        ratio: an iteration at most that much longer), stay within `trim_slack` of the SLOs; False
+        with none observed. The model replays a smoothed load; the observed tails carry the bursts
+        and long requests it does not, so slack is spent only where both show it."""
+        seen_any = False
+        for i in self._live(state):
+            if (i.role == "prefill") != (role == "prefill"):
+                continue
+            for seen, slo in ((i.ttft_p90_s, state.slo_ttft_s), (i.tpot_p90_s, state.slo_tpot_s)):
+                if seen is not None and slo is not None:
+                    seen_any = True
+                    if seen * slower > self.trim_slack * slo:
+                        return False
+        return seen_any
+
+    def _levels(self, top: int) -> list[int]:
+        return sorted({int(round(f * top)) for f in self.clock_levels if 0 < f < 1}, reverse=True)
+
+    def _batch(self, state: ClusterState, lay: Layout, moved: dict[int, str] | None = None) -> list[Action]:
+        """SetBatchLimit for every live instance whose limit differs from its (new) role's in `lay`
+        (the engine's own where `lay` sets none, and on prefill instances)."""
+        if self._seqs0 is None:
+            return []
+        moved = moved or {}
+        out: list[Action] = []
+        for i in self._live(state):
+            role = moved.get(i.iid, i.role)
+            want = self._seqs0 if role == "prefill" else lay.decode_max_seqs or self._seqs0
+            if i.max_seqs != want:
+                out.append(SetBatchLimit(i.iid, want))
+        return out
+
+    def _targets(self, state: ClusterState, lay: Layout) -> list[Action]:
+        """SetStepTarget for every live instance whose governor's target differs from `lay`'s."""
+        if lay.step_target is None:
+            return []
+        return [SetStepTarget(i.iid, lay.step_target) for i in self._live(state)
+                if i.step_target is not None and i.step_target != lay.step_target]
+
+    def _clocks(self, state: ClusterState, lay: Layout, moved: dict[int, str] | None = None) -> list[Action]:
+        """SetClock for every GPU whose lock differs from its (new) role's in `lay`."""
+        moved = moved or {}
+        role_of = {g: moved.get(i.iid, i.role) for i in state.instances for g in i.gpus}
+        out: list[Action] = []
+        for g in state.gpus:
+            want = lay.clock_of(role_of.get(g.index, "decode"))
+            if want != g.locked_clock_mhz:
+                out.append(SetClock(g.index, want))
+        return out
 
     def _timed(self, t0: float, c0: float) -> None:
         self.planning_s.append(time.perf_counter() - t0)
@@ -217,6 +423,8 @@ class PlannerController:
         return {"time_s": state.time_s, "rate_rps": load.rate_rps, "prompt_tokens": load.prompt_tokens,
                 "output_tokens": load.output_tokens, "layout": best.whole or "disaggregated",
                 "prefill": best.prefill, "prefill_cap_w": best.prefill_cap_w, "decode_cap_w": best.decode_cap_w,
+                "prefill_clock_mhz": best.prefill_clock_mhz, "decode_clock_mhz": best.decode_clock_mhz,
+                "step_target": best.step_target, "decode_max_seqs": best.decode_max_seqs,
                 "predicted_attainment": best_att, "current_attainment": cur_att, "planning_s": self.planning_s[-1]}
 
     def _holds(self, then: LoadEstimate, now: LoadEstimate) -> bool:
@@ -319,19 +527,32 @@ class PlannerController:
         """The layout in force, read back as the candidate it is closest to, so that caps rounded by
         the guard do not look like a different plan."""
         live = self._live(state)
-        cap = {r: [g.cap_target_w for i in live if i.role == r for g in state.gpus if g.index in i.gpus]
-               for r in WITH_CONCURRENT}
+        gpus = {r: [g for i in live if i.role == r for g in state.gpus if g.index in i.gpus] for r in WITH_CONCURRENT}
+        cap = {r: [g.cap_target_w for g in gs] for r, gs in gpus.items()}
+
+        def lock(role: str) -> int | None:
+            locks = {g.locked_clock_mhz for g in gpus[role]}
+            return locks.pop() if len(locks) == 1 else None
+
+        targets = [i.step_target for i in live if i.step_target is not None]
+        target = min(targets) if targets and len(targets) == len(live) else None
+        seqs = min((i.max_seqs for i in live if i.role != "prefill"), default=None)
+        limit = None if seqs is None or self._seqs0 is None or seqs >= self._seqs0 else seqs
+
         for whole in WHOLE:
             if live and all(i.role == whole for i in live):
                 w = sum(cap[whole]) / max(1, len(cap[whole]))
                 lay = Layout.all_in(whole, w)
                 same = [c for c in cands if c.whole == whole]
-                return min(same, key=lambda c: abs(c.decode_cap_w - lay.decode_cap_w)) if same else lay
+                lay = min(same, key=lambda c: abs(c.decode_cap_w - lay.decode_cap_w)) if same else lay
+                return replace(lay, decode_clock_mhz=lock(whole), step_target=target, decode_max_seqs=limit)
         p = sum(1 for i in live if i.role == "prefill")
         lay = Layout(p, sum(cap["prefill"]) / max(1, len(cap["prefill"])),
                      sum(cap["decode"]) / max(1, len(cap["decode"])))
         same = [c for c in cands if c.prefill == p and c.whole is None]
-        return min(same, key=lambda c: abs(c.prefill_cap_w - lay.prefill_cap_w)) if same else lay
+        lay = min(same, key=lambda c: abs(c.prefill_cap_w - lay.prefill_cap_w)) if same else lay
+        return replace(lay, prefill_clock_mhz=lock("prefill"), decode_clock_mhz=lock("decode"), step_target=target,
+                       decode_max_seqs=limit)
 
     def _instances(self, state: ClusterState) -> tuple[int, int]:
         live = self._live(state)
@@ -353,7 +574,13 @@ class PlannerController:
         even = round(self._even(state, 0).decode_cap_w, 3)
         out += [Layout.all_in(whole, even) for whole, on in zip(WHOLE, (self.colocated, self.concurrent), strict=True)
                 if on and n >= 1]
-        return out
+        target = self._target0(state)
+        return out if target is None else [replace(c, step_target=target) for c in out]
+
+    def _target0(self, state: ClusterState) -> float | None:
+        """0 (no slack to spend) where every live instance's governor takes a target, else None."""
+        live = self._live(state)
+        return 0.0 if live and all(i.step_target is not None for i in live) else None
 
     def _even(self, state: ClusterState, p: int) -> Layout:
         share = state.budget_w / len(state.gpus)

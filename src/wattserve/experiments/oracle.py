@@ -5,9 +5,11 @@ we ship can run (issue 15: "extend the hindsight oracle to the same search space
 included"): disaggregated P:D splits with a cap per role (every split count, the scenario's prefill
 caps and the planner's), every instance colocated under one uniform cap, and every instance
 concurrent under one uniform cap (RAPID-Serve's streams, arXiv 2601.11822, which
-`planner-concurrent` reaches). Clocks are not
-searched: no shipped policy on these scenarios locks them, and a lower clock lock never shortens an
-iteration, so it cannot raise attainment. Attainment and energy add up over windows; the peak sum of
+`planner-concurrent` reaches). Clock locks, step-governor targets and
+smaller batch limits are not searched: the planners set them, but a lower clock never shortens an
+iteration, so locks and targets cannot raise attainment, and on these scenarios a smaller batch
+limit serves less at every rate tried (docs/planner.md); the oracle bounds attainment, and the caps
+below the budget it searches already trade speed for power. Attainment and energy add up over windows; the peak sum of
 caps is measured over the runs it chose, so its budget check can fail."""
 
 from __future__ import annotations

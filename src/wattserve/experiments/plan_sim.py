@@ -25,6 +25,7 @@ import numpy as np
 
 from wattserve.catalog import get_gpu, get_model
 from wattserve.errors import UsageError
+from wattserve.governors.registry import sharing_factory
 from wattserve.metrics.summary import records_met, slo_met
 from wattserve.perf.perf_profile import load_profile
 from wattserve.perf.plan_analytic import AnalyticPlanModel
@@ -55,7 +56,7 @@ class SimPlanModel:
     def __init__(self, cluster: ClusterConfig, slo_ttft_s: float | None, slo_tpot_s: float | None,
                  horizon_s: float = 15.0, max_requests: int = 1500, seed: int = 0, length_cv: float = 1.0,
                  late_share: float = 0.5, check_s: float = 0.5, concurrent_switch: bool = False,
-                 seed_running: bool = False) -> None:
+                 seed_running: bool = False, share_governors: bool = True) -> None:
         self.cluster = cluster
         self.seed_running = seed_running
         """Start each candidate from the requests running now (the load's `running`), seeded in
@@ -79,6 +80,12 @@ class SimPlanModel:
         self.check_s = check_s
         """How often (simulated seconds) a candidate's run checks whether it can still reach the
         attainment of the layout in force."""
+        c = cluster
+        alike = c.decode_perf_profile in (None, c.perf_profile) and c.decode_tp in (None, c.tp)
+        self._governors = sharing_factory(c.engine.governor) if alike and share_governors else None
+        """The step governors of every run: engines alike (one perf profile and TP wherever decode
+        runs) share what their governors learn of the models, which every run would otherwise
+        learn afresh (`governors.registry.sharing_factory`)."""
         self._replay: tuple[tuple[LoadEstimate, Layout | None], Workload, list[int], np.ndarray] | None = None
         """The last (load, layout in force)'s replay, its seeds' instances and which of its requests
         are scored: a planner judges its candidates one call at a time on the same load."""
@@ -184,23 +191,29 @@ class SimPlanModel:
         return np.clip(np.round(x), 1, 16 * mean).astype(np.int64)
 
     def _config(self, roles: Layout, caps: Layout) -> ClusterConfig:
-        """The cluster with `roles`' instances and `caps`' per-role caps."""
-        n = self.cluster.num_gpus // self.cluster.tp
+        """The cluster with `roles`' instances and `caps`' per-role caps and clock locks (where
+        `caps` locks none, the cluster's own)."""
+        c = self.cluster
+        n = c.num_gpus // c.tp
         if roles.whole is not None:
-            return self.cluster.model_copy(update={
+            return c.model_copy(update={
                 "prefill": 0, "decode": 0, "colocated": n if roles.colocated else 0,
                 "concurrent": n if roles.concurrent else 0, "prefill_cap_w": None,
-                "decode_cap_w": None, "power_cap_w": caps.decode_cap_w})
-        return self.cluster.model_copy(update={
+                "decode_cap_w": None, "power_cap_w": caps.decode_cap_w,
+                "clock_mhz": _or(caps.decode_clock_mhz, c.clock_mhz)})
+        return c.model_copy(update={
             "prefill": roles.prefill, "decode": n - roles.prefill, "colocated": 0, "concurrent": 0,
-            "prefill_cap_w": caps.prefill_cap_w, "decode_cap_w": caps.decode_cap_w, "power_cap_w": None})
+            "prefill_cap_w": caps.prefill_cap_w, "decode_cap_w": caps.decode_cap_w, "power_cap_w": None,
+            "prefill_clock_mhz": _or(caps.prefill_clock_mhz, c.prefill_clock_mhz),
+            "decode_clock_mhz": _or(caps.decode_clock_mhz, c.decode_clock_mhz)})
 
     @staticmethod
     def _move(cluster: Cluster, lay: Layout, load: Counter[int]) -> None:
         """Switch the cluster's instances to `lay` at time 0, as the planner would (the busiest, by
         `load`, keeping their roles): switches into or out of colocated at once, those between
         prefill and decode draining and reconfiguring (the simulator's own role changes), so a
-        candidate's price includes its transition; then every GPU gets its new role's cap."""
+        candidate's price includes its transition; then every instance gets its new role's batch
+        limit, and every GPU its new role's cap and clock lock."""
         by_id = {i.iid: i for i in cluster.instances}
         busiest = sorted(cluster.instances, key=lambda i: -load[i.iid])
         moves = [(by_id[iid], role) for iid, role in
@@ -208,9 +221,15 @@ class SimPlanModel:
         for inst, role in sorted(moves, key=lambda m: not instant_switch(m[0].role, m[1])):
             with contextlib.suppress(UsageError):
                 cluster.set_role(inst.iid, role)
+        limit = lay.decode_max_seqs
         for inst, role in moves:
+            if limit is not None:
+                cluster.set_batch_limit(inst.iid, cluster.spec.engine.max_seqs if role == "prefill" else limit)
+            clock = lay.clock_of(role)
             for g in inst.gpus:
                 cluster.set_power_cap(g.index, lay.prefill_cap_w if role == "prefill" else lay.decode_cap_w, 0.0)
+                if clock != g.locked_clock_mhz:
+                    cluster.set_clock(g.index, clock, 0.0)
 
     def _run(self, wl: Workload, scored: np.ndarray, lay: Layout, current: Layout | None = None,
              bar: float | None = None, seeds: Sequence[int] = ()) -> tuple[float, float]:
@@ -220,7 +239,15 @@ class SimPlanModel:
         cluster, but they arrived before the plan, and how long they have waited already is not
         replayed."""
         start = lay if current is None else current
-        cluster = Cluster(self._config(start, lay), wl, slo_s=self.slo_s, concurrent_switch=self.concurrent_switch)
+        cluster = Cluster(self._config(start, lay), wl, slo_s=self.slo_s, concurrent_switch=self.concurrent_switch,
+                          governor=self._governors)
+        if lay.step_target is not None:
+            for inst in cluster.instances:
+                cluster.set_step_target(inst.iid, lay.step_target)
+        if lay.decode_max_seqs is not None:
+            for inst in cluster.instances:
+                if inst.role != "prefill":
+                    cluster.set_batch_limit(inst.iid, lay.decode_max_seqs)
         for iid in seeds:
             cluster.seed_running(iid)
         if start != lay:
@@ -271,6 +298,10 @@ class SimPlanModel:
         cluster.loop.at(self.check_s, check)
 
 
+def _or(a: int | None, b: int | None) -> int | None:
+    return a if a is not None else b
+
+
 SEED_KV_SHARE = 0.9
 """The most of an instance's KV cache its seeded requests may fill (the scheduler keeps room for the
 batch to grow)."""
@@ -287,9 +318,10 @@ to fill). Of the warm replays tried (6 s and 600 requests, 8 s and 800, 10 s and
 
 def planner_models(cluster: ClusterConfig, slo_ttft_s: float | None, slo_tpot_s: float | None,
                    seed: int = 0, concurrent_switch: bool = False) -> dict[str, Any]:
-    """The planner's `model` (simulated) and `screen` (closed form) for this cluster; with
-    `concurrent_switch` (a planner judging concurrent layouts), the warm model (`WARM`)."""
-    warm: dict[str, Any] = WARM if concurrent_switch else {}
-    return {"model": SimPlanModel(cluster, slo_ttft_s, slo_tpot_s, seed=seed, concurrent_switch=concurrent_switch,
-                                  **warm),
-            "screen": analytic_model(cluster, slo_ttft_s, slo_tpot_s)}
+    """The planner's `model` (simulated), `screen` (closed form) and `trim_model` (simulated, warm)
+    for this cluster; with `concurrent_switch` (a planner judging concurrent layouts), the warm
+    model (`WARM`) is its `model` too. The cluster's step governor is the model's: a candidate
+    that spends slack through the governors' target is judged running them."""
+    warm = SimPlanModel(cluster, slo_ttft_s, slo_tpot_s, seed=seed, concurrent_switch=concurrent_switch, **WARM)
+    model = warm if concurrent_switch else SimPlanModel(cluster, slo_ttft_s, slo_tpot_s, seed=seed)
+    return {"model": model, "screen": analytic_model(cluster, slo_ttft_s, slo_tpot_s), "trim_model": warm}

@@ -72,6 +72,9 @@ def run_task(task: Task) -> dict[str, Any]:
     out["guard_peak_committed_w"] = run.guard.peak_committed_w
     out["role_changes"] = int(sum(i.role_changes for i in res.instances))
     out["cap_changes"] = run.log.count("cap")
+    out["clock_changes"] = run.log.count("clock")
+    out["step_target_changes"] = run.log.count("steptarget")
+    out["batch_limit_changes"] = run.log.count("batchlimit")
     out["refused"] = sum(1 for e in run.log.entries if e.status == "refused")
     planning = getattr(run.controller, "planning_s", None)
     if planning:

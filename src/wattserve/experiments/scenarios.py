@@ -42,13 +42,19 @@ class Arm:
     policy: str = "static"
     layout: Literal["disaggregated", "colocated"] = "disaggregated"
     experiment: Literal["policy", "oracle"] = "policy"
+    governor: str = "max-clock"
+    """The step governor of every instance (the planners' arms: decode-slack, whose target they set)."""
 
 
 ARMS = (
     Arm("static"), Arm("static-split", "static-split"), Arm("rapid-power", "rapid-power"),
     Arm("rapid-roles", "rapid-roles"), Arm("rapid", "rapid"), Arm("colocated", "static", "colocated"),
-    Arm("planner", "planner"), Arm("planner-concurrent", "planner-concurrent"), Arm("oracle", experiment="oracle"),
+    Arm("planner", "planner", governor="decode-slack"),
+    Arm("planner-concurrent", "planner-concurrent", governor="decode-slack"), Arm("oracle", experiment="oracle"),
 )
+"""The planners' arms run BiScale's decode-slack governor (arXiv 2602.18755) on every instance: the
+planner starts its target at 0, which spends no slack, and raises it where its model and the
+observed latencies show slack (control/planner.py)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -96,6 +102,8 @@ class NamedScenario:
         cluster = ClusterConfig(gpu=self.gpu, model=self.model, tp=self.tp, prefill=0 if colocated else self.prefill,
                                 decode=0 if colocated else self.decode, colocated=n if colocated else 0,
                                 perf_profile=self.perf_profile)
+        if arm is not None and arm.governor != cluster.engine.governor:
+            cluster = cluster.model_copy(update={"engine": cluster.engine.model_copy(update={"governor": arm.governor})})
         event = self.budget_events.get(workload) if self.budget_events and workload else None
         control = ControlConfig() if arm is None else ControlConfig(budget_w=self.budget_w, budget_trace=event,
                                                                     policy=arm.policy)
