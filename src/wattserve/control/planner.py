@@ -166,13 +166,16 @@ class PlannerController:
     locks). While the load holds, each period judges one step of slack (`_trim`); a search (the
     load changed) also judges the layout in force spending none (`Layout.plain`)."""
     trim_stress: float = 1.25
-    """A lock is judged at this multiple of the planned load (itself `headroom` x the estimate)..."""
+    """A step of slack (`_trim`) is judged at this multiple of the planned load (itself `headroom` x
+    the estimate)..."""
     trim_floor: float = 0.99
     """...where it must serve at least this share, and no less than the layout without it..."""
     trim_energy: float = 0.01
     """...for at least this share less predicted power; and the role's observed p90 TTFT and TPOT,
     stretched by the clock ratio, must stay within `trim_slack` of the SLOs (`_slack`)."""
     trim_slack: float = 0.6
+    """Our choice (BiScale's constants are not public): the observed p90 tail may grow by at most
+    two thirds before it reaches the SLO, room for the bursts a 5 s window has not shown yet."""
     history: deque[Counters] = field(default_factory=lambda: deque(maxlen=64))
     decisions: list[dict[str, object]] = field(default_factory=list)
     planning_s: list[float] = field(default_factory=list)
