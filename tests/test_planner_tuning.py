@@ -204,3 +204,15 @@ def test_the_governor_retarget_is_bounded() -> None:
     assert g.target_share == 0.0
     with pytest.raises(ValueError, match="allowed"):
         g.retarget(-0.1)
+
+
+@pytest.mark.parametrize(("named", "runs"), [(None, "decode-slack"), ("max-clock", "max-clock"), ("biscale", "biscale")])
+def test_a_planner_run_that_names_no_governor_gets_one_whose_target_it_sets(named: str | None, runs: str) -> None:
+    from wattserve.schema.loading import load_scenario
+    from wattserve.schema.serve import ServeConfig
+
+    engine = {} if named is None else {"cluster": {"engine": {"governor": named}}}
+    assert load_scenario(None, {"control": {"policy": "planner", "budget_w": 4000}, **engine}).cluster.engine.governor == runs
+    assert load_scenario(None, {"control": {"policy": "rapid", "budget_w": 4000}}).cluster.engine.governor == "max-clock"
+    serve = ServeConfig(control={"policy": "planner", "budget_w": 1400}, **({} if named is None else {"governor": named}))
+    assert serve.governor == runs

@@ -55,12 +55,12 @@ def _step_targets(url: str) -> dict[str, float]:
 
 
 def test_the_planner_sets_the_step_governors_target_on_live_workers() -> None:
-    """Workers running BiScale's decode-slack governor (target 0.9 of the TPOT SLO by default) get
-    the planner's target through SetStepTarget: 0 at its start, which spends no slack, until its
-    model and the observed latencies show slack."""
+    """With no --governor named, a planner's workers run BiScale's decode-slack governor (target 0.9
+    of the TPOT SLO on its own) and get the planner's target through SetStepTarget: 0 at its start,
+    which spends no slack, until its model and the observed latencies show slack."""
     pytest.importorskip("torch")
     srv = start_server("--prefill", "1", "--decode", "1", "--policy", "planner", "--budget", "1400",
-                       "--governor", "decode-slack", "--slo-tpot-ms", "5000")
+                       "--slo-tpot-ms", "5000")
     try:
         deadline = time.monotonic() + 10.0
         while _step_targets(srv.url) != {"0": 0.0, "1": 0.0} and time.monotonic() < deadline:

@@ -20,6 +20,10 @@ from wattserve.seam.plan import PlanModel
 NEEDS_TABLE = ("pals", "batch-only")
 """Policies that plan from fitted models (`wattserve fit`): the caller passes `table=`."""
 NEEDS_MODEL = ("planner", "planner-concurrent")
+PLANNER_GOVERNOR = "decode-slack"
+"""The step governor a run of a planner gets when it names none: BiScale's decode tier (arXiv
+2602.18755), whose target the planner sets (docs/planner.md); max-clock, the default otherwise,
+takes no target."""
 """Policies that plan with a model of the cluster (seam.PlanModel): the caller passes `model=` (and
 optionally `screen=`)."""
 SWITCHES_CONCURRENT = ("planner-concurrent",)

@@ -102,7 +102,7 @@ class NamedScenario:
         cluster = ClusterConfig(gpu=self.gpu, model=self.model, tp=self.tp, prefill=0 if colocated else self.prefill,
                                 decode=0 if colocated else self.decode, colocated=n if colocated else 0,
                                 perf_profile=self.perf_profile)
-        if arm is not None and arm.governor != cluster.engine.governor:
+        if arm is not None:
             cluster = cluster.model_copy(update={"engine": cluster.engine.model_copy(update={"governor": arm.governor})})
         event = self.budget_events.get(workload) if self.budget_events and workload else None
         control = ControlConfig() if arm is None else ControlConfig(budget_w=self.budget_w, budget_trace=event,

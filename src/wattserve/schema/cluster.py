@@ -27,7 +27,7 @@ class EngineConfig(Strict):
     block_size: Literal[8, 16, 32] = Field(16, description="KV block size, tokens")
     mem_util: float = Field(0.9, gt=0.1, le=1.0, description="share of GPU memory for weights and KV")
     governor: GovernorName = Field("max-clock", description="step governor each instance asks for its clock before "
-                          "every iteration", json_schema_extra=flag("governor", GOVERNORS.names()))
+                          "every iteration (decode-slack under a planner, which sets its target)", json_schema_extra=flag("governor", GOVERNORS.names()))
     """The step governor each instance asks before every iteration (see wattserve.governors)."""
 
 

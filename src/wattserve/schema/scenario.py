@@ -6,6 +6,7 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 
 from wattserve.catalog.gpus import get_gpu
+from wattserve.control.registry import NEEDS_MODEL, PLANNER_GOVERNOR
 from wattserve.schema.base import Strict, flag
 from wattserve.schema.cluster import ClusterConfig
 from wattserve.schema.control import ControlConfig
@@ -29,6 +30,16 @@ class Scenario(Strict):
         if budget is not None and budget < self.cluster.num_gpus * gpu.cap_min_w:
             raise ValueError(f"control.budget_w: {budget:g} W is below {self.cluster.num_gpus} x "
                              f"{gpu.cap_min_w:g} W, the sum of {gpu.name}'s minimum caps")
+        return self
+
+    @model_validator(mode="after")
+    def _planner_governs(self) -> Scenario:
+        """A planner sets the targets of its step governors; a scenario that runs one and names no
+        governor gets `PLANNER_GOVERNOR` rather than max-clock, which takes none. A governor named,
+        max-clock included, stands; the resolved scenario (DIR/config.yaml) names it."""
+        engine = self.cluster.engine
+        if self.control.policy in NEEDS_MODEL and "governor" not in engine.model_fields_set:
+            object.__setattr__(self.cluster, "engine", engine.model_copy(update={"governor": PLANNER_GOVERNOR}))
         return self
 
     @model_validator(mode="after")

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from wattserve.control.registry import NEEDS_MODEL, PLANNER_GOVERNOR
 from wattserve.governors.registry import GOVERNORS
 from wattserve.schema.base import flag
 from wattserve.schema.choices import (
@@ -55,7 +56,8 @@ class ServeConfig(RuntimeEngineConfig):
     threads: int = Field(1, ge=1, description="torch threads per worker", json_schema_extra=flag("threads-per-worker"))
     router: RouterName = Field("least_loaded", description="request router",
                         json_schema_extra=flag("router", ROUTERS.names()))
-    governor: GovernorName = Field("max-clock", description="step governor each worker asks for its clock before every step",
+    governor: GovernorName = Field("max-clock", description="step governor each worker asks for its clock before every step "
+                          "(decode-slack under a planner, which sets its target)",
                           json_schema_extra=flag("governor", GOVERNORS.names()))
     control: ControlConfig = Field(default_factory=ControlConfig)
     gpu: GpuName = Field("h100", description="GPU whose power model stands in for CPU workers",
@@ -108,6 +110,14 @@ class ServeConfig(RuntimeEngineConfig):
                     raise ValueError(f"{name}: a Ray option; allowed only with --launcher ray")
         elif "kv_transport" not in self.model_fields_set:
             object.__setattr__(self, "kv_transport", "tcp")
+        return self
+
+    @model_validator(mode="after")
+    def _planner_governs(self) -> ServeConfig:
+        """A planner sets its workers' step-governor targets; with no `--governor` named they get
+        `PLANNER_GOVERNOR` rather than max-clock, which takes none."""
+        if self.control.policy in NEEDS_MODEL and "governor" not in self.model_fields_set:
+            object.__setattr__(self, "governor", PLANNER_GOVERNOR)
         return self
 
     @model_validator(mode="before")
