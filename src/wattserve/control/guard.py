@@ -24,7 +24,7 @@ without a cap raise, go at once; a later batch limit for the same instance repla
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from wattserve.seam import (
     Action,
@@ -163,9 +163,8 @@ class BudgetGuard:
     def _pass_through(self, a: Action) -> None:
         now = self.backend.now()
         kind = type(a).__name__.removeprefix("Set").lower()
-        target = getattr(a, "instance", getattr(a, "gpu", -1))
-        value = getattr(a, "role", getattr(a, "mhz", getattr(a, "max_seqs", getattr(a, "fraction",
-                                                                                   getattr(a, "share", None)))))
+        parts = fields(a)
+        target, value = getattr(a, parts[0].name), getattr(a, parts[-1].name)
         try:
             t = self.backend.apply(a)
         except ActuationRefused as e:

@@ -83,6 +83,11 @@ def counters(state: ClusterState) -> Counters:
     return Counters(state.time_s, done + inflight, prompt, sum(i.output_tokens for i in state.instances), done)
 
 
+def near(a: float, b: float, tol: float) -> bool:
+    """Whether `a` is within `tol` of `b`, relative to `b`."""
+    return abs(a - b) <= tol * max(abs(b), 1e-9)
+
+
 def estimate(a: Counters, b: Counters, fallback_output: float) -> LoadEstimate | None:
     """The load between two readings, or None when nothing arrived. A request's output length is
     known only when it finishes, so the tokens generated per finished request lag a shift to longer
@@ -306,9 +311,8 @@ class PlannerController:
         if self._base is None or self._base[:2] != (heavy, current):
             self._base = (heavy, current, model.predict(heavy, [current], current)[0])
             return None
-        base = self._base[2]
         self._settled.add(knob)
-        att0, w0 = base
+        att0, w0 = self._base[2]
         bar = max(self.trim_floor, att0)
         att, w = model.predict(heavy, [cand], current, [bar])[0]
         if att >= bar - 1e-9 and w <= (1 - self.trim_energy) * w0:
@@ -342,9 +346,8 @@ class PlannerController:
         if self._base is None or self._base[1] != current:
             return False
         then = self._base[0]
-        return (load.rate_rps <= then.rate_rps
-                and abs(load.prompt_tokens - then.prompt_tokens) <= self.reuse_length * then.prompt_tokens
-                and abs(load.output_tokens - then.output_tokens) <= self.reuse_length * then.output_tokens)
+        return (load.rate_rps <= then.rate_rps and near(load.prompt_tokens, then.prompt_tokens, self.reuse_length)
+                and near(load.output_tokens, then.output_tokens, self.reuse_length))
 
     def _steps(self, state: ClusterState, current: Layout) -> list[tuple[str, Layout, float]]:
         """The next step of each knob from the layout in force: (knob, the layout with it, how much
@@ -358,8 +361,7 @@ class PlannerController:
         for role in ("decode",) if current.whole is not None else ("decode", "prefill"):
             lock = current.clock_of(role)
             ran = lock if lock is not None else max(
-                (g.clock_mhz for i in self._live(state) if (i.role == "prefill") == (role == "prefill")
-                 for g in state.gpus if g.index in i.gpus), default=top)
+                (g.clock_mhz for i in self._side(state, role) for g in state.gpus if g.index in i.gpus), default=top)
             lower = [m for m in self._levels(top) if m < ran]
             if lower:
                 field_ = "prefill_clock_mhz" if role == "prefill" else "decode_clock_mhz"
@@ -372,15 +374,18 @@ class PlannerController:
         with none observed. The model replays a smoothed load; the observed tails carry the bursts
         and long requests it does not, so slack is spent only where both show it."""
         seen_any = False
-        for i in self._live(state):
-            if (i.role == "prefill") != (role == "prefill"):
-                continue
+        for i in self._side(state, role):
             for seen, slo in ((i.ttft_p90_s, state.slo_ttft_s), (i.tpot_p90_s, state.slo_tpot_s)):
                 if seen is not None and slo is not None:
                     seen_any = True
                     if seen * slower > self.trim_slack * slo:
                         return False
         return seen_any
+
+    def _side(self, state: ClusterState, role: str) -> list[InstanceState]:
+        """The live instances of `role`'s side: prefill's, or every other (decode, colocated,
+        concurrent: those that run decode iterations)."""
+        return [i for i in self._live(state) if (i.role == "prefill") == (role == "prefill")]
 
     def _levels(self, top: int) -> list[int]:
         return sorted({int(round(f * top)) for f in self.clock_levels if 0 < f < 1}, reverse=True)
@@ -408,8 +413,7 @@ class PlannerController:
 
     def _clocks(self, state: ClusterState, lay: Layout, moved: dict[int, str] | None = None) -> list[Action]:
         """SetClock for every GPU whose lock differs from its (new) role's in `lay`."""
-        moved = moved or {}
-        role_of = {g: moved.get(i.iid, i.role) for i in state.instances for g in i.gpus}
+        role_of = self._gpu_roles(state, moved)
         out: list[Action] = []
         for g in state.gpus:
             want = lay.clock_of(role_of.get(g.index, "decode"))
@@ -436,9 +440,6 @@ class PlannerController:
         dispersion within `reuse_length` (relative), and no more than `reuse_backlog` more requests
         queued. Measured against the load last searched, not last period's, so a slow drift ends
         the reuse once it adds up."""
-        def near(a: float, b: float, tol: float) -> bool:
-            return abs(a - b) <= tol * max(abs(b), 1e-9)
-
         return (near(now.rate_rps, then.rate_rps, self.reuse_rate)
                 and near(now.prompt_tokens, then.prompt_tokens, self.reuse_length)
                 and near(now.output_tokens, then.output_tokens, self.reuse_length)
@@ -603,7 +604,12 @@ class PlannerController:
     def _caps(self, state: ClusterState, lay: Layout, moved: dict[int, str] | None = None) -> list[Action]:
         """Every GPU's cap for the role its instance will have (`moved`: instance -> new role); a
         colocated instance gets the layout's one cap."""
-        moved = moved or {}
-        role_of = {g: moved.get(i.iid, i.role) for i in state.instances for g in i.gpus}
+        role_of = self._gpu_roles(state, moved)
         return [SetPowerCap(g.index, lay.prefill_cap_w if role_of.get(g.index) == "prefill" else lay.decode_cap_w)
                 for g in state.gpus]
+
+    @staticmethod
+    def _gpu_roles(state: ClusterState, moved: dict[int, str] | None = None) -> dict[int, str]:
+        """Each GPU's role once the instances in `moved` (instance -> new role) have moved."""
+        moved = moved or {}
+        return {g: moved.get(i.iid, i.role) for i in state.instances for g in i.gpus}

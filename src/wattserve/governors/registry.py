@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import fields, is_dataclass
 from typing import Any
 
 from wattserve.governors.biscale import BiScaleGovernor
@@ -35,14 +36,12 @@ def targeted_governors() -> list[str]:
     return [n for n in GOVERNORS.names() if isinstance(GOVERNORS.make(n), Targeted)]
 
 
-SHARE_CACHES = ("tpot-slack", "biscale", "decode-slack")
-"""Governors that can share what they learn of engines alike (`SlackCaches`)."""
-
-
 def sharing_factory(name: str) -> Callable[[], StepGovernor]:
-    """Governors `name`, each made anew, sharing one `SlackCaches` where the governor has them: for
-    many engines alike, as a model of the cluster builds (experiments/plan_sim.py)."""
-    if GOVERNORS.resolve(name) not in SHARE_CACHES:
+    """Governors `name`, each made anew, sharing one `SlackCaches` where the governor has them (a
+    `caches` field): for many engines alike, as a model of the cluster builds
+    (experiments/plan_sim.py)."""
+    cls = GOVERNORS[GOVERNORS.resolve(name)]
+    if not (is_dataclass(cls) and "caches" in {f.name for f in fields(cls)}):
         return lambda: make_governor(name)
     caches = SlackCaches()
     return lambda: make_governor(name, caches=caches)

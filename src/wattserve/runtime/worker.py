@@ -38,7 +38,7 @@ from wattserve.runtime.power.device import DevicePower
 from wattserve.runtime.step_log import StepLog
 from wattserve.runtime.transport import make_transport, transport_for
 from wattserve.runtime.worker_spec import WorkerSpec
-from wattserve.seam.governor import Targeted
+from wattserve.seam.governor import Targeted, target_of
 
 ROLES = ("prefill", "decode", "colocated")
 """Roles a worker may switch between; a `concurrent` worker (RAPID-Serve: prompts prefilled by a
@@ -85,7 +85,7 @@ class Worker:
                 "steps": e.steps, "tokens": e.tokens_computed, "uptime_s": time.monotonic() - self.started,
                 "max_num_seqs": e.scheduler.max_num_seqs, "pid": os.getpid(),
                 "governor_clock_mhz": e.governor_clock_mhz, "cap_w": e.cap_w, "locked_clock_mhz": e.locked_clock_mhz,
-                "step_target": e.governor.target_share if isinstance(e.governor, Targeted) else None, "power": power, "vocab": e.cfg.vocab, **self.load()}
+                "step_target": target_of(e.governor), "power": power, "vocab": e.cfg.vocab, **self.load()}
 
     def _adopt_limits(self, reading: dict[str, Any]) -> None:
         """The cap in force and the control plane's clock lock, from a power reading (a stats entry

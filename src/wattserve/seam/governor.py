@@ -147,6 +147,11 @@ class Targeted(Protocol):
     def retarget(self, share: float) -> None: ...
 
 
+def target_of(governor: StepGovernor) -> float | None:
+    """The target a governor holds (`InstanceState.step_target`), or None when it takes none."""
+    return governor.target_share if isinstance(governor, Targeted) else None
+
+
 def check_share(share: float) -> None:
     """A step target's share: 0 <= share <= 1 (ValueError otherwise)."""
     if not 0.0 <= share <= 1.0:

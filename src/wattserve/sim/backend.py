@@ -25,8 +25,8 @@ from wattserve.seam import (
     SetRole,
     SetStepTarget,
     StepSignal,
-    Targeted,
 )
+from wattserve.seam.governor import target_of
 from wattserve.sim.cluster import CAP_SETTLE_S, RECONFIG_S, Cluster
 
 WINDOW_S = 5.0
@@ -99,7 +99,7 @@ class SimBackend:
                 ttft_p90_s=self._p90(i.recent_ttft, now), tpot_p90_s=self._p90(i.recent_tpot, now),
                 oldest_wait_s=now - min(unstarted) if unstarted else 0.0,
                 prompt_tokens=i.prompt_tokens, output_tokens=i.output_tokens_at(now), completed=i.completed,
-                step_target=i.governor.target_share if isinstance(i.governor, Targeted) else None))
+                step_target=target_of(i.governor)))
         return ClusterState(now, self.budget.at(now), self.slo_ttft_s, self.slo_tpot_s, tuple(insts), tuple(gpus),
                             target_tok_s=self.target.at(now) if self.target is not None else None)
 
